@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Set up a CPU-only virtual environment in .venv with everything the agent and the
+# template need. Idempotent: a second run only checks. Works offline from PyPI alone.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PY=${PYTHON:-python3}
+[ -x .venv/bin/python ] || "$PY" -m venv .venv
+VPY=.venv/bin/python
+
+# Pins (constraints.txt) keep torch on the CPU wheel and numpy/datasets where sae-bench needs them.
+"$VPY" -m pip install -q -c constraints.txt torch==2.13.0
+"$VPY" -m pip install -q -c constraints.txt -e ".[test]"
+# sae-bench without its dependencies: it requires torchvision, whose PyPI wheel breaks
+# `import transformer_lens` beside the CPU torch; its other needs are listed in pyproject.toml.
+"$VPY" -m pip install -q -c constraints.txt --no-deps "sae-bench==0.6.0"
+"$VPY" -m pip uninstall -q -y torchvision 2>/dev/null || true
+
+LITELLM_LOCAL_MODEL_COST_MAP=True "$VPY" -c "import agent, torch, transformer_lens, sae_bench, litellm, git, rich" \
+  && echo "setup: .venv ready (torch $("$VPY" -c 'import torch; print(torch.__version__)'))"
