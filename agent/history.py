@@ -1,0 +1,326 @@
+"""The workspace's git history: one commit per attempt, read back through its trailers.
+
+Git is the only database. `commit_attempt` writes a commit whose message ends in trailers
+(`Run: 2`, `Attempt: 1`, `Status: failed`, ...; see docs/architecture.md); `read_history` reads
+them back with one `git log` call, so every tool built on it works on any clone of a workspace.
+"""
+
+from __future__ import annotations
+
+import re
+import tempfile
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+
+import git
+
+AGENT_NAME = "sae-agent"
+AGENT_EMAIL = "sae-agent@localhost"
+
+# The order trailers are written in; any others follow in the order given.
+TRAILER_ORDER = ("Run", "Attempt", "Status", "Duration", "Model", "Cost", "Tokens", "Error",
+                 "Profile")
+STATUSES = ("success", "failed", "gate-failed", "interrupted", "baseline", "notes")
+
+_TRAILER_KEY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9-]*$")
+# Field and record separators for `git log --format`: bytes that never occur in a message.
+_FS, _RS = "\x1f", "\x1e"
+
+
+class HistoryError(Exception):
+    """A user-facing problem (not a workspace, no such run, ...). The CLI exits with status 2."""
+
+
+@dataclass
+class Attempt:
+    sha: str
+    run: int
+    attempt: int
+    status: str
+    subject: str
+    date: datetime
+    duration: float | None = None
+    model: str | None = None
+    cost: float | None = None
+    tokens: int | None = None
+    error: str | None = None
+    profile: str | None = None
+    trailers: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def label(self) -> str:
+        """`2.1`: how a user names this attempt on the command line."""
+        return f"{self.run}.{self.attempt}"
+
+    @property
+    def short_sha(self) -> str:
+        return self.sha[:8]
+
+
+# -- writing ------------------------------------------------------------------------------
+
+def init_repo(path: Path) -> git.Repo:
+    """`git init` at `path` (created if missing), with a local identity if none is configured."""
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    repo = git.Repo.init(path)
+    ensure_identity(repo)
+    return repo
+
+
+def ensure_identity(repo: git.Repo) -> None:
+    """Give the repo a local user.name/email when git has none, so commits work on bare CI."""
+    reader = repo.config_reader()  # all levels: system, global, repository
+    missing = [key for key in ("name", "email") if not reader.get_value("user", key, default="")]
+    if missing:
+        with repo.config_writer("repository") as w:
+            if "name" in missing:
+                w.set_value("user", "name", AGENT_NAME)
+            if "email" in missing:
+                w.set_value("user", "email", AGENT_EMAIL)
+
+
+def format_message(subject: str, trailers: dict[str, str], body: str = "") -> str:
+    """subject, blank line, body, blank line, `Key: value` trailers (git interpret-trailers format)."""
+    subject = " ".join(str(subject).split())
+    if not subject:
+        raise ValueError("a commit needs a subject")
+    parts = [subject]
+    if body.strip():
+        parts.append(body.strip("\n"))
+    lines = []
+    for key, value in _ordered(trailers):
+        if not _TRAILER_KEY.match(key):
+            raise ValueError(f"bad trailer key {key!r}: letters, digits and '-' only")
+        value = _one_line(value)
+        if value:
+            lines.append(f"{key}: {value}")
+    if lines:
+        parts.append("\n".join(lines))
+    return "\n\n".join(parts) + "\n"
+
+
+def commit_attempt(workspace: Path, *, subject: str, trailers: dict[str, str], body: str = "",
+                   paths: list[str] | None = None) -> str:
+    """Commit the workspace as one attempt and return the new sha.
+
+    Stages everything (additions, changes, deletions) or only `paths`; commits even when nothing
+    changed, because an attempt is an event whether or not it touched a file.
+    """
+    repo = git.Repo(Path(workspace))
+    ensure_identity(repo)
+    if paths is None:
+        repo.git.add("--all")
+    elif paths:
+        repo.git.add("--all", "--", *paths)
+    message = format_message(subject, trailers, body)
+    with tempfile.TemporaryDirectory() as tmp:
+        message_file = Path(tmp) / "message.txt"
+        message_file.write_text(message, encoding="utf-8")
+        # --cleanup=whitespace: keep lines starting with '#' (LLM text quotes Python comments).
+        repo.git.commit("--allow-empty", "--no-verify", "--no-gpg-sign", "--cleanup=whitespace",
+                        "-F", str(message_file))
+    return repo.head.commit.hexsha
+
+
+def _ordered(trailers: dict[str, str]):
+    known = [(k, trailers[k]) for k in TRAILER_ORDER if k in trailers]
+    return known + [(k, v) for k, v in trailers.items() if k not in TRAILER_ORDER]
+
+
+def _one_line(value) -> str:
+    if value is None:
+        return ""
+    return " ".join(str(value).split())
+
+
+# -- reading ------------------------------------------------------------------------------
+
+def is_workspace(path) -> bool:
+    try:
+        open_workspace(path)
+    except HistoryError:
+        return False
+    return True
+
+
+def open_workspace(path) -> git.Repo:
+    """The workspace's repo, or HistoryError saying why `path` is not a workspace."""
+    path = Path(path)
+    if not path.exists():
+        raise HistoryError(f"{path} does not exist")
+    if not path.is_dir():
+        raise HistoryError(f"{path} is not a workspace: it is a file, not a folder")
+    try:
+        repo = git.Repo(path)  # no search upwards: a folder inside another repo is not a workspace
+    except (git.InvalidGitRepositoryError, git.NoSuchPathError):
+        raise HistoryError(f"{path} is not a workspace: no git repository there "
+                           "(workspaces are made by `python -m agent run`)") from None
+    if repo.bare or Path(repo.working_tree_dir).resolve() != path.resolve():
+        raise HistoryError(f"{path} is not a workspace: it is not the top of a git work tree")
+    if not repo.head.is_valid():
+        raise HistoryError(f"{path} is not a workspace: its git repository has no commits")
+    if not _attempt_records(repo):
+        has_transcript = (path / "transcript.json").exists()
+        raise HistoryError(
+            f"{path} is not a workspace: no commit carries a 'Run:' trailer"
+            + ("" if has_transcript else " and there is no transcript.json"))
+    return repo
+
+
+def read_history(workspace: Path) -> list[Attempt]:
+    """Every attempt, oldest first, from the commit trailers; commits without `Run:` are skipped."""
+    repo = open_workspace(workspace)
+    return [_to_attempt(r) for r in _attempt_records(repo)]
+
+
+def _attempt_records(repo: git.Repo) -> list[dict]:
+    fmt = _FS.join(["%H", "%aI", "%s", "%(trailers:only,unfold)"]) + _RS
+    try:
+        out = repo.git.log("--reverse", f"--format={fmt}", "HEAD")
+    except git.GitCommandError:
+        return []
+    records = []
+    for chunk in out.split(_RS):
+        chunk = chunk.strip("\n")
+        if not chunk:
+            continue
+        sha, date, subject, trailer_text = (chunk.split(_FS) + [""] * 4)[:4]
+        trailers: dict[str, str] = {}
+        for line in trailer_text.splitlines():
+            key, sep, value = line.partition(":")
+            if sep:
+                trailers[key.strip()] = value.strip()  # a repeated key: the last one wins
+        if "Run" in trailers and _int(trailers["Run"]) is not None:
+            records.append({"sha": sha, "date": date, "subject": subject, "trailers": trailers})
+    return records
+
+
+def _to_attempt(rec: dict) -> Attempt:
+    t = rec["trailers"]
+    return Attempt(
+        sha=rec["sha"],
+        run=_int(t["Run"]),
+        attempt=_int(t.get("Attempt")) or 0,
+        status=t.get("Status", "unknown"),
+        subject=rec["subject"],
+        date=datetime.fromisoformat(rec["date"]),
+        duration=_number(t.get("Duration"), suffix="s"),
+        model=t.get("Model") or None,
+        cost=_number(t.get("Cost"), prefix="$"),
+        tokens=_int(t.get("Tokens")),
+        error=t.get("Error") or None,
+        profile=t.get("Profile") or None,
+        trailers=dict(t),
+    )
+
+
+def _int(text) -> int | None:
+    try:
+        return int(str(text).strip().replace(",", ""))
+    except (TypeError, ValueError):
+        return None
+
+
+def _number(text, prefix: str = "", suffix: str = "") -> float | None:
+    if text is None:
+        return None
+    text = text.strip()
+    if prefix and text.startswith(prefix):
+        text = text[len(prefix):]
+    if suffix and text.endswith(suffix):
+        text = text[: -len(suffix)]
+    try:
+        return float(text)
+    except ValueError:
+        return None
+
+
+# -- finding one attempt ------------------------------------------------------------------
+
+_SPEC = re.compile(r"^\s*(?:run[ _]?)?(\d+)(?:\.(\d+))?\s*$", re.I)
+
+
+def find_attempt(workspace: Path, spec: str, attempts: list[Attempt] | None = None) -> Attempt:
+    """`"2"` → the last attempt of run 2; `"2.1"` → run 2 attempt 1. HistoryError if absent."""
+    if attempts is None:
+        attempts = read_history(workspace)
+    m = _SPEC.match(str(spec))
+    if not m:
+        raise HistoryError(f"{spec!r} is not an attempt: write RUN or RUN.ATTEMPT, e.g. 2 or 2.1."
+                           f" This workspace has: {describe_runs(attempts)}")
+    run = int(m.group(1))
+    of_run = [a for a in attempts if a.run == run]
+    if not of_run:
+        raise HistoryError(f"run {run} does not exist in {workspace}. "
+                           f"This workspace has: {describe_runs(attempts)}")
+    if m.group(2) is None:
+        # The run's last real attempt; a notes commit only stands in when there is nothing else.
+        real = [a for a in of_run if a.status != "notes"]
+        return (real or of_run)[-1]
+    number = int(m.group(2))
+    matching = [a for a in of_run if a.attempt == number]
+    if not matching:
+        have = ", ".join(sorted({a.label for a in of_run}, key=_label_key))
+        raise HistoryError(f"run {run} has no attempt {number}; it has: {have}")
+    return matching[-1]  # a resumed workspace may record the same attempt twice: the latest wins
+
+
+def describe_runs(attempts: list[Attempt]) -> str:
+    """`0, 1 (attempts 1-3), 2`: what exists, for error messages."""
+    if not attempts:
+        return "no attempts"
+    by_run: dict[int, list[int]] = {}
+    for a in attempts:
+        by_run.setdefault(a.run, []).append(a.attempt)
+    parts = []
+    for run in sorted(by_run):
+        numbers = sorted(set(by_run[run]))
+        if len(numbers) <= 1:
+            parts.append(f"{run}")
+        elif numbers == list(range(numbers[0], numbers[-1] + 1)):
+            parts.append(f"{run} (attempts {numbers[0]}-{numbers[-1]})")
+        else:
+            parts.append(f"{run} (attempts {', '.join(map(str, numbers))})")
+    return "runs " + ", ".join(parts)
+
+
+def _label_key(label: str):
+    run, _, attempt = label.partition(".")
+    return int(run), int(attempt or 0)
+
+
+def previous_attempt(attempts: list[Attempt], current: Attempt) -> Attempt | None:
+    """The attempt committed just before `current` in the history (None for the first)."""
+    for i, a in enumerate(attempts):
+        if a.sha == current.sha:
+            return attempts[i - 1] if i > 0 else None
+    return None
+
+
+# -- reading files at a commit ------------------------------------------------------------
+
+def file_at(repo: git.Repo, sha: str, path: str) -> str | None:
+    """The text of `path` at commit `sha`, or None if it was not there."""
+    try:
+        blob = repo.commit(sha).tree / path
+    except KeyError:
+        return None
+    if blob.type != "blob":
+        return None
+    return blob.data_stream.read().decode("utf-8", errors="replace")
+
+
+def is_dirty(repo: git.Repo) -> bool:
+    """Uncommitted changes to tracked files, or untracked files git does not ignore."""
+    return repo.is_dirty(untracked_files=True)
+
+
+def ensure_clean(repo: git.Repo) -> None:
+    """HistoryError if the work tree has uncommitted changes (for commands that would write)."""
+    if is_dirty(repo):
+        changed = [d.a_path for d in repo.index.diff(None)] + repo.untracked_files
+        shown = ", ".join(changed[:5]) + (f" and {len(changed) - 5} more" if len(changed) > 5 else "")
+        raise HistoryError(f"{repo.working_tree_dir} has uncommitted changes ({shown}); "
+                           "commit or stash them first")
