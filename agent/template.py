@@ -1,0 +1,94 @@
+"""What a template promises the loop: which files the LLM may edit, which it must not, how to run it."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+DEFAULT_EDITABLE = ("experiment.py", "plot.py", "notes.txt")
+DEFAULT_COMMAND = ("{python}", "experiment.py", "--out_dir={out_dir}")
+IGNORED = {"__pycache__", ".pytest_cache", ".git"}
+
+
+class TemplateError(Exception):
+    pass
+
+
+@dataclass
+class Template:
+    root: Path
+    editable: tuple[str, ...] = DEFAULT_EDITABLE
+    protected: tuple[str, ...] = ()
+    command: tuple[str, ...] = DEFAULT_COMMAND
+    profiles: tuple[str, ...] = ()
+    default_profile: str | None = None
+    gpu_profile: str | None = None
+    env_allow: dict[str, list[str]] = field(default_factory=dict)
+    smoke_profiles: tuple[str, ...] | None = None  # None: smoke-run under every profile
+
+    @property
+    def name(self) -> str:
+        return self.root.name
+
+    def argv(self, out_dir: str, python: str = sys.executable) -> list[str]:
+        return [part.format(python=python, out_dir=out_dir) for part in self.command]
+
+    def display_command(self, out_dir: str = "run_i") -> str:
+        return " ".join(self.argv(out_dir, python="python"))
+
+    def choose_profile(self, requested: str | None) -> str | None:
+        if requested is None:
+            requested = self.gpu_profile if (self.gpu_profile and _cuda_available()) else self.default_profile
+        if self.profiles and requested not in self.profiles:
+            raise TemplateError(f"template {self.name!r} has no profile {requested!r}; "
+                                f"choose one of: {', '.join(self.profiles)}")
+        return requested
+
+    def allowed_env(self, profile: str | None) -> list[str]:
+        return list(self.env_allow.get(profile or "", []))
+
+    def files(self) -> list[Path]:
+        """Every file the template ships, relative to its root, in a stable order."""
+        return sorted(p.relative_to(self.root) for p in self.root.rglob("*")
+                      if p.is_file() and not (IGNORED & set(p.relative_to(self.root).parts))
+                      and p.suffix != ".pyc")
+
+    def fingerprint(self) -> str:
+        """A hash of the template's content: the baseline cache is keyed by it."""
+        digest = hashlib.sha256()
+        for rel in self.files():
+            digest.update(str(rel).encode() + b"\0" + (self.root / rel).read_bytes() + b"\0")
+        return digest.hexdigest()[:16]
+
+
+def _cuda_available() -> bool:
+    try:
+        import torch
+        return torch.cuda.is_available()
+    except Exception:  # no torch, or a broken CUDA install: the CPU profile is the safe choice
+        return False
+
+
+def load_template(root: Path) -> Template:
+    root = Path(root)
+    spec_file = root / "template.json"
+    try:
+        spec = json.loads(spec_file.read_text())
+    except FileNotFoundError:
+        raise TemplateError(f"{root} is not a template: it has no template.json") from None
+    except json.JSONDecodeError as exc:
+        raise TemplateError(f"{spec_file} is not valid JSON: {exc}") from None
+    return Template(
+        root=root,
+        editable=tuple(spec.get("editable", DEFAULT_EDITABLE)),
+        protected=tuple(spec.get("protected", ())),
+        command=tuple(spec.get("command", DEFAULT_COMMAND)),
+        profiles=tuple(spec.get("profiles", ())),
+        default_profile=spec.get("default_profile"),
+        gpu_profile=spec.get("gpu_profile"),
+        env_allow=dict(spec.get("env_allow", {})),
+        smoke_profiles=tuple(spec["smoke_profiles"]) if "smoke_profiles" in spec else None,
+    )
