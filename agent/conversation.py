@@ -1,0 +1,297 @@
+"""The message list sent to the coder, with its alternation guarantee.
+
+Strict providers (deepseek-reasoner) answer HTTP 400 to two user messages in a row, to a first
+or last non-system message that is not the user's, and to `reasoning_content` sent back. The old
+tool died that way: it appended "Run failed ..." after a user turn that was still pending. So
+every message goes through this class, and the shape is checked before every call:
+
+    system, user, assistant, user, ..., assistant, user
+
+Feedback that arrives while a user turn is pending is merged into that turn.
+
+Two lists are kept: `_context` (what is sent; `condense()` shortens it) and `_log` (everything
+ever said, never shortened; this is what `transcript.md` and a replay read). Both end with the
+same turn: only the pending user turn is ever merged into (in both), and `condense()` leaves
+the latest turns alone until its last step.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+TRANSCRIPT_JSON = "transcript.json"
+TRANSCRIPT_MD = "transcript.md"
+TRANSCRIPT_VERSION = 1
+
+# Joins feedback merged into a pending user turn; readable in transcript.md and to the model.
+MERGE_SEPARATOR = "\n\n---\n\n"
+
+# condense() keeps this many of the latest messages whole (besides the idea, the first user turn).
+KEEP_LATEST = 3
+# Fenced blocks (file dumps) longer than this many lines are collapsed in older turns.
+MAX_BLOCK_LINES = 12
+# Tracebacks in older turns keep only their last lines (the exception itself).
+TRACEBACK_TAIL_LINES = 4
+# Older messages are cut to this many characters once blocks and tracebacks are gone.
+MAX_OLD_CHARS = 2000
+# The last resort cuts the latest turns to this many characters (tail kept: errors are at the end).
+MAX_LATEST_CHARS = 12000
+
+
+class ConversationError(Exception):
+    """The message list would break the alternation contract. Always a bug in the caller."""
+
+
+class Conversation:
+    def __init__(self, system: str):
+        self.system = system
+        self._context: list[dict] = []
+        self._log: list[dict] = []
+        # One record per LLM call: model, prompt_tokens, completion_tokens, cost, seconds.
+        self.usage: list[dict] = []
+        self.condensed = 0  # how many times condense() shrank the context
+        self._dropped = 0  # messages condense() removed from the context
+
+    # -- building -------------------------------------------------------------------------
+
+    @property
+    def pending_user(self) -> bool:
+        """True when the last message is a user turn awaiting a reply."""
+        return bool(self._context) and self._context[-1]["role"] == "user"
+
+    def add_user(self, text: str) -> None:
+        """Add a user turn, or merge `text` into the one still waiting for a reply."""
+        text = _as_text(text)
+        if self.pending_user:
+            for turns in (self._context, self._log):
+                turns[-1]["content"] += MERGE_SEPARATOR + text
+        else:
+            self._context.append({"role": "user", "content": text})
+            self._log.append({"role": "user", "content": text})
+
+    def add_assistant(self, text: str) -> None:
+        """Store a reply as plain text. Only a pending user turn can be answered."""
+        if not self.pending_user:
+            raise ConversationError("add_assistant() without a pending user turn")
+        text = _as_text(text)
+        self._context.append({"role": "assistant", "content": text})
+        self._log.append({"role": "assistant", "content": text})
+
+    def record_usage(self, **record) -> None:
+        self.usage.append(record)
+
+    # -- reading --------------------------------------------------------------------------
+
+    def messages(self) -> list[dict]:
+        """The list to send: fresh dicts with only role and content, checked first."""
+        out = [{"role": "system", "content": self.system}]
+        out += [{"role": m["role"], "content": m["content"]} for m in self._context]
+        check_messages(out)
+        return out
+
+    def transcript(self) -> list[dict]:
+        """Everything said, uncondensed, system message first."""
+        return [{"role": "system", "content": self.system}] + [dict(m) for m in self._log]
+
+    def assistant_replies(self) -> list[str]:
+        return [m["content"] for m in self._log if m["role"] == "assistant"]
+
+    def context_chars(self) -> int:
+        return len(self.system) + sum(len(m["content"]) for m in self._context)
+
+    # -- shrinking ------------------------------------------------------------------------
+
+    def condense(self) -> bool:
+        """Shorten what is sent after a context-window error; True if anything shrank.
+
+        One step per call, mildest first, so a bounded retry loop condenses only as much as the
+        provider needs: collapse file dumps and tracebacks in older turns; cut older turns; drop
+        the oldest assistant/user pairs; finally cut the latest turns themselves. The system
+        message and the idea (first user turn) are never touched; alternation holds throughout.
+        """
+        for step in (self._collapse_old_blocks, self._cut_old_turns,
+                     self._drop_oldest_pairs, self._cut_latest_turns):
+            if step():
+                self.condensed += 1
+                return True
+        return False
+
+    def _old_range(self) -> range:
+        """Indices in _context that are neither the idea nor among the latest turns."""
+        return range(1, max(1, len(self._context) - KEEP_LATEST))
+
+    def _shrink_each(self, indices, shrink) -> bool:
+        changed = False
+        for i in indices:
+            before = self._context[i]["content"]
+            after = shrink(before)
+            if len(after) < len(before):
+                self._context[i] = {**self._context[i], "content": after}
+                changed = True
+        return changed
+
+    def _collapse_old_blocks(self) -> bool:
+        return self._shrink_each(self._old_range(),
+                                 lambda t: collapse_tracebacks(collapse_code_blocks(t)))
+
+    def _cut_old_turns(self) -> bool:
+        return self._shrink_each(self._old_range(), lambda t: cut_middle(t, MAX_OLD_CHARS))
+
+    def _drop_oldest_pairs(self) -> bool:
+        # Removing an (assistant, user) pair right after the idea keeps user/assistant alternating.
+        dropped = 0
+        while len(self._context) > 1 + KEEP_LATEST + 1:
+            del self._context[1:3]
+            dropped += 1
+        if not dropped:
+            return False
+        # Say so after the idea, so the model knows the story has a gap.
+        self._dropped += 2 * dropped
+        note = f"[{self._dropped} later messages omitted here to fit the context window]"
+        self._context[0] = {"role": "user", "content": self._log[0]["content"] + "\n\n" + note}
+        return True
+
+    def _cut_latest_turns(self) -> bool:
+        latest = range(max(1, len(self._context) - KEEP_LATEST), len(self._context))
+        return self._shrink_each(latest, lambda t: cut_middle(t, MAX_LATEST_CHARS, head_share=0.25))
+
+    # -- saving ---------------------------------------------------------------------------
+
+    def save(self, directory: Path) -> None:
+        """Write transcript.json (reloadable) and transcript.md (for people) into `directory`."""
+        directory = Path(directory)
+        data = {
+            "version": TRANSCRIPT_VERSION,
+            "system": self.system,
+            "messages": self.transcript(),
+            "context": self._context,
+            "usage": self.usage,
+            "condensed": self.condensed,
+            "dropped": self._dropped,
+        }
+        _write_atomic(directory / TRANSCRIPT_JSON, json.dumps(data, indent=1, ensure_ascii=False))
+        _write_atomic(directory / TRANSCRIPT_MD, self.to_markdown())
+
+    @classmethod
+    def load(cls, path: Path) -> "Conversation":
+        """Read a transcript.json (or the directory holding one) back, ready to go on."""
+        path = Path(path)
+        if path.is_dir():
+            path = path / TRANSCRIPT_JSON
+        try:
+            data = json.loads(path.read_text())
+            messages = data["messages"]
+            conv = cls(data["system"])
+            conv._log = [_plain(m) for m in messages[1:]]
+            conv._context = [_plain(m) for m in data.get("context", messages[1:])]
+        except (OSError, ValueError, KeyError, TypeError, IndexError) as e:
+            raise ConversationError(f"cannot load transcript {path}: {e}") from e
+        conv.usage = list(data.get("usage", []))
+        conv.condensed = int(data.get("condensed", 0))
+        conv._dropped = int(data.get("dropped", 0))
+        conv.messages()  # refuse a transcript that breaks alternation now, not at the next call
+        return conv
+
+    def to_markdown(self) -> str:
+        lines = ["# Transcript", ""]
+        calls = iter(self.usage)
+        for n, m in enumerate(self.transcript()):
+            heading = m["role"]
+            if m["role"] == "assistant":
+                rec = next(calls, None)
+                if rec:
+                    heading += f" — {_usage_line(rec)}"
+            lines += [f"## {n}. {heading}", "", m["content"], ""]
+        if self.usage:
+            lines += ["## Usage", "", _usage_total(self.usage), ""]
+        return "\n".join(lines)
+
+
+def check_messages(messages: list[dict]) -> None:
+    """Raise ConversationError unless `messages` has the shape strict providers accept."""
+    if not messages or messages[0].get("role") != "system":
+        raise ConversationError("the first message must be the system message")
+    rest = messages[1:]
+    if not rest:
+        raise ConversationError("no user message to answer")
+    for i, m in enumerate(messages):
+        if set(m) != {"role", "content"} or not isinstance(m["content"], str):
+            raise ConversationError(f"messages[{i}] must be a plain {{role, content}} text message")
+    for i, m in enumerate(rest, start=1):
+        expected = "user" if i % 2 == 1 else "assistant"
+        if m["role"] != expected:
+            raise ConversationError(
+                f"messages[{i}] is {m['role']!r}, expected {expected!r}: roles must alternate")
+    if rest[-1]["role"] != "user":
+        raise ConversationError("the last message must be from the user")
+
+
+# -- text helpers: pure functions on strings ---------------------------------------------
+
+_FENCE = re.compile(r"^```[^\n]*\n(.*?)^```[ \t]*$", re.S | re.M)
+_TRACEBACK = re.compile(r"Traceback \(most recent call last\):\n(?:[ \t].*\n|\n)+")
+
+
+def collapse_code_blocks(text: str, max_lines: int = MAX_BLOCK_LINES) -> str:
+    """Replace long fenced blocks (file dumps, SEARCH/REPLACE bodies) with a one-line note."""
+    def shorten(match: re.Match) -> str:
+        n = match.group(1).count("\n")
+        if n <= max_lines:
+            return match.group(0)
+        return f"```\n[{n} lines omitted to fit the context window]\n```"
+    return _FENCE.sub(shorten, text)
+
+
+def collapse_tracebacks(text: str, tail: int = TRACEBACK_TAIL_LINES) -> str:
+    """Keep a traceback's last frames only; the final exception line follows the match."""
+    def shorten(match: re.Match) -> str:
+        frames = match.group(0).splitlines(keepends=True)[1:]
+        if len(frames) <= tail:
+            return match.group(0)
+        kept = "".join(frames[-tail:])
+        return f"Traceback (most recent call last):\n  [{len(frames) - tail} lines omitted]\n{kept}"
+    return _TRACEBACK.sub(shorten, text)
+
+
+def cut_middle(text: str, limit: int, head_share: float = 0.5) -> str:
+    """Cut `text` to about `limit` characters, keeping its beginning and end."""
+    if len(text) <= limit:
+        return text
+    head = int(limit * head_share)
+    tail = limit - head
+    omitted = len(text) - head - tail
+    return f"{text[:head]}\n[... {omitted} characters omitted to fit the context window ...]\n{text[-tail:]}"
+
+
+def _as_text(text) -> str:
+    if not isinstance(text, str):
+        raise ConversationError(f"message content must be text, got {type(text).__name__}")
+    return text
+
+
+def _plain(m: dict) -> dict:
+    return {"role": m["role"], "content": m["content"]}
+
+
+def _usage_line(rec: dict) -> str:
+    cost = rec.get("cost")
+    cost_s = "cost unknown" if cost is None else f"${cost:.4f}"
+    return (f"{rec.get('model')}, {rec.get('prompt_tokens', 0)}+{rec.get('completion_tokens', 0)}"
+            f" tokens, {cost_s}, {rec.get('seconds', 0):.1f}s")
+
+
+def _usage_total(usage: list[dict]) -> str:
+    tokens = sum(r.get("prompt_tokens", 0) + r.get("completion_tokens", 0) for r in usage)
+    costs = [r["cost"] for r in usage if r.get("cost") is not None]
+    unknown = len(usage) - len(costs)
+    line = f"{len(usage)} calls, {tokens} tokens, ${sum(costs):.4f}"
+    return line + (f" (+ {unknown} calls of unknown cost)" if unknown else "")
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    # A crash mid-write must not leave a half transcript that resume would choke on.
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    tmp.replace(path)

@@ -1,0 +1,170 @@
+"""The message list keeps the shape strict providers accept, whatever the loop feeds it."""
+
+import json
+
+import pytest
+
+from agent.conversation import Conversation, ConversationError, check_messages
+
+TRACEBACK = "Traceback (most recent call last):\n" + "".join(
+    f'  File "experiment.py", line {i}, in f{i}\n    x = f{i + 1}()\n' for i in range(40)
+) + "AttributeError: 'CustomTrainer' object has no attribute 'ae'\n"
+FILE_DUMP = "experiment.py\n```python\n" + "".join(f"line_{i} = {i}\n" for i in range(200)) + "```\n"
+
+
+def roles(conv):
+    return [m["role"] for m in conv.messages()]
+
+
+def long_conversation(turns=6):
+    """An idea, then `turns` rounds of a reply with a file dump and feedback with a traceback."""
+    conv = Conversation("You are an SAE researcher.")
+    conv.add_user("IDEA: lateral inhibition SAE")
+    for i in range(turns):
+        conv.add_assistant(f"reply {i}\n{FILE_DUMP}")
+        conv.add_user(f"Run {i} failed with the following error\n{TRACEBACK}")
+    return conv
+
+
+def test_feedback_while_a_user_turn_is_pending_is_merged_not_appended():
+    # The old tool's death: "Run failed" appended after a user turn still waiting for a reply.
+    conv = Conversation("system")
+    conv.add_user("idea")
+    conv.add_assistant("edit")
+    conv.add_user("Run failed with the following error: A")
+    conv.add_user("Run failed with the following error: B")
+    conv.add_user("Edits did not apply")
+    assert roles(conv) == ["system", "user", "assistant", "user"]
+    last = conv.messages()[-1]["content"]
+    assert last.index("error: A") < last.index("error: B") < last.index("did not apply")
+
+
+def test_a_reply_needs_a_pending_user_turn():
+    conv = Conversation("system")
+    with pytest.raises(ConversationError):
+        conv.add_assistant("reply to nobody")
+    conv.add_user("idea")
+    conv.add_assistant("reply")
+    with pytest.raises(ConversationError):
+        conv.add_assistant("a second reply in a row")
+    assert [m["role"] for m in conv.transcript()] == ["system", "user", "assistant"]
+    assert not conv.pending_user
+
+
+def test_messages_refuses_to_send_a_list_without_a_user_turn_to_answer():
+    conv = Conversation("system")
+    with pytest.raises(ConversationError):
+        conv.messages()
+    conv.add_user("idea")
+    conv.add_assistant("reply")
+    with pytest.raises(ConversationError, match="last message"):
+        conv.messages()
+
+
+def test_check_messages_names_the_offending_message():
+    bad = [{"role": "system", "content": "s"}, {"role": "user", "content": "a"},
+           {"role": "user", "content": "b"}]
+    with pytest.raises(ConversationError, match=r"messages\[2\]"):
+        check_messages(bad)
+    with pytest.raises(ConversationError, match="plain"):
+        check_messages([{"role": "system", "content": "s"},
+                        {"role": "user", "content": "a", "reasoning_content": "x"}])
+
+
+def test_messages_are_fresh_copies_with_role_and_content_only():
+    conv = Conversation("system")
+    conv.add_user("idea")
+    sent = conv.messages()
+    sent[1]["content"] = "tampered"
+    sent.append({"role": "user", "content": "extra"})
+    assert conv.messages() == [{"role": "system", "content": "system"},
+                               {"role": "user", "content": "idea"}]
+
+
+def test_non_text_content_is_refused():
+    conv = Conversation("system")
+    with pytest.raises(ConversationError):
+        conv.add_user(None)
+
+
+def test_save_then_load_resumes_the_same_conversation(tmp_path):
+    conv = long_conversation(2)
+    conv.record_usage(model="openai/deepseek-reasoner", prompt_tokens=10, completion_tokens=5,
+                      cost=None, seconds=1.5)
+    conv.save(tmp_path)
+    data = json.loads((tmp_path / "transcript.json").read_text())
+    assert data["messages"][0] == {"role": "system", "content": "You are an SAE researcher."}
+
+    again = Conversation.load(tmp_path / "transcript.json")
+    assert again.messages() == conv.messages()
+    assert again.usage == conv.usage
+    assert again.pending_user  # the loop goes on by asking the coder
+    again.add_assistant("next reply")
+
+    md = (tmp_path / "transcript.md").read_text()
+    assert "IDEA: lateral inhibition SAE" in md and "AttributeError" in md
+    assert "cost unknown" in md  # the one call of unknown price says so
+
+
+def test_load_refuses_a_transcript_that_breaks_alternation(tmp_path):
+    (tmp_path / "transcript.json").write_text(json.dumps({"system": "s", "messages": [
+        {"role": "system", "content": "s"}, {"role": "user", "content": "a"},
+        {"role": "user", "content": "b"}]}))
+    with pytest.raises(ConversationError):
+        Conversation.load(tmp_path)
+    (tmp_path / "transcript.json").write_text("{not json")
+    with pytest.raises(ConversationError, match="cannot load"):
+        Conversation.load(tmp_path / "transcript.json")
+
+
+def test_condense_shortens_old_file_dumps_and_tracebacks_first():
+    conv = long_conversation(6)
+    before = conv.messages()
+    assert conv.condense()
+    after = conv.messages()
+    check_messages(after)
+    assert len(after) == len(before)  # nothing dropped yet: only older bodies shrank
+    assert after[:2] == before[:2]  # system message and the idea, untouched
+    assert after[-3:] == before[-3:]  # the latest turns, untouched
+    assert sum(map(len, (m["content"] for m in after))) < sum(
+        map(len, (m["content"] for m in before))) / 2
+    old_reply, old_feedback = after[2]["content"], after[3]["content"]
+    assert "line_150" not in old_reply  # the dump is gone
+    assert "in f5" not in old_feedback  # so are the traceback's early frames
+    assert old_feedback.rstrip().endswith("no attribute 'ae'")  # the error itself stays
+
+
+def test_condense_until_nothing_left_keeps_idea_latest_turns_and_alternation():
+    conv = long_conversation(8)
+    full = conv.transcript()
+    steps = 0
+    while conv.condense():
+        check_messages(conv.messages())
+        steps += 1
+        assert steps < 10, "condense must run out of things to shrink"
+    sent = conv.messages()
+    assert sent[1]["content"].startswith("IDEA: lateral inhibition SAE")
+    assert "omitted" in sent[1]["content"]  # the model is told the story has a gap
+    assert len(sent) <= 6
+    assert "Run 7 failed" in sent[-1]["content"]
+    assert conv.transcript() == full  # transcript.md keeps everything that was said
+
+
+def test_condense_cuts_a_huge_latest_traceback_but_keeps_its_end():
+    conv = Conversation("system")
+    conv.add_user("idea")
+    conv.add_assistant("edit")
+    conv.add_user("x" * 100_000 + "\nValueError: the real cause")
+    while conv.condense():
+        pass
+    last = conv.messages()[-1]["content"]
+    assert len(last) < 20_000
+    assert last.endswith("ValueError: the real cause")
+
+
+def test_condense_on_a_short_conversation_reports_nothing_shrank():
+    conv = Conversation("system")
+    conv.add_user("idea")
+    conv.add_assistant("reply")
+    conv.add_user("short feedback")
+    assert conv.condense() is False
