@@ -1,0 +1,469 @@
+"""Parse and apply aider-style SEARCH/REPLACE blocks: pure functions on strings.
+
+The loop reads the workspace files into a dict, calls `apply_reply`, writes back what changed
+(through `safe_path`) and sends `feedback(outcomes)` to the LLM when something did not apply.
+Behaviour follows aider's editblock coder: file name on the line(s) before the block, exact match
+first, then a uniform leading-whitespace offset, then `...` elision; a block that matches nowhere is
+reported with the closest real lines instead of being applied somewhere approximate.
+"""
+
+from __future__ import annotations
+
+import difflib
+import posixpath
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+
+DEFAULT_EDITABLE = ("experiment.py", "plot.py", "notes.txt")
+
+HEAD_RE = re.compile(r"^\s*<{5,9} SEARCH\s*$")
+DIVIDER_RE = re.compile(r"^\s*={5,9}\s*$")
+UPDATED_RE = re.compile(r"^\s*>{5,9} REPLACE\s*$")
+FENCE = "```"
+# A line that stands for elided code inside a SEARCH/REPLACE pair.
+DOTS_RE = re.compile(r"^[ \t]*\.\.\.[ \t]*\n", re.MULTILINE)
+
+
+class EditRefused(Exception):
+    """A block names a file the loop must not write."""
+
+
+@dataclass(frozen=True)
+class EditBlock:
+    path: str
+    search: str
+    replace: str
+    line: int  # 1-based line of the `<<<<<<< SEARCH` marker in the reply
+
+
+@dataclass(frozen=True)
+class EditOutcome:
+    path: str
+    status: str  # "applied" | "failed" | "refused" | "malformed"
+    message: str
+    block: EditBlock | None
+
+
+@dataclass
+class ParsedReply:
+    blocks: list[EditBlock] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)  # malformed blocks, one sentence each
+
+
+# ---------------------------------------------------------------- finding the blocks
+
+
+def _strip_filename(line: str) -> str | None:
+    """The file name a line before a block names, or None when it names none."""
+    name = line.strip()
+    if not name or name == "...":
+        return None
+    if name.startswith(FENCE):
+        # "```python" names nothing; "```experiment.py" or "```python experiment.py" does.
+        tokens = name.lstrip("`").split()
+        name = tokens[-1] if tokens else ""
+        if "." not in name and "/" not in name:
+            return None
+    name = name.rstrip(":").lstrip("#").strip().strip("`").strip("*").strip()
+    name = name.replace("\\_", "_")
+    if not name:
+        return None
+    if any(c.isspace() for c in name):
+        return _path_token(name)
+    return name
+
+
+def _path_token(text: str) -> str | None:
+    """The one path-looking word in a prose line such as `Update experiment.py:`."""
+    words = [w.strip("`*:,;()'\"") for w in text.split()]
+    paths = [w for w in words if re.fullmatch(r"[\w./-]*[\w-]\.[\w]+|[\w.-]+/[\w./-]+", w)]
+    return paths[0] if len(paths) == 1 else None
+
+
+def _find_filename(before: list[str], known: tuple[str, ...]) -> str | None:
+    """Look back up to 3 lines: the file name, possibly behind fences (```python)."""
+    names = []
+    for line in reversed(before[-3:]):
+        name = _strip_filename(line)
+        if name:
+            names.append(name)
+        if not line.strip().startswith(FENCE):
+            break
+    for name in names:  # prefer a file the caller knows, then its basename, then anything
+        if name in known:
+            return name
+    for name in names:
+        for k in known:
+            if PurePosixPath(k).name == name:
+                return k
+    return names[0] if names else None
+
+
+def find_blocks(reply: str, known: Iterable[str] = ()) -> ParsedReply:
+    """Every SEARCH/REPLACE block in an LLM reply; malformed ones go to `problems`, not exceptions.
+
+    `known` (file names the caller expects) only breaks ties when several names precede a block.
+    """
+    known = tuple(known)
+    lines = reply.splitlines(keepends=True)
+    parsed = ParsedReply()
+    current: str | None = None
+    i = 0
+    while i < len(lines):
+        if UPDATED_RE.match(lines[i]):
+            parsed.problems.append(
+                f"line {i + 1}: `>>>>>>> REPLACE` without a `<<<<<<< SEARCH` and `=======` before it.")
+            i += 1
+            continue
+        if not HEAD_RE.match(lines[i]):
+            i += 1
+            continue
+        start = i
+        name = _find_filename(lines[max(0, i - 3):i], known) or current
+        current = name  # a later block without a name means this file, even if this one is broken
+        search, i, stop = _collect(lines, i + 1, DIVIDER_RE)
+        if stop != "marker":
+            parsed.problems.append(_unfinished(start, name, "=======", stop, i))
+            i += 1 if stop == "updated" else 0
+            continue
+        replace, i, stop = _collect(lines, i + 1, UPDATED_RE)
+        if stop != "marker":
+            parsed.problems.append(_unfinished(start, name, ">>>>>>> REPLACE", stop, i))
+            continue
+        i += 1
+        if name is None:
+            parsed.problems.append(
+                f"line {start + 1}: the SEARCH/REPLACE block has no file name; put the file's path "
+                f"alone on the line before the opening fence.")
+            continue
+        parsed.blocks.append(EditBlock(name, "".join(search), "".join(replace), start + 1))
+    return parsed
+
+
+def _collect(lines: list[str], i: int, marker: re.Pattern) -> tuple[list[str], int, str]:
+    """Lines up to `marker`; stops early at a marker that cannot belong to this block.
+
+    A `=======` inside the REPLACE part is kept as text (notes.txt may hold one), as aider does.
+    """
+    body = []
+    while i < len(lines):
+        line = lines[i]
+        if marker.match(line):
+            return body, i, "marker"
+        if HEAD_RE.match(line):
+            return body, i, "head"
+        if marker is DIVIDER_RE and UPDATED_RE.match(line):
+            return body, i, "updated"
+        body.append(line)
+        i += 1
+    return body, i, "end"
+
+
+def _unfinished(start: int, name: str | None, wanted: str, stop: str, at: int) -> str:
+    where = {"end": "the reply ended",
+             "head": f"a new `<<<<<<< SEARCH` began at line {at + 1}",
+             "updated": f"`>>>>>>> REPLACE` came at line {at + 1}"}[stop]
+    of = f" for {name}" if name else ""
+    return (f"line {start + 1}: the SEARCH/REPLACE block{of} is missing its `{wanted}` line "
+            f"({where}); nothing of it was applied.")
+
+
+# ---------------------------------------------------------------- replacing text
+
+
+def replace_once(content: str, search: str, replace: str) -> str | None:
+    """`content` with `search` replaced by `replace` once, or None when it matches nowhere."""
+    found = _replace(content, search, replace)
+    return found[0] if found else None
+
+
+def _replace(content: str, search: str, replace: str) -> tuple[str, str] | None:
+    """(new content, how it matched): exact, then leading whitespace, then `...` elision."""
+    if not search.strip():
+        return _append(content, replace), "appended"
+    whole = _lines(content)
+    part, repl = _lines(search), _lines(replace)
+    for candidate in (part, part[1:] if len(part) > 2 and not part[0].strip() else None):
+        if not candidate:
+            continue  # the second try drops a spurious leading blank line, as aider does
+        done = _exact(whole, candidate, repl)
+        if done is not None:
+            return done, "exact match"
+        done = _shifted(whole, candidate, repl)
+        if done is not None:
+            return done, "matched with different indentation"
+    done = _elided(_ensure_newline(content), _ensure_newline(search), _ensure_newline(replace))
+    if done is not None:
+        return done, "matched around `...` elisions"
+    return None
+
+
+def _ensure_newline(text: str) -> str:
+    return text if not text or text.endswith("\n") else text + "\n"
+
+
+def _lines(text: str) -> list[str]:
+    return _ensure_newline(text).splitlines(keepends=True)
+
+
+def _append(content: str, addition: str) -> str:
+    return _ensure_newline(content) + addition
+
+
+def _exact(whole: list[str], part: list[str], repl: list[str]) -> str | None:
+    n = len(part)
+    for i in range(len(whole) - n + 1):
+        if whole[i:i + n] == part:
+            return "".join(whole[:i] + repl + whole[i + n:])
+    return None
+
+
+def _indent(line: str) -> int:
+    return len(line) - len(line.lstrip())
+
+
+def _shifted(whole: list[str], part: list[str], repl: list[str]) -> str | None:
+    """Match when every SEARCH line is off by the same indentation; shift REPLACE alike."""
+    widths = [_indent(x) for x in part + repl if x.strip()]
+    cut = min(widths, default=0)
+    part = [x[cut:] if x.strip() else x for x in part]
+    repl = [x[cut:] if x.strip() else x for x in repl]
+    n = len(part)
+    for i in range(len(whole) - n + 1):
+        prefix = _common_prefix(whole[i:i + n], part)
+        if prefix is not None:
+            moved = [prefix + x if x.strip() else x for x in repl]
+            return "".join(whole[:i] + moved + whole[i + n:])
+    return None
+
+
+def _common_prefix(window: list[str], part: list[str]) -> str | None:
+    """The one indentation that turns `part` into `window`, or None."""
+    if any(w.lstrip() != p.lstrip() for w, p in zip(window, part)):
+        return None
+    prefixes = {w[:len(w) - len(p)] for w, p in zip(window, part) if w.strip()}
+    if len(prefixes) != 1:
+        return None
+    prefix = prefixes.pop()
+    return prefix if not prefix.strip() else None
+
+
+def _elided(content: str, search: str, replace: str) -> str | None:
+    """Apply a pair whose both sides elide code with matching `...` lines, piece by piece.
+
+    Each SEARCH piece must occur exactly once; otherwise the whole block fails (a guess would
+    silently edit the wrong place).
+    """
+    s_pieces, r_pieces = DOTS_RE.split(search), DOTS_RE.split(replace)
+    if len(s_pieces) == 1 or len(s_pieces) != len(r_pieces):
+        return None
+    if DOTS_RE.findall(search) != DOTS_RE.findall(replace):
+        return None
+    for s, r in zip(s_pieces, r_pieces):
+        if not s and not r:
+            continue
+        if not s:
+            content = _append(content, r)
+            continue
+        if content.count(s) != 1:
+            return None
+        content = content.replace(s, r, 1)
+    return content
+
+
+# ---------------------------------------------------------------- which files may be written
+
+
+def normalize_path(rel: str) -> str | None:
+    """A reply's path as a clean relative POSIX path, or None when it escapes (absolute, `..`)."""
+    rel = rel.strip().replace("\\", "/")
+    if not rel or rel.startswith("/") or re.match(r"^[A-Za-z]:", rel) or rel.startswith("~"):
+        return None
+    if ".." in PurePosixPath(rel).parts:
+        return None
+    norm = posixpath.normpath(rel)
+    return None if norm == "." else norm
+
+
+def allowed(rel: str, editable: Iterable[str]) -> str | None:
+    """The normalized path when the template lets the LLM edit it; entries ending in / are folders."""
+    norm = normalize_path(rel)
+    if norm is None:
+        return None
+    for entry in editable:
+        entry = entry.strip().replace("\\", "/")
+        if entry.endswith("/") and norm.startswith(entry):
+            return norm
+        if norm == posixpath.normpath(entry):
+            return norm
+    return None
+
+
+def safe_path(workspace: Path, rel: str, editable: Iterable[str] = DEFAULT_EDITABLE) -> Path:
+    """The absolute path to write for `rel`; raises EditRefused for anything the loop must not touch.
+
+    The only function here that looks at the disk: a symlink (or a symlinked folder) could point
+    a permitted name at a file outside the workspace.
+    """
+    norm = allowed(rel, editable)
+    if norm is None:
+        raise EditRefused(_refusal(rel, editable))
+    root = Path(workspace).resolve()
+    target = root / norm
+    if target.is_symlink():
+        raise EditRefused(f"{rel} is a symlink; the loop writes only regular files in the workspace.")
+    resolved = target.resolve()
+    if not resolved.is_relative_to(root):
+        raise EditRefused(f"{rel} resolves to {resolved}, outside the workspace {root}.")
+    return target
+
+
+def _refusal(rel: str, editable: Iterable[str]) -> str:
+    names = ", ".join(editable)
+    if normalize_path(rel) is None:
+        return f"{rel} is outside the workspace; only these files may be edited: {names}."
+    return f"{rel} is not editable in this template; only these files may be edited: {names}."
+
+
+# ---------------------------------------------------------------- applying a whole reply
+
+
+def apply_reply(reply: str, files: dict[str, str],
+                editable: Iterable[str] = DEFAULT_EDITABLE) -> tuple[dict[str, str], list[EditOutcome]]:
+    """Apply every block of `reply` to `files` (path -> text) in order.
+
+    Returns the texts of the files that changed or were created, and one outcome per block
+    (plus one per malformed block). A failed block leaves its file as the earlier blocks left it.
+    """
+    editable = tuple(editable)
+    parsed = find_blocks(reply, known=tuple(files) + editable)
+    current = dict(files)
+    outcomes = [EditOutcome("", "malformed", p, None) for p in parsed.problems]
+    for block in parsed.blocks:
+        outcomes.append(_apply_block(block, current, editable))
+    changed = {p: t for p, t in current.items() if files.get(p) != t}
+    outcomes.sort(key=lambda o: _reply_line(o))
+    return changed, outcomes
+
+
+def _reply_line(outcome: EditOutcome) -> int:
+    if outcome.block is not None:
+        return outcome.block.line
+    match = re.match(r"line (\d+)", outcome.message)
+    return int(match.group(1)) if match else 0
+
+
+def _apply_block(block: EditBlock, current: dict[str, str], editable: tuple[str, ...]) -> EditOutcome:
+    path = allowed(block.path, editable)
+    if path is None:
+        return EditOutcome(block.path, "refused", _refusal(block.path, editable), block)
+    if path not in current:
+        if block.search.strip():
+            return EditOutcome(path, "failed", f"{path} does not exist; to create it, use an "
+                               "empty SEARCH section.", block)
+        current[path] = block.replace
+        return EditOutcome(path, "applied", f"created {path}", block)
+    done = _replace(current[path], block.search, block.replace)
+    if done is None:
+        return EditOutcome(path, "failed", _no_match(block, path, current[path]), block)
+    current[path] = done[0]
+    return EditOutcome(path, "applied", f"{done[1]} in {path}", block)
+
+
+def _no_match(block: EditBlock, path: str, content: str) -> str:
+    text = f"This SEARCH block failed to exactly match lines in {path}"
+    similar = closest_lines(block.search, content)
+    if similar:
+        text += (f"\nDid you mean to match some of these actual lines from {path}?\n\n"
+                 f"{FENCE}\n{similar}\n{FENCE}")
+    if block.replace.strip() and block.replace in content:
+        text += f"\nAre you sure you need this SEARCH/REPLACE block?\nThe REPLACE lines are already in {path}!"
+    return text
+
+
+def closest_lines(search: str, content: str, threshold: float = 0.6, context: int = 3) -> str:
+    """The run of real lines most like `search`, with a few lines of context; "" if none is close.
+
+    Windows are ranked by shared whole lines (cheap), then the best few by characters, so
+    `l1_penalty = 0.4` still finds `l1_penalty = 0.04`. Indentation is ignored when comparing.
+    """
+    want = [x.strip() for x in search.splitlines()]
+    have_raw = content.splitlines()
+    have = [x.strip() for x in have_raw]
+    n = len(want)
+    if not n or not have:
+        return ""
+    starts = range(max(1, len(have) - n + 1))
+    if n > 3:
+        by_lines = difflib.SequenceMatcher(autojunk=False)
+        by_lines.set_seq2(want)  # difflib indexes seq2 once; only seq1 changes per window
+        scores = []
+        for i in starts:
+            by_lines.set_seq1(have[i:i + n])
+            scores.append((by_lines.ratio(), -i))
+        starts = [-i for _, i in sorted(scores, reverse=True)[:8]]
+    by_chars = difflib.SequenceMatcher(autojunk=False)
+    by_chars.set_seq2("\n".join(want))
+    best, best_i = 0.0, 0
+    for i in starts:
+        by_chars.set_seq1("\n".join(have[i:i + n]))
+        if by_chars.real_quick_ratio() > best and by_chars.quick_ratio() > best:
+            ratio = by_chars.ratio()
+            if ratio > best:
+                best, best_i = ratio, i
+    if best < threshold:
+        return ""
+    lo, hi = max(0, best_i - context), min(len(have_raw), best_i + n + context)
+    return "\n".join(have_raw[lo:hi])
+
+
+# ---------------------------------------------------------------- telling the LLM
+
+
+def feedback(outcomes: Iterable[EditOutcome]) -> str:
+    """The next user turn about blocks that did not apply; "" when every block applied."""
+    outcomes = list(outcomes)
+    failed = [o for o in outcomes if o.status == "failed"]
+    refused = [o for o in outcomes if o.status == "refused"]
+    malformed = [o for o in outcomes if o.status == "malformed"]
+    applied = [o for o in outcomes if o.status == "applied"]
+    if not (failed or refused or malformed):
+        return ""
+    parts = []
+    if failed:
+        parts.append(_failed_text(failed))
+    if refused:
+        parts.append(f"# {_n(len(refused))} refused!\n\n" + "\n".join(
+            f"- {o.message}" for o in refused))
+    if malformed:
+        parts.append(f"# {_n(len(malformed))} could not be parsed!\n\n" + "\n".join(
+            f"- {o.message}" for o in malformed) + "\n\nEach block is: the file path alone on a line, "
+            "a fence, `<<<<<<< SEARCH`, the existing lines, `=======`, the new lines, "
+            "`>>>>>>> REPLACE`, the closing fence.")
+    bad = len(failed) + len(refused) + len(malformed)
+    if applied:
+        were = "block was" if len(applied) == 1 else "blocks were"
+        parts.append(f"# The other {len(applied)} SEARCH/REPLACE {were} applied successfully.\n"
+                     f"Don't re-send them.\nJust reply with fixed versions of the "
+                     f"{'block' if bad == 1 else 'blocks'} above.")
+    return "\n\n".join(parts) + "\n"
+
+
+def _n(count: int) -> str:
+    return f"{count} SEARCH/REPLACE block" + ("" if count == 1 else "s")
+
+
+def _failed_text(failed: list[EditOutcome]) -> str:
+    text = f"# {_n(len(failed))} failed to match!\n"
+    for o in failed:
+        b = o.block
+        text += (f"\n## SearchReplaceNoExactMatch: {o.message.splitlines()[0]}\n"
+                 f"<<<<<<< SEARCH\n{_ensure_newline(b.search)}=======\n"
+                 f"{_ensure_newline(b.replace)}>>>>>>> REPLACE\n")
+        rest = "\n".join(o.message.splitlines()[1:])
+        if rest:
+            text += f"\n{rest}\n"
+    return text + ("\nThe SEARCH section must exactly match an existing block of lines including all "
+                   "white space, comments, indentation, docstrings, etc")

@@ -1,0 +1,307 @@
+"""SEARCH/REPLACE parsing and application, on the real AI-Scientist replies in tests/data/seeds."""
+
+import os
+from pathlib import Path
+
+import pytest
+
+from agent.edits import (EditRefused, apply_reply, closest_lines, feedback, find_blocks,
+                         replace_once, safe_path)
+
+SEEDS = Path(__file__).parent / "data" / "seeds"
+
+
+def seed(prefix: str) -> str:
+    return next(SEEDS.glob(f"{prefix}_*.txt")).read_text()
+
+
+def block(path: str, search: str, replace: str, name_line: str | None = None) -> str:
+    head = f"{name_line if name_line is not None else path}\n```python\n"
+    return f"{head}<<<<<<< SEARCH\n{search}=======\n{replace}>>>>>>> REPLACE\n```\n"
+
+
+TRAINER = """\
+class CustomTrainer(SAETrainer):
+    def __init__(self, lr=1e-3):
+        super().__init__()
+        self.lr = lr
+        self.l1_penalty = 0.04
+
+    def loss(self, x):
+        x_hat, f = self.ae(x, output_features=True)
+        l2_loss = torch.linalg.norm(x - x_hat, dim=-1).mean()
+        l1_loss = f.norm(p=1, dim=-1).mean()
+        return l2_loss + self.l1_penalty * l1_loss
+"""
+
+
+# ---------------------------------------------------------------- parsing the seed replies
+
+
+@pytest.mark.parametrize("prefix, count", [("000", 3), ("001", 1), ("003", 7)])
+def test_seed_replies_parse_into_every_block(prefix, count):
+    reply = seed(prefix)
+    parsed = find_blocks(reply)
+    assert parsed.problems == []
+    assert len(parsed.blocks) == count
+    assert {b.path for b in parsed.blocks} == {"experiment.py"}
+    lines = reply.splitlines(keepends=True)
+    for b in parsed.blocks:
+        # The bodies are exactly the lines between the markers, starting at the reported line.
+        text = f"<<<<<<< SEARCH\n{b.search}=======\n{b.replace}>>>>>>> REPLACE\n"
+        assert "".join(lines[b.line - 1:]).startswith(text)
+        assert lines[b.line - 3] == "experiment.py\n"
+
+
+def test_seed_001_block_holds_the_placeholder_init_verbatim():
+    (b,) = find_blocks(seed("001")).blocks
+    assert b.search.startswith("    def loss(self, x, logging=False, **kwargs):\n")
+    assert b.search.endswith("        loss = l2_loss + self.l1_penalty * l1_loss\n")
+    assert "        # Existing init code...\n" in b.replace
+    assert b.replace.startswith("    def __init__(self, \n")
+
+
+@pytest.mark.parametrize("prefix", ["000", "001", "003"])
+def test_seed_blocks_apply_to_a_file_holding_their_search_lines(prefix):
+    blocks = find_blocks(seed(prefix)).blocks
+    original = "import math\n\n" + "\n# unrelated code\n\n".join(b.search for b in blocks)
+    changed, outcomes = apply_reply(seed(prefix), {"experiment.py": original})
+    assert [o.status for o in outcomes] == ["applied"] * len(blocks)
+    new = changed["experiment.py"]
+    for b in blocks:
+        assert b.replace in new
+    assert new.startswith("import math\n")
+
+
+def test_seed_003_block_indented_less_than_the_file_still_applies_at_file_indentation():
+    blocks = find_blocks(seed("003")).blocks
+    last = blocks[-1]  # written with 4 spaces; in the template it sits inside __init__ at 8
+    assert last.search.startswith("    # Initialize autoencoder\n")
+    original = "class T:\n    def __init__(self):\n" + "".join("    " + x for x in last.search.splitlines(True))
+    changed, (outcome,) = apply_reply(block("experiment.py", last.search, last.replace),
+                                      {"experiment.py": original})
+    assert outcome.status == "applied" and "indentation" in outcome.message
+    assert "        self.ae = TopKOrthogonalSAE(" in changed["experiment.py"]
+    assert "CustomSAE" not in changed["experiment.py"]
+
+
+# ---------------------------------------------------------------- file names
+
+
+@pytest.mark.parametrize("before", [
+    "experiment.py\n```python\n",
+    "experiment.py\n```\n",
+    "```python\nexperiment.py\n```\n```python\n",  # name fenced on its own, then the block's fence
+    "**experiment.py**\n```python\n",
+    "`experiment.py`:\n```python\n",
+    "### experiment.py\n```python\n",
+    "```experiment.py\n",
+    "./experiment.py\n```python\n",
+])
+def test_file_name_forms_before_the_block(before):
+    reply = f"Here is the change.\n\n{before}<<<<<<< SEARCH\nx = 1\n=======\nx = 2\n>>>>>>> REPLACE\n```\n"
+    changed, outcomes = apply_reply(reply, {"experiment.py": "x = 1\n"})
+    assert [o.status for o in outcomes] == ["applied"], outcomes
+    assert changed == {"experiment.py": "x = 2\n"}
+
+
+def test_block_without_a_name_reuses_the_previous_blocks_file():
+    reply = (block("notes.txt", "", "# Run 1\n")
+             + "And a second note:\n```\n<<<<<<< SEARCH\n# Run 1\n=======\n# Run 1: lr 3e-4\n>>>>>>> REPLACE\n```\n")
+    changed, outcomes = apply_reply(reply, {"experiment.py": "x = 1\n", "notes.txt": "# Notes\n"})
+    assert [o.path for o in outcomes] == ["notes.txt", "notes.txt"]
+    assert changed == {"notes.txt": "# Notes\n# Run 1: lr 3e-4\n"}
+
+
+def test_several_files_in_one_reply():
+    reply = (block("experiment.py", "lr = 1e-3\n", "lr = 3e-4\n")
+             + block("plot.py", "title = 'a'\n", "title = 'b'\n")
+             + block("experiment.py", "steps = 10\n", "steps = 20\n"))
+    files = {"experiment.py": "lr = 1e-3\nsteps = 10\n", "plot.py": "title = 'a'\n", "notes.txt": "n\n"}
+    changed, outcomes = apply_reply(reply, files)
+    assert changed == {"experiment.py": "lr = 3e-4\nsteps = 20\n", "plot.py": "title = 'b'\n"}
+    assert all(o.status == "applied" for o in outcomes)
+    assert files["experiment.py"] == "lr = 1e-3\nsteps = 10\n"  # the input is not mutated
+
+
+# ---------------------------------------------------------------- matching
+
+
+def test_exact_match_replaces_only_the_first_occurrence():
+    assert replace_once("a\nb\na\n", "a\n", "c\n") == "c\nb\na\n"
+
+
+def test_no_match_returns_none():
+    assert replace_once(TRAINER, "self.lr = 0.1\n", "self.lr = 0.2\n") is None
+
+
+def test_uniformly_unindented_search_matches_and_replace_is_reindented():
+    search = "def loss(self, x):\n    x_hat, f = self.ae(x, output_features=True)\n"
+    replace = ("def loss(self, x):\n    x = x / x.norm(dim=-1, keepdim=True)\n"
+               "    x_hat, f = self.ae(x, output_features=True)\n")
+    new = replace_once(TRAINER, search, replace)
+    assert "    def loss(self, x):\n        x = x / x.norm(dim=-1, keepdim=True)\n" \
+           "        x_hat, f = self.ae(x, output_features=True)\n" in new
+
+
+def test_inconsistent_indentation_is_not_guessed():
+    search = "def loss(self, x):\nx_hat, f = self.ae(x, output_features=True)\n"
+    assert replace_once(TRAINER, search, "pass\n") is None
+
+
+def test_spurious_leading_blank_line_in_search_is_ignored():
+    new = replace_once(TRAINER, "\n        self.lr = lr\n        self.l1_penalty = 0.04\n",
+                       "        self.lr = lr\n        self.l1_penalty = 0.1\n")
+    assert "self.l1_penalty = 0.1\n" in new
+
+
+def test_elided_search_replace_pair_edits_both_ends_and_keeps_the_middle():
+    search = "    def loss(self, x):\n...\n        return l2_loss + self.l1_penalty * l1_loss\n"
+    replace = "    def loss(self, x, step=0):\n...\n        return l2_loss + self.l1_penalty * l1_loss * 2\n"
+    new = replace_once(TRAINER, search, replace)
+    assert "    def loss(self, x, step=0):\n        x_hat, f = self.ae(" in new
+    assert "l1_loss = f.norm(p=1, dim=-1).mean()\n        return l2_loss + self.l1_penalty * l1_loss * 2\n" in new
+
+
+def test_elision_with_unpaired_dots_fails_rather_than_guessing():
+    search = "    def loss(self, x):\n...\n        return l2_loss + self.l1_penalty * l1_loss\n"
+    assert replace_once(TRAINER, search, "    def loss(self, x):\n        return 0\n") is None
+
+
+def test_empty_search_appends_to_an_existing_file():
+    changed, _ = apply_reply(block("notes.txt", "", "## Run 1\nworse\n"), {"notes.txt": "# Notes"})
+    assert changed == {"notes.txt": "# Notes\n## Run 1\nworse\n"}
+
+
+def test_empty_search_creates_a_new_editable_file():
+    changed, (o,) = apply_reply(block("plot.py", "", "import matplotlib\n"), {"experiment.py": "x\n"})
+    assert changed == {"plot.py": "import matplotlib\n"}
+    assert o.status == "applied" and "created" in o.message
+
+
+def test_non_empty_search_on_a_missing_file_fails_with_a_hint():
+    _, (o,) = apply_reply(block("plot.py", "x = 1\n", "x = 2\n"), {"experiment.py": "x = 1\n"})
+    assert o.status == "failed" and "empty SEARCH" in o.message
+
+
+# ---------------------------------------------------------------- failures and feedback
+
+
+def test_unmatched_block_is_reported_with_the_closest_lines_and_the_others_applied():
+    wrong = block("experiment.py", "        self.lr = lr\n        self.l1_penalty = 0.4\n",
+                  "        self.lr = lr * 2\n")
+    good = block("experiment.py", "        return l2_loss + self.l1_penalty * l1_loss\n",
+                 "        return l2_loss + 2 * self.l1_penalty * l1_loss\n")
+    changed, outcomes = apply_reply(wrong + good, {"experiment.py": TRAINER})
+    assert [o.status for o in outcomes] == ["failed", "applied"]
+    assert "2 * self.l1_penalty" in changed["experiment.py"]
+    assert "self.lr = lr * 2" not in changed["experiment.py"]
+    text = feedback(outcomes)
+    assert text.startswith("# 1 SEARCH/REPLACE block failed to match!")
+    assert "Did you mean to match some of these actual lines from experiment.py?" in text
+    assert "        self.l1_penalty = 0.04\n" in text  # the real line, with its indentation
+    assert "The other 1 SEARCH/REPLACE block was applied successfully.\nDon't re-send them." in text
+
+
+def test_failed_block_whose_replace_is_already_there_says_so():
+    _, (o,) = apply_reply(block("experiment.py", "        self.lr = 1\n", "        self.lr = lr\n"),
+                          {"experiment.py": TRAINER})
+    assert o.status == "failed" and "The REPLACE lines are already in experiment.py!" in o.message
+
+
+def test_closest_lines_is_empty_when_nothing_is_alike():
+    assert closest_lines("completely\nunrelated\ntext here\n", TRAINER) == ""
+
+
+def test_feedback_is_empty_when_everything_applied():
+    _, outcomes = apply_reply(block("experiment.py", "        self.lr = lr\n", "        self.lr = 2\n"),
+                              {"experiment.py": TRAINER})
+    assert feedback(outcomes) == ""
+
+
+# ---------------------------------------------------------------- malformed blocks
+
+
+def test_missing_divider_is_reported_and_the_next_block_still_applies():
+    broken = "experiment.py\n```python\n<<<<<<< SEARCH\nx = 1\n>>>>>>> REPLACE\n```\n"
+    good = block("experiment.py", "y = 1\n", "y = 2\n")
+    changed, outcomes = apply_reply(broken + good, {"experiment.py": "x = 1\ny = 1\n"})
+    assert [o.status for o in outcomes] == ["malformed", "applied"]
+    assert "line 3" in outcomes[0].message and "=======" in outcomes[0].message
+    assert changed == {"experiment.py": "x = 1\ny = 2\n"}
+    assert "could not be parsed" in feedback(outcomes)
+
+
+def test_reply_cut_off_before_replace_marker_applies_nothing_of_that_block():
+    reply = "experiment.py\n```python\n<<<<<<< SEARCH\nx = 1\n=======\nx = 2\n"
+    changed, (o,) = apply_reply(reply, {"experiment.py": "x = 1\n"})
+    assert changed == {}
+    assert o.status == "malformed" and ">>>>>>> REPLACE" in o.message and "ended" in o.message
+
+
+def test_new_search_before_replace_marker_is_reported_and_the_new_block_parsed():
+    reply = ("experiment.py\n```python\n<<<<<<< SEARCH\nx = 1\n=======\nx = 2\n"
+             "<<<<<<< SEARCH\ny = 1\n=======\ny = 2\n>>>>>>> REPLACE\n```\n")
+    parsed = find_blocks(reply)
+    assert len(parsed.problems) == 1 and "line 3" in parsed.problems[0]
+    assert [(b.path, b.search) for b in parsed.blocks] == [("experiment.py", "y = 1\n")]
+
+
+def test_block_without_any_file_name_is_malformed():
+    reply = "Change this:\n\n```python\n<<<<<<< SEARCH\nx = 1\n=======\nx = 2\n>>>>>>> REPLACE\n```\n"
+    changed, (o,) = apply_reply(reply, {"experiment.py": "x = 1\n"})
+    assert changed == {}
+    assert o.status == "malformed" and "file name" in o.message
+
+
+def test_stray_replace_marker_is_reported():
+    parsed = find_blocks("experiment.py\n```\nx = 2\n>>>>>>> REPLACE\n```\n")
+    assert parsed.blocks == [] and "line 4" in parsed.problems[0]
+
+
+# ---------------------------------------------------------------- refusals
+
+
+@pytest.mark.parametrize("path", ["harness/data.py", "../experiment.py", "/etc/passwd",
+                                  "sub/../../experiment.py", "run.sh", "template.json"])
+def test_files_outside_the_editable_list_are_refused(path):
+    files = {"experiment.py": "x = 1\n"}
+    changed, (o,) = apply_reply(block(path, "", "import os\nos.system('rm -rf ~')\n"), files)
+    assert changed == {}
+    assert o.status == "refused" and "experiment.py" in o.message
+    assert "1 SEARCH/REPLACE block refused" in feedback([o])
+
+
+def test_editable_list_is_the_callers():
+    changed, (o,) = apply_reply(block("notes.txt", "", "hi\n"), {}, editable=["experiment.py"])
+    assert changed == {} and o.status == "refused"
+
+
+def test_safe_path_allows_editable_files_in_the_workspace(tmp_path):
+    assert safe_path(tmp_path, "experiment.py") == tmp_path.resolve() / "experiment.py"
+    assert safe_path(tmp_path, "./notes.txt") == tmp_path.resolve() / "notes.txt"
+
+
+@pytest.mark.parametrize("rel", ["../x/experiment.py", "/tmp/experiment.py", "harness/eval.py"])
+def test_safe_path_refuses_paths_outside_or_unlisted(tmp_path, rel):
+    with pytest.raises(EditRefused):
+        safe_path(tmp_path, rel)
+
+
+def test_safe_path_refuses_a_symlink_leaving_the_workspace(tmp_path):
+    outside = tmp_path / "outside.py"
+    outside.write_text("secret\n")
+    ws = tmp_path / "ws"
+    ws.mkdir()
+    os.symlink(outside, ws / "experiment.py")
+    with pytest.raises(EditRefused, match="symlink"):
+        safe_path(ws, "experiment.py")
+
+
+def test_safe_path_refuses_a_symlinked_folder_leaving_the_workspace(tmp_path):
+    (tmp_path / "elsewhere").mkdir()
+    ws = tmp_path / "ws"
+    ws.mkdir()
+    os.symlink(tmp_path / "elsewhere", ws / "plots")
+    with pytest.raises(EditRefused, match="outside"):
+        safe_path(ws, "plots/plot.py", editable=["plots/"])
