@@ -1,0 +1,23 @@
+"""Shared fixtures. Other test files add their own fixtures beside their tests."""
+
+import os
+
+# litellm fetches its price list from GitHub at import unless told not to; tests run offline.
+os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+
+import pytest  # noqa: E402
+
+from fake_llm import FakeLLM  # noqa: E402  (tests/ is on sys.path: pytest's rootdir conftest)
+
+
+@pytest.fixture
+def fake_llm(monkeypatch):
+    """A strict OpenAI-compatible server on 127.0.0.1 (see tests/fake_llm.py).
+
+    Reach it as a real provider: model `openai/deepseek-reasoner`, api_base `fake_llm.url`.
+    OPENAI_API_KEY is a dummy here so litellm's OpenAI client agrees to send requests.
+    """
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-fake-llm-test")
+    server = FakeLLM().start()
+    yield server
+    server.stop()
