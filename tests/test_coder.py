@@ -145,13 +145,17 @@ def test_after_a_failed_call_feedback_merges_and_the_next_call_succeeds(fake_llm
     assert fake_llm.violations == []
 
 
-def test_context_window_exceeded_condenses_and_retries(fake_llm, coder):
+@pytest.mark.parametrize("overflow", [
+    context_exceeded(),  # OpenAI's code: litellm raises ContextWindowExceededError
+    error(400, "prompt is too long: 210000 tokens > 200000 maximum"),  # only the words say so
+])
+def test_context_window_exceeded_condenses_and_retries(fake_llm, coder, overflow):
     c, conv = coder(), idea_conv()
     for i in range(6):
         fake_llm.script([f"edit {i}"])
         c.complete(conv)
         conv.add_user(f"Run {i} failed\n{TRACEBACK}")
-    fake_llm.script([context_exceeded(), "short enough now"])
+    fake_llm.script([overflow, "short enough now"])
     assert c.complete(conv).text == "short enough now"
     too_long, accepted = fake_llm.requests[-2].messages, fake_llm.requests[-1].messages
     assert len(json.dumps(accepted)) < len(json.dumps(too_long)) / 2
