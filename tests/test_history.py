@@ -1,7 +1,6 @@
 """The git history as the workspace's database: written with trailers, read back from any clone."""
 
 import subprocess
-from pathlib import Path
 
 import git
 import pytest
