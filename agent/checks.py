@@ -319,7 +319,7 @@ def _emptied_bodies(src: _Source) -> list[Finding]:
 
 # ---------------------------------------------------------------- rule: a definition repeated in one scope
 
-_REDEFINERS = re.compile(r"(^|\.)(setter|getter|deleter|register|overload)$")
+_REDEFINERS = re.compile(r"(^|\.)(setter|getter|deleter)$|overload|register")
 
 
 def _definitions_by_scope(tree: ast.Module) -> dict[tuple[str, str], list[ast.stmt]]:
@@ -329,8 +329,8 @@ def _definitions_by_scope(tree: ast.Module) -> dict[tuple[str, str], list[ast.st
         for node in body:
             if not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
                 continue
-            if any(_REDEFINERS.search(ast.unparse(d)) for d in node.decorator_list):
-                continue  # @x.setter, @overload, @f.register redefine a name on purpose
+            if node.name == "_" or any(_REDEFINERS.search(ast.unparse(d)) for d in node.decorator_list):
+                continue  # @x.setter, @overload, @f.register(...), `def _` redefine on purpose
             found.setdefault((scope, node.name), []).append(node)
     return found
 
@@ -393,9 +393,23 @@ def _facts_of(cls: ast.ClassDef, in_file: set[str]) -> _ClassFacts:
         if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
             methods[node.name] = node  # the last definition is the one that exists
     facts.dynamic = "__getattr__" in methods or "__getattribute__" in methods
+    facts.provides.update(dict.fromkeys(_slots(cls), cls.lineno))
     for method in methods.values():
         _scan_method(method, facts)
+    if "__new__" in methods:  # `self = object.__new__(cls); self.x = ...` sets attributes too
+        for node in ast.walk(methods["__new__"]):
+            if isinstance(node, ast.Attribute) and isinstance(node.ctx, ast.Store):
+                facts.provides.setdefault(node.attr, node.lineno)
     return facts
+
+
+def _slots(cls: ast.ClassDef) -> list[str]:
+    for node in cls.body:
+        if isinstance(node, ast.Assign) and any(
+                isinstance(t, ast.Name) and t.id == "__slots__" for t in node.targets):
+            return [n.value for n in ast.walk(node.value)
+                    if isinstance(n, ast.Constant) and isinstance(n.value, str)]
+    return []
 
 
 def _bound_names(node: ast.stmt) -> list[tuple[str, int]]:
@@ -573,7 +587,11 @@ def _unresolved(names: list[str], search_path: str | None) -> list[str]:
 
 
 def _imported_modules(tree: ast.Module) -> list[tuple[str, ast.stmt, bool, bool]]:
-    """(module, statement, runs at import time, guarded by try/except ImportError) per import."""
+    """(module, statement, always runs, guarded by try/except ImportError) per import.
+
+    "Always runs" means directly in the module body: the run fails there for sure.
+    """
+    top = {id(stmt) for stmt in tree.body}
     found = []
     for stmt, in_function, guarded in _statements(tree.body):
         if isinstance(stmt, ast.Import):
@@ -582,7 +600,7 @@ def _imported_modules(tree: ast.Module) -> list[tuple[str, ast.stmt, bool, bool]
             modules = [stmt.module]
         else:
             continue
-        found += [(m, stmt, not in_function, guarded) for m in modules if m != "__future__"]
+        found += [(m, stmt, id(stmt) in top, guarded) for m in modules if m != "__future__"]
     return found
 
 
@@ -649,11 +667,11 @@ def _unresolved_imports(src: _Source, python: str | None,
                             "starts", blocking=False)]
     interpreter = python or sys.executable
     findings = []
-    for module, node, at_import_time, _ in imports:
-        if module not in missing:
-            continue
-        # An old import inside a function may sit on a path the run never takes: warn only.
-        blocking = at_import_time or src.is_added(node.lineno, node.end_lineno)
+    for module, node, always, _ in imports:
+        added = src.is_added(node.lineno, node.end_lineno)
+        if module not in missing or not (always or added or src.added is None):
+            continue  # an old import under an `if` or in a function may sit on a path never taken
+        blocking = always or (added and src.added is not None)
         findings.append(src.finding(
             node.lineno, "unresolved-import", f"module '{module}' is not installed for {interpreter}",
             "the run would stop with ModuleNotFoundError; use an installed package or write the code",

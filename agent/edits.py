@@ -107,7 +107,7 @@ def find_blocks(reply: str, known: Iterable[str] = ()) -> ParsedReply:
     `known` (file names the caller expects) only breaks ties when several names precede a block.
     """
     known = tuple(known)
-    lines = reply.splitlines(keepends=True)
+    lines = reply.replace("\r\n", "\n").splitlines(keepends=True)  # CRLF replies match LF files
     parsed = ParsedReply()
     current: str | None = None
     i = 0

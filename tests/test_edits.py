@@ -305,3 +305,23 @@ def test_safe_path_refuses_a_symlinked_folder_leaving_the_workspace(tmp_path):
     os.symlink(tmp_path / "elsewhere", ws / "plots")
     with pytest.raises(EditRefused, match="outside"):
         safe_path(ws, "plots/plot.py", editable=["plots/"])
+
+
+def test_crlf_reply_applies_to_a_lf_file():
+    reply = block("experiment.py", "x = 1\n", "x = 2\n").replace("\n", "\r\n")
+    changed, _ = apply_reply(reply, {"experiment.py": "x = 1\n"})
+    assert changed == {"experiment.py": "x = 2\n"}
+
+
+def test_no_jumble_of_markers_crashes_the_parser():
+    import random
+
+    pieces = ["experiment.py\n", "```python\n", "```\n", "<<<<<<< SEARCH\n", "=======\n",
+              ">>>>>>> REPLACE\n", "x = 1\n", "x = 2\n", "\n", "...\n", "notes.txt\n", "../a.py\n"]
+    rng = random.Random(0)
+    for _ in range(2000):
+        reply = "".join(rng.choice(pieces) for _ in range(rng.randint(0, 14)))
+        changed, outcomes = apply_reply(reply, {"experiment.py": "x = 1\n", "notes.txt": ""})
+        assert set(changed) <= {"experiment.py", "notes.txt"}
+        assert all(o.status in {"applied", "failed", "refused", "malformed"} for o in outcomes)
+        feedback(outcomes)
