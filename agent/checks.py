@@ -10,8 +10,6 @@ from __future__ import annotations
 import ast
 import difflib
 import functools
-import importlib.machinery
-import importlib.util
 import inspect
 import io
 import json
@@ -49,13 +47,13 @@ def check_source(new: str, old: str | None = None, *, path: str = "experiment.py
     try:
         tree = _parse(new)
         compile(tree, path, "exec", dont_inherit=True)  # symbol-table errors ast.parse lets through
-    except SyntaxError as err:
+    except (SyntaxError, ValueError) as err:  # ValueError: a NUL byte in the source
         return [_syntax_finding(err, path)]
     old_tree = None
     if old is not None:
         try:
             old_tree = _parse(old)
-        except SyntaxError:
+        except (SyntaxError, ValueError):
             old, old_tree = None, None  # no usable baseline: judge every line
     src = _Source(path, new, tree, old, old_tree, _added_lines(old, new) if old_tree else None)
     findings = (_undefined_names(src) + _placeholders(src) + _emptied_bodies(src)
@@ -121,10 +119,11 @@ class _Source:
         return Finding(self.path, line, code, message, why, blocking)
 
 
-def _syntax_finding(err: SyntaxError, path: str) -> Finding:
-    text = (err.text or "").strip()
+def _syntax_finding(err: SyntaxError | ValueError, path: str) -> Finding:
+    text = (getattr(err, "text", None) or "").strip()
     shown = f": {text}" if text else ""
-    return Finding(path, err.lineno or 0, "syntax-error", f"syntax error: {err.msg}{shown}",
+    msg = getattr(err, "msg", None) or str(err)
+    return Finding(path, getattr(err, "lineno", None) or 0, "syntax-error", f"syntax error: {msg}{shown}",
                    "Python cannot even load the file, so the run would fail at once.", True)
 
 
