@@ -1,0 +1,523 @@
+"""Run one experiment: `python experiment.py --out_dir=run_i` in the workspace, boxed in.
+
+The LLM's code runs here, so the box matters more than the convenience:
+
+- **Own session.** The child starts with `start_new_session=True`, so it and everything it spawns
+  (dataloader workers, a stray `subprocess.Popen`) share one process group. On timeout, Ctrl-C or
+  any error in the parent, the whole group gets SIGTERM, a grace period, then SIGKILL. After a normal
+  exit the group is cleaned up the same way, so nothing it spawned outlives the run and holds a GPU.
+- **Scrubbed environment.** API keys, tokens, passwords and cloud credentials are dropped
+  (`scrubbed_env`); a profile lets named variables through (`env_allow`, e.g. `HF_TOKEN`).
+- **Bounded output.** stdout and stderr are merged in order and streamed to `run_i/log.txt` in full
+  and to `on_line` (the live view), but memory keeps only a head and a tail of `keep_bytes`: a child
+  printing a gigabyte costs a gigabyte of disk, not of RAM.
+- **Optional rlimits.** `max_memory_bytes` sets RLIMIT_AS (address space) and `max_cpu_seconds`
+  sets RLIMIT_CPU in the child. RLIMIT_AS counts virtual memory: CUDA maps tens of GB of address
+  space at start-up, so leave it unset for GPU profiles; it is meant for CPU profiles and tests.
+
+Failure analysis (`parse_failure`) turns the output into the last traceback, a one-line error and
+a signature the loop uses to notice the same failure twice; `content_hash` lets the loop refuse to
+run a file it already saw fail. Whether a run that exited 0 produced valid results is decided in
+`agent/results.py`, not here.
+"""
+
+from __future__ import annotations
+
+import codecs
+import hashlib
+import os
+import re
+import selectors
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterable, Mapping
+
+DEFAULT_COMMAND = ["{python}", "experiment.py", "--out_dir={out_dir}"]
+
+# Names dropped from the child's environment (matched case-insensitively). Suffixes catch the
+# usual secret-naming habits (OPENAI_API_KEY, HF_TOKEN, DB_PASSWORD); prefixes catch whole
+# provider and cloud families, whose non-secret-looking variables (AWS_PROFILE, OPENAI_BASE_URL)
+# still point at credentials or paid endpoints the experiment has no business using.
+SECRET_SUFFIXES = ("_KEY", "_TOKEN", "_SECRET", "_PASSWORD", "_PASSWD", "_CREDENTIALS",
+                   "_ACCESS_KEY_ID")
+SECRET_SUBSTRINGS = ("SECRET", "PASSWORD", "API_KEY")
+SECRET_PREFIXES = ("AWS_", "AZURE_", "GCP_", "GCLOUD_", "GOOGLE_", "CLOUDSDK_", "OPENAI_",
+                   "ANTHROPIC_", "DEEPSEEK_", "GEMINI_", "MISTRAL_", "COHERE_", "GROQ_",
+                   "TOGETHER_", "OPENROUTER_", "LITELLM_", "REPLICATE_", "XAI_", "HUGGINGFACE_",
+                   "WANDB_", "GITHUB_", "GH_", "SSH_AUTH_SOCK", "SSH_AGENT")
+
+READ_CHUNK = 64 * 1024
+MAX_LINE_CHARS = 64 * 1024  # a line without newline longer than this goes to on_line in pieces
+DRAIN_AFTER_EXIT = 2.0      # seconds to keep reading after the child exits (grandchildren's output)
+TRACEBACK_HEADER = "Traceback (most recent call last):"
+LINE_ENDS = ("\n", "\r", "\x0b", "\x0c", "\x1c", "\x1d", "\x1e", "\x85", "\u2028", "\u2029")
+
+
+@dataclass
+class RunResult:
+    status: str            # "ok" | "failed" | "timeout" | "interrupted"
+    returncode: int | None
+    duration: float
+    output: str            # bounded: head + "[... N bytes dropped ...]" + tail
+    traceback: str | None
+    error: str | None      # one line, e.g. "AttributeError: 'CustomTrainer' object has no attribute 'ae'"
+    signature: str | None  # stable id of the failure, see parse_failure
+    log_path: Path
+    total_bytes: int = 0   # everything the child wrote; the log holds all of it
+
+
+# --------------------------------------------------------------------------- environment
+
+def is_secret_name(name: str) -> bool:
+    upper = name.upper()
+    return (upper.endswith(SECRET_SUFFIXES) or upper.startswith(SECRET_PREFIXES)
+            or any(s in upper for s in SECRET_SUBSTRINGS))
+
+
+def scrubbed_env(base: Mapping[str, str], allow: Iterable[str] = ()) -> dict[str, str]:
+    """`base` without secrets; names in `allow` (exact) pass even if they look secret."""
+    allowed = set(allow)
+    return {k: v for k, v in base.items() if k in allowed or not is_secret_name(k)}
+
+
+def child_env(env_allow: Iterable[str], extra_env: Mapping[str, str] | None) -> dict[str, str]:
+    env = scrubbed_env(os.environ, env_allow)
+    # Unbuffered, so the live view and log see lines as they happen and stdout/stderr stay in
+    # order; a traceback otherwise lands before the prints that preceded it.
+    env["PYTHONUNBUFFERED"] = "1"
+    env.update(extra_env or {})
+    return env
+
+
+def expand_command(command: list[str], python: str, out_dir: str) -> list[str]:
+    # str.replace, not str.format: an argument like '{"lr": 1}' must pass through untouched.
+    return [part.replace("{python}", python).replace("{out_dir}", out_dir) for part in command]
+
+
+def limits_preexec(max_memory_bytes: int | None, max_cpu_seconds: int | None):
+    """A preexec_fn setting the rlimits in the child, or None when there are none."""
+    if max_memory_bytes is None and max_cpu_seconds is None:
+        return None
+
+    def apply() -> None:
+        import resource
+        if max_memory_bytes is not None:
+            resource.setrlimit(resource.RLIMIT_AS, (max_memory_bytes, max_memory_bytes))
+        if max_cpu_seconds is not None:
+            # Hard limit a little above the soft one: SIGXCPU first (a clear signal name in the
+            # error), SIGKILL only if the child ignores it.
+            resource.setrlimit(resource.RLIMIT_CPU, (max_cpu_seconds, max_cpu_seconds + 5))
+    return apply
+
+
+# --------------------------------------------------------------------------- output capture
+
+class BoundedCapture:
+    """Keeps the first `head` and last `tail` bytes of a stream and counts the rest."""
+
+    def __init__(self, keep_bytes: int):
+        self.head_limit = keep_bytes // 4  # the tail holds the traceback, so it gets the most
+        self.tail_limit = keep_bytes - self.head_limit
+        self.head = bytearray()
+        self.tail = bytearray()
+        self.total = 0
+
+    def add(self, data: bytes) -> None:
+        self.total += len(data)
+        room = self.head_limit - len(self.head)
+        if room > 0:
+            self.head += data[:room]
+            data = data[room:]
+        self.tail += data
+        if len(self.tail) > 2 * self.tail_limit:  # trim in batches, not on every chunk
+            del self.tail[:-self.tail_limit]
+
+    def text(self) -> str:
+        tail = bytes(self.tail[-self.tail_limit:]) if self.tail_limit else b""
+        dropped = self.total - len(self.head) - len(tail)
+        head = self.head.decode("utf-8", "replace")
+        if dropped <= 0:
+            return head + tail.decode("utf-8", "replace")
+        marker = f"\n[... {dropped} bytes dropped ...]\n"
+        return head + marker + tail.decode("utf-8", "replace")
+
+
+class LineSplitter:
+    """Turns byte chunks into lines for the live view; `\\r` counts as a line end (tqdm)."""
+
+    def __init__(self, on_line: Callable[[str], None]):
+        self.on_line = on_line
+        self.decoder = codecs.getincrementaldecoder("utf-8")("replace")
+        self.pending = ""
+
+    def feed(self, data: bytes, final: bool = False) -> None:
+        text = self.pending + self.decoder.decode(data, final)
+        held = ""
+        if text.endswith("\r") and not final:  # maybe the first half of a "\r\n"
+            text, held = text[:-1], "\r"
+        parts = text.splitlines(keepends=True)  # C speed; a regex split was the bottleneck
+        self.pending = (parts.pop() if parts and not parts[-1].endswith(LINE_ENDS) else "") + held
+        for line in parts:
+            self.on_line(line.rstrip("".join(LINE_ENDS)))
+        # A child printing without newlines must not grow this buffer without bound.
+        while len(self.pending) > MAX_LINE_CHARS:
+            self.on_line(self.pending[:MAX_LINE_CHARS])
+            self.pending = self.pending[MAX_LINE_CHARS:]
+        if final and self.pending:
+            self.on_line(self.pending)
+            self.pending = ""
+
+
+class OutputSink:
+    """One place every byte of output goes: the log file, the bounded capture, the live view."""
+
+    def __init__(self, log_file, keep_bytes: int, on_line: Callable[[str], None] | None):
+        self.log_file = log_file
+        self.capture = BoundedCapture(keep_bytes)
+        self.lines = LineSplitter(on_line) if on_line else None
+
+    def write(self, data: bytes) -> None:
+        self.log_file.write(data)
+        self.capture.add(data)
+        if self.lines:
+            self.lines.feed(data)
+
+    def close(self) -> None:
+        self.log_file.flush()
+        if self.lines:
+            self.lines.feed(b"", final=True)
+
+
+def read_available(fd: int, sink: OutputSink, wait: float) -> bool:
+    """Reads what the pipe has within `wait` seconds; False once the pipe is at EOF."""
+    with selectors.DefaultSelector() as sel:
+        sel.register(fd, selectors.EVENT_READ)
+        if not sel.select(timeout=max(wait, 0.0)):
+            return True
+    data = os.read(fd, READ_CHUNK)
+    if not data:
+        return False
+    sink.write(data)
+    return True
+
+
+def drain_quietly(fd: int, sink: OutputSink) -> bool:
+    """Reads what the killed group left in the pipe; False if Ctrl-C cut it short."""
+    try:
+        drain(fd, sink, 1.0)
+    except KeyboardInterrupt:
+        return False
+    return True
+
+
+def drain(fd: int, sink: OutputSink, seconds: float) -> bool:
+    """Reads until EOF or `seconds` pass; True if EOF was reached."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if not read_available(fd, sink, deadline - time.monotonic()):
+            return True
+    return False
+
+
+# --------------------------------------------------------------------------- process group
+
+def group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # a member we cannot signal still counts as alive
+        return True
+    return True
+
+
+def signal_group(pgid: int, sig: int) -> None:
+    try:
+        os.killpg(pgid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def kill_group(proc: subprocess.Popen, grace: float) -> bool:
+    """SIGTERM the child's whole process group, wait up to `grace` seconds, then SIGKILL it.
+
+    The child is reaped along the way: an unreaped zombie still counts as a group member.
+    A Ctrl-C while waiting skips straight to SIGKILL; the return value says whether one came.
+    """
+    pgid = proc.pid  # start_new_session: the child leads its own group
+    interrupted = False
+    try:
+        signal_group(pgid, signal.SIGTERM)
+        deadline = time.monotonic() + grace
+        while time.monotonic() < deadline:
+            proc.poll()
+            if not group_alive(pgid):
+                break
+            time.sleep(0.05)
+    except KeyboardInterrupt:
+        interrupted = True
+    signal_group(pgid, signal.SIGKILL)
+    proc.wait()
+    return interrupted
+
+
+# --------------------------------------------------------------------------- running
+
+def run_experiment(
+    workspace: Path,
+    out_dir: str,
+    *,
+    command: list[str] | None = None,
+    timeout: float = 3600,
+    env_allow: Iterable[str] = (),
+    extra_env: Mapping[str, str] | None = None,
+    on_line: Callable[[str], None] | None = None,
+    max_memory_bytes: int | None = None,
+    max_cpu_seconds: int | None = None,
+    keep_bytes: int = 20_000,
+    python: str | None = None,
+    kill_grace: float = 10.0,
+) -> RunResult:
+    """Runs `command` (template items `{python}`, `{out_dir}`) in `workspace`, boxed in.
+
+    `python` defaults to `sys.executable`, so the run uses the agent's own interpreter and venv.
+    `timeout` is wall-clock seconds; `kill_grace` is how long the group gets between SIGTERM and
+    SIGKILL. `max_memory_bytes` / `max_cpu_seconds` set RLIMIT_AS / RLIMIT_CPU in the child (see
+    the module docstring: not for CUDA runs).
+
+    Ctrl-C in the parent (also during the clean-up after the run) does not propagate: the group
+    is killed, the output so far is in the log, and the result has status "interrupted". The caller must check for it, record the attempt
+    as interrupted and stop the loop. Any other exception (e.g. from `on_line`) kills the group
+    and is re-raised.
+    """
+    workspace = Path(workspace)
+    run_dir = workspace / out_dir
+    run_dir.mkdir(parents=True, exist_ok=True)
+    log_path = run_dir / "log.txt"
+    argv = expand_command(command or DEFAULT_COMMAND, python or sys.executable, out_dir)
+
+    start = time.monotonic()
+    status = "ok"
+    # Unbuffered: `tail -f run_i/log.txt` and a crash of the agent itself still see every line.
+    with open(log_path, "wb", buffering=0) as log_file:
+        sink = OutputSink(log_file, keep_bytes, on_line)
+        proc = subprocess.Popen(
+            argv, cwd=workspace, env=child_env(env_allow, extra_env),
+            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+            start_new_session=True, preexec_fn=limits_preexec(max_memory_bytes, max_cpu_seconds),
+        )
+        fd = proc.stdout.fileno()
+        try:
+            try:
+                status = stream_until_done(proc, fd, sink, start + timeout)
+            except KeyboardInterrupt:
+                status = "interrupted"
+            except BaseException:
+                kill_group(proc, grace=1.0)
+                raise
+            # After a normal exit this removes whatever the child left running in its group.
+            if kill_group(proc, kill_grace if status != "ok" else 1.0):
+                status = "interrupted"
+            if not drain_quietly(fd, sink):
+                status = "interrupted"
+        finally:
+            proc.stdout.close()
+            sink.close()
+
+    duration = time.monotonic() - start
+    if status == "ok" and proc.returncode != 0:
+        status = "failed"
+    output = sink.capture.text()
+    traceback, error, signature = describe_outcome(status, proc.returncode, output, timeout)
+    return RunResult(status, proc.returncode, duration, output, traceback, error, signature,
+                     log_path, sink.capture.total)
+
+
+def stream_until_done(proc: subprocess.Popen, fd: int, sink: OutputSink, deadline: float) -> str:
+    """Streams output until the child exits (then drains briefly) or `deadline`; the status."""
+    while True:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            return "timeout"
+        eof = not read_available(fd, sink, min(remaining, 0.25))
+        if proc.poll() is not None or eof:
+            break
+    # The child has exited (or closed its output): grandchildren holding the pipe get a short
+    # while to finish writing, then the group is cleaned up by the caller.
+    if not eof:
+        drain(fd, sink, min(DRAIN_AFTER_EXIT, max(deadline - time.monotonic(), 0)))
+    while proc.poll() is None:  # closed its output but still running
+        if time.monotonic() >= deadline:
+            return "timeout"
+        time.sleep(0.05)
+    return "ok"
+
+
+def describe_outcome(status: str, returncode: int | None, output: str,
+                     timeout: float) -> tuple[str | None, str | None, str | None]:
+    if status == "ok":
+        return None, None, None
+    if status == "timeout":
+        return None, f"Timeout: the run exceeded {timeout:g} s and was killed", "Timeout"
+    if status == "interrupted":
+        return None, "KeyboardInterrupt: the run was interrupted by the user", None
+    traceback, error, signature = parse_failure(output)
+    if error is None:
+        error, signature = exit_error(returncode, output)
+    return traceback, error, signature
+
+
+def exit_error(returncode: int | None, output: str) -> tuple[str, str]:
+    """Error and signature for a failure without a Python traceback (signal, sys.exit)."""
+    if returncode is not None and returncode < 0:
+        try:
+            name = signal.Signals(-returncode).name
+        except ValueError:
+            name = f"signal {-returncode}"
+        hint = {"SIGKILL": " (out of memory?)", "SIGXCPU": " (CPU time limit)"}.get(name, "")
+        return f"Killed by {name}{hint}", f"Signal:{name}"
+    last = next((ln.strip() for ln in reversed(output.splitlines()) if ln.strip()), "")
+    error = f"Exit code {returncode}" + (f": {last[:300]}" if last else "")
+    return error, f"ExitCode:{returncode}"
+
+
+# --------------------------------------------------------------------------- failure analysis
+
+FRAME_RE = re.compile(r'^\s*File "(?P<file>[^"]+)", line \d+(?:, in (?P<func>.+))?$')
+EXCEPTION_RE = re.compile(r"^(?P<type>[A-Za-z_][\w.]*)(?::\s?(?P<msg>.*))?$")
+
+
+def traceback_starts(lines: list[str]) -> list[int]:
+    """Where tracebacks begin: the usual header, or the bare `File "x.py", line 3` that a
+    SyntaxError in the main script prints without one (the script never started running)."""
+    starts = []
+    for i, line in enumerate(lines):
+        if line.strip() == TRACEBACK_HEADER:
+            starts.append(i)
+        elif (m := FRAME_RE.match(line)) and m.group("func") is None:
+            before = lines[i - 1] if i else ""
+            if not before[:1].isspace():  # not a frame inside a traceback already open
+                starts.append(i)
+    return starts
+
+
+def last_traceback_lines(output: str) -> list[str] | None:
+    """The lines of the last traceback in `output`, exception line included."""
+    lines = output.splitlines()
+    starts = traceback_starts(lines)
+    if not starts:
+        return None
+    block = [lines[starts[-1]]]
+    for line in lines[starts[-1] + 1:]:
+        block.append(line)
+        # Frames and their source lines are indented; the first unindented line is the exception.
+        if line and not line[0].isspace():
+            break
+    return block
+
+
+def normalize_message(msg: str) -> str:
+    """Drops what changes between runs of the same bug: addresses, numbers, long tails."""
+    msg = re.sub(r"0x[0-9a-fA-F]+", "0x…", msg)
+    msg = re.sub(r"\d+", "N", msg)
+    return msg.strip()[:120]
+
+
+def parse_failure(output: str, script: str = "experiment.py"
+                  ) -> tuple[str | None, str | None, str | None]:
+    """(traceback, one-line error, signature) of the last Python traceback in `output`.
+
+    The signature is `Type @ file:function | message`, where file:function is the innermost
+    frame in `script` (else the innermost frame at all) and the message has numbers and addresses
+    replaced. Line numbers are left out on purpose: an unrelated edit above the bug moves it by a
+    few lines, and "the same failure twice" must still match. The function name survives such
+    edits and still tells apart the same exception type raised in different places. The message
+    keeps AttributeError 'ae' apart from AttributeError 'sae' in one function, while normalized
+    numbers keep `shapes (128x512 and 256x512)` stable across hyperparameter changes.
+    """
+    block = last_traceback_lines(output)
+    if block is None:
+        return None, None, None
+    traceback = "\n".join(block)
+    exc_line = block[-1].strip() if len(block) > 1 else ""
+    match = EXCEPTION_RE.match(exc_line)
+    if not match:  # truncated output: a header and frames but no exception line
+        return traceback, None, None
+    exc_type = match.group("type")
+    location = innermost_location(block, script)
+    signature = f"{exc_type} @ {location} | {normalize_message(match.group('msg') or '')}"
+    return traceback, exc_line[:500], signature
+
+
+def innermost_location(block: list[str], script: str) -> str:
+    frames = [m for m in map(FRAME_RE.match, block) if m]
+    ours = [m for m in frames if Path(m.group("file")).name == script]
+    chosen = (ours or frames or [None])[-1]
+    if chosen is None:
+        return "?"
+    return f"{Path(chosen.group('file')).name}:{chosen.group('func') or '<module>'}"
+
+
+# --------------------------------------------------------------------------- feedback
+
+def feedback_text(result: RunResult, limit: int = 6000) -> str:
+    """What the LLM is told about a run, at most `limit` characters.
+
+    A failure gets aider's "Run failed with the following error" line, the end of the output
+    before the traceback (what the script was doing), then the traceback, whose end (innermost
+    frames and the error) is kept whole when something has to go.
+    """
+    seconds = f"{result.duration:.1f} s"
+    if result.status == "ok":
+        head = f"Run completed (exit code 0) in {seconds}. End of the output:\n"
+        return bounded(head, "", tidy_paths(result.output, result.log_path), limit)
+    if result.status == "timeout":
+        head = f"Run timed out after {seconds} and was killed. {result.error}\nEnd of the output:\n"
+        return bounded(head, "", tidy_paths(result.output, result.log_path), limit)
+    if result.status == "interrupted":
+        return f"Run interrupted by the user after {seconds}."[:limit]
+    head = f"Run failed with the following error: {result.error}\n"
+    output = tidy_paths(result.output, result.log_path)
+    if result.traceback:
+        start = result.output.rfind(result.traceback.splitlines()[0])
+        before = tidy_paths(result.output[:max(start, 0)], result.log_path)
+        traceback = tidy_paths(result.traceback, result.log_path)
+        tb_room = max(limit - len(head) - 200, 0)
+        traceback = keep_end(traceback, tb_room)
+        context = keep_end(before.rstrip(), max(limit - len(head) - len(traceback) - 40, 0))
+        body = (f"Output before the error:\n{context}\n\n" if context else "") + traceback
+        return (head + body)[:limit]
+    return bounded(head, "End of the output:\n", output, limit)
+
+
+def bounded(head: str, label: str, text: str, limit: int) -> str:
+    room = limit - len(head) - len(label)
+    if room <= 0:
+        return (head + label)[:limit]
+    return head + label + keep_end(text, room)
+
+
+def keep_end(text: str, limit: int) -> str:
+    """The last `limit` characters of `text`, saying that the start was cut."""
+    if len(text) <= limit:
+        return text
+    marker = "[... earlier output cut ...]\n"
+    if limit <= len(marker):
+        return text[len(text) - limit:] if limit else ""
+    return marker + text[len(text) - (limit - len(marker)):]
+
+
+def tidy_paths(text: str, log_path: Path) -> str:
+    """Workspace-relative paths: the LLM does not need (or get to see) where the workspace lives."""
+    for workspace in {str(log_path.parent.parent), str(log_path.resolve().parent.parent)}:
+        text = text.replace(workspace + os.sep, "")
+    return text
+
+
+def content_hash(text: str) -> str:
+    """sha256 hex of a file's text: the loop keeps the hashes of files that failed to run."""
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
