@@ -50,6 +50,8 @@ def _banner(coder, idea) -> None:
                       f"(recorded replies: {coder.name[len('replay:'):]})")
     else:
         console.print(f"coder: [bold]{coder.name}[/bold]")
+    for note in getattr(coder, "notes", None) or []:
+        console.print(f"[dim]note: {note}[/dim]")
     console.print(f"idea: [bold]{idea.title}[/bold] ({idea.path})")
 
 
@@ -129,6 +131,9 @@ def cmd_resume(args) -> int:
     args.model = args.model or recorded_model
     coder = _coder_for(None if args.model else ws.idea, args)
     opts = _options(args, ws.idea)
+    coder.count_usage(conv.usage)  # the caps count what the idea has spent already
+    if hasattr(coder, "played"):  # a replay continues after the replies already played
+        coder.played = len(conv.assistant_replies())
     console.print(f"resuming {ws.path} at run {state.run} "
                   f"({len(state.completed_runs)} run(s) already done) with {coder.name}")
     with LiveView(console, ws.idea.name, opts.max_runs, coder) as view:

@@ -57,7 +57,7 @@ class Idea:
 
     @property
     def template_dir(self) -> Path:
-        return TEMPLATES_DIR / self.template
+        return resolve_template(self.path, self.template)
 
     def to_json(self) -> dict:
         data = asdict(self)
@@ -67,6 +67,13 @@ class Idea:
     def replay_file(self) -> Path:
         """The recorded reference replies shipped beside the idea (offline replay)."""
         return self.path.with_name(self.path.stem + ".replay.json")
+
+
+def resolve_template(idea_path: Path, template: str) -> Path:
+    """A template is a name under templates/, or a folder path relative to the idea file."""
+    if "/" in template or template.startswith("."):
+        return (idea_path.parent / template).resolve()
+    return TEMPLATES_DIR / template
 
 
 def _fail(path: Path, problem: str, fix: str) -> IdeaError:
@@ -155,18 +162,20 @@ def load_idea(path: str | Path) -> Idea:
         raise _fail(path, "has no experiment section",
                     "add a section '## Experiment' with the numbered steps of the experiment")
 
+    max_runs = _positive_int(path, meta, "max_runs")
+    max_attempts = _positive_int(path, meta, "max_attempts")
     template = meta.get("template", DEFAULT_TEMPLATE)
-    if not (TEMPLATES_DIR / template / "template.json").is_file():
+    if not (resolve_template(path, template) / "template.json").is_file():
         known = sorted(p.parent.name for p in TEMPLATES_DIR.glob("*/template.json"))
         raise _fail(path, f"names an unknown template {template!r}",
-                    f"use one of: {', '.join(known) or '(none installed)'}")
+                    f"use one of: {', '.join(known) or '(none installed)'}, or a folder path "
+                    "holding a template.json")
 
     name = slugify(meta.get("name") or path.stem)
     return Idea(
         path=path, name=name, title=title, experiment=experiment,
         plan=_pick(sections, PLAN_HEADINGS), motivation=preamble, template=template,
-        max_runs=_positive_int(path, meta, "max_runs"),
-        max_attempts=_positive_int(path, meta, "max_attempts"),
+        max_runs=max_runs, max_attempts=max_attempts,
         profile=meta.get("profile"),
     )
 

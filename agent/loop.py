@@ -127,7 +127,8 @@ class ExperimentLoop:
         self.view.set(run=st.run, attempt=st.attempt, phase="waiting for the LLM")
         reply = self.ask()
         self.view.set(phase="applying edits")
-        new_files, outcomes = edits.apply_reply(reply, self.ws.editable_files(), self.ws.template.editable)
+        before = self.ws.editable_files()
+        new_files, outcomes = edits.apply_reply(reply, before, self.ws.template.editable)
         self.write_files(new_files)
         done = DONE_MARKER in reply
         problems = [o for o in outcomes if o.status != "applied"]
@@ -139,7 +140,7 @@ class ExperimentLoop:
                 raise Stop("the coder reported ALL_COMPLETED")
             self.conv.add_user(prompts.NO_EDITS.format(run=st.run))
             return self.no_run("no-edits", "the reply had no SEARCH/REPLACE blocks")
-        if not self.gate_passes(new_files):
+        if not self.gate_passes(new_files, before):
             return
         code = self.ws.read("experiment.py")
         if runner.content_hash(code) in st.failed_hashes:
@@ -171,13 +172,12 @@ class ExperimentLoop:
 
     # -- checks ---------------------------------------------------------------------------
 
-    def gate_passes(self, new_files: dict[str, str]) -> bool:
+    def gate_passes(self, new_files: dict[str, str], before: dict[str, str]) -> bool:
         self.view.set(phase="checking the edit")
         findings = []
         for rel, text in new_files.items():
             if rel.endswith(".py"):
-                old = history.file_at(history.open_workspace(self.ws.path), "HEAD", rel)
-                findings += checks.check_source(text, old, path=rel, search_path=self.ws.path)
+                findings += checks.check_source(text, before.get(rel), path=rel, search_path=self.ws.path)
         blocking = [f for f in findings if f.blocking]
         if not blocking:
             if findings:

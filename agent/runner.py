@@ -99,11 +99,14 @@ def expand_command(command: list[str], python: str, out_dir: str) -> list[str]:
 
 
 def limits_preexec(max_memory_bytes: int | None, max_cpu_seconds: int | None):
-    """A preexec_fn setting the rlimits in the child, or None when there are none."""
-    if max_memory_bytes is None and max_cpu_seconds is None:
-        return None
+    """A preexec_fn for the child: rlimits if asked, and death with its parent on Linux.
+
+    The child has its own session (so Ctrl-C and group kills are ours to send), which also means
+    nothing kills it if the agent itself is SIGKILLed; PR_SET_PDEATHSIG closes that gap.
+    """
 
     def apply() -> None:
+        _die_with_parent()
         import resource
         if max_memory_bytes is not None:
             resource.setrlimit(resource.RLIMIT_AS, (max_memory_bytes, max_memory_bytes))
@@ -112,6 +115,17 @@ def limits_preexec(max_memory_bytes: int | None, max_cpu_seconds: int | None):
             # error), SIGKILL only if the child ignores it.
             resource.setrlimit(resource.RLIMIT_CPU, (max_cpu_seconds, max_cpu_seconds + 5))
     return apply
+
+
+def _die_with_parent() -> None:
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # 1 = PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass  # best effort: other platforms rely on the group kill alone
 
 
 # --------------------------------------------------------------------------- output capture

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Callable
 
 from agent import history, results, runner
-from agent.idea import Idea, load_idea
+from agent.idea import Idea
 from agent.template import Template, load_template
 
 BASELINE_RUN = "run_0"
@@ -138,12 +138,15 @@ def _commit_baseline(ws: Workspace, status: str, seconds: float, *, error: str |
 def open_workspace(path: Path) -> Workspace:
     """Reopen an existing workspace (resume, replay)."""
     path = Path(path)
-    if not (path / "idea.md").is_file() or not (path / ".git").exists():
-        raise WorkspaceError(f"{path} is not a workspace (it needs idea.md and a git repository); "
+    if not (path / "idea.json").is_file() or not (path / ".git").exists():
+        raise WorkspaceError(f"{path} is not a workspace (it needs idea.json and a git repository); "
                              "give a folder made by `python -m agent run`.")
-    idea = load_idea(path / "idea.md")
-    meta = json.loads((path / "idea.json").read_text()) if (path / "idea.json").exists() else {}
-    idea.name = meta.get("name", idea.name)
+    try:
+        data = json.loads((path / "idea.json").read_text())
+        data["path"] = Path(data["path"])
+        idea = Idea(**data)
+    except (OSError, ValueError, TypeError) as exc:
+        raise WorkspaceError(f"{path}/idea.json is missing or unreadable ({exc}); is this a workspace?") from None
     template = load_template(path)  # the workspace carries its template.json
     profile = json.loads((path / "profile.json").read_text()).get("profile") \
         if (path / "profile.json").exists() else None

@@ -1,0 +1,1 @@
+print("no plots in the mini template")

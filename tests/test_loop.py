@@ -1,0 +1,254 @@
+"""The loop end to end: a strict loopback provider, real git, real subprocess runs.
+
+These use a small test template (tests/data/mini_template: no torch, runs in a blink) so each
+scenario takes seconds; tests/test_e2e_template.py drives the real SAE template the same way.
+"""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import git
+import pytest
+
+from agent import history
+from agent.cli import main
+
+REPO = Path(__file__).resolve().parent.parent
+MINI = REPO / "tests" / "data" / "mini_template"
+MODEL = "openai/deepseek-reasoner"
+
+
+def block(search: str, replace: str, path: str = "experiment.py") -> str:
+    return f"{path}\n```python\n<<<<<<< SEARCH\n{search}\n=======\n{replace}\n>>>>>>> REPLACE\n```\n"
+
+
+PLANT_ERROR = "Run 1: raise the accuracy.\n\n" + block("    accuracy = ACCURACY\n", "    accuracy = ACCURACY / 0\n")
+FIX_ERROR = "Fix the division.\n\n" + block("    accuracy = ACCURACY / 0\n", "    accuracy = ACCURACY + 0.05\n")
+NOTES = "Notes.\n\n" + block("# Notes\n", "# Notes\nRun 1 raised top-1 accuracy by 0.05.\n", "notes.txt") + "\nALL_COMPLETED\n"
+
+
+@pytest.fixture
+def idea(tmp_path, monkeypatch):
+    monkeypatch.setenv("SAE_CACHE_DIR", str(tmp_path / "cache"))
+    path = tmp_path / "ideas" / "mini_idea.md"
+    path.parent.mkdir()
+    path.write_text(f"---\ntemplate: {MINI}\nmax_runs: 2\n---\n# Raise the accuracy\n\n"
+                    "## Experiment\n1. Raise it.\n2. Measure it.\n")
+    return path
+
+
+def run_agent(idea, results, *extra, fake=None):
+    args = ["run", str(idea), "--results", str(results)]
+    if fake is not None:
+        args += ["--model", MODEL, "--api-base", fake.url]
+    return main(args + list(extra))
+
+
+def workspace_of(results: Path) -> Path:
+    (ws,) = [p for p in results.iterdir() if p.is_dir()]
+    return ws
+
+
+def subjects(ws: Path) -> list[str]:
+    return [a.subject for a in history.read_history(ws)]
+
+
+def last_user(request) -> str:
+    return [m for m in request.messages if m["role"] == "user"][-1]["content"]
+
+
+def test_planted_error_reaches_the_next_prompt_and_the_fix_runs(fake_llm, idea, tmp_path):
+    fake_llm.script([PLANT_ERROR, FIX_ERROR, "Done.\nALL_COMPLETED", NOTES])
+    results = tmp_path / "results"
+    assert run_agent(idea, results, fake=fake_llm) == 0
+    ws = workspace_of(results)
+
+    assert fake_llm.violations == [] and len(fake_llm.requests) == 4
+    second = last_user(fake_llm.requests[1])
+    assert "ZeroDivisionError" in second and "accuracy = ACCURACY / 0" in second
+    assert "sae_top_1" in last_user(fake_llm.requests[2])  # results summarised against run 0
+
+    attempts = history.read_history(ws)
+    assert [(a.run, a.attempt, a.status) for a in attempts] == [
+        (0, 1, "baseline"), (1, 1, "failed"), (1, 2, "success"), (1, 3, "notes")]
+    assert attempts[1].subject == "run 1 attempt 1: failed — ZeroDivisionError: division by zero"
+    assert attempts[2].subject == "run 1: sae_top_1 0.800 (+0.050 vs run 0)"
+    assert all(a.model == MODEL for a in attempts[1:]) and attempts[1].error.startswith("ZeroDivisionError")
+    assert attempts[2].duration is not None
+
+    repo = git.Repo(ws)
+    assert not repo.is_dirty(untracked_files=True), "everything is committed"
+    tracked = repo.git.ls_files().split()
+    for name in ("run_0/final_info.json", "run_1/final_info.json", "run_1/log.txt", "transcript.json",
+                 "transcript.md", "idea.md", "profile.json", "experiment.py"):
+        assert name in tracked
+    assert "ACCURACY + 0.05" in (ws / "experiment.py").read_text()
+    assert "raised top-1" in (ws / "notes.txt").read_text()
+    failed_code = repo.git.show(f"{attempts[1].sha}:experiment.py")
+    assert "ACCURACY / 0" in failed_code, "the failed attempt's commit holds the code as run"
+    transcript = json.loads((ws / "transcript.json").read_text())
+    assert [m["role"] for m in transcript["messages"]][:3] == ["system", "user", "assistant"]
+
+
+def test_placeholder_edit_is_stopped_by_the_gate_and_never_run(fake_llm, idea, tmp_path):
+    placeholder = block("def train():\n    accuracy = ACCURACY\n    return accuracy\n",
+                        "def train():\n    # Existing train code...\n    pass\n")
+    good = block("    accuracy = ACCURACY\n", "    accuracy = ACCURACY + 0.01\n")
+    fake_llm.script([placeholder, good, "ALL_COMPLETED", NOTES])
+    results = tmp_path / "results"
+    assert run_agent(idea, results, fake=fake_llm) == 0
+    ws = workspace_of(results)
+    attempts = history.read_history(ws)
+    assert [a.status for a in attempts] == ["baseline", "gate-failed", "success", "notes"]
+    gate_commit = git.Repo(ws).commit(attempts[1].sha)
+    assert "run_1/log.txt" not in [str(p) for p in gate_commit.stats.files], "the gate ran nothing"
+    feedback = last_user(fake_llm.requests[1])
+    assert "Existing train code" in feedback and "NOT run" in feedback
+    assert fake_llm.violations == []
+
+
+def test_same_file_is_never_run_twice_and_same_error_twice_restores(fake_llm, idea, tmp_path):
+    good = block("    accuracy = ACCURACY\n", "    accuracy = ACCURACY + 0.01\n")
+    break1 = block("    accuracy = ACCURACY + 0.01\n", "    accuracy = ACCURACY / 0\n")
+    same_again = block("STEPS = 100\n", "STEPS = 100\n")  # a no-op: the same failing file
+    break2 = block("STEPS = 100\n", "STEPS = 200\n")  # runs, fails with the same error
+    fake_llm.script([good, break1, same_again, break2, "ALL_COMPLETED", NOTES])
+    results = tmp_path / "results"
+    assert run_agent(idea, results, fake=fake_llm) == 0
+    ws = workspace_of(results)
+    attempts = history.read_history(ws)
+    assert [(a.run, a.status) for a in attempts] == [
+        (0, "baseline"), (1, "success"), (2, "failed"), (2, "gate-failed"), (2, "failed"), (2, "notes")]
+    assert "already failed" in last_user(fake_llm.requests[2])
+    restored = last_user(fake_llm.requests[4])
+    assert "restored" in restored and "ZeroDivisionError" in restored
+    assert "ACCURACY + 0.01" in (ws / "experiment.py").read_text(), "run 1's code is back"
+    assert fake_llm.violations == []
+
+
+def test_reply_without_edits_gets_a_reminder(fake_llm, idea, tmp_path):
+    fake_llm.script(["I think we should try something.", FIX_ERROR.replace("ACCURACY / 0", "ACCURACY"),
+                     "ALL_COMPLETED", NOTES])
+    results = tmp_path / "results"
+    assert run_agent(idea, results, fake=fake_llm) == 0
+    assert "no SEARCH/REPLACE blocks" in last_user(fake_llm.requests[1])
+    statuses = [a.status for a in history.read_history(workspace_of(results))]
+    assert statuses == ["baseline", "no-edits", "success", "notes"]
+
+
+def test_provider_error_stops_cleanly_with_its_words(fake_llm, idea, tmp_path, capsys):
+    from fake_llm import error
+    fake_llm.script([error(400, "Model Not Exist")])
+    results = tmp_path / "results"
+    assert run_agent(idea, results, fake=fake_llm) == 1
+    out = capsys.readouterr()
+    assert "Model Not Exist" in out.out + out.err
+    ws = workspace_of(results)
+    assert [a.status for a in history.read_history(ws)] == ["baseline"]
+    transcript = json.loads((ws / "transcript.json").read_text())
+    assert transcript["messages"][-1]["role"] == "user", "no dangling assistant turn"
+
+
+def test_missing_key_is_reported_before_any_workspace(idea, tmp_path, monkeypatch, capsys):
+    monkeypatch.delenv("ANTHROPIC_API_KEY", raising=False)
+    results = tmp_path / "results"
+    code = main(["run", str(idea), "--results", str(results), "--model", "anthropic/claude-3-5-sonnet-20240620"])
+    assert code == 2 and "ANTHROPIC_API_KEY" in capsys.readouterr().err
+    assert not results.exists()
+
+
+def test_offline_replay_when_no_model_is_configured(idea, tmp_path, monkeypatch, capsys):
+    monkeypatch.delenv("AGENT_MODEL", raising=False)
+    replies = [PLANT_ERROR, FIX_ERROR, "ALL_COMPLETED", NOTES]
+    idea.with_name("mini_idea.replay.json").write_text(json.dumps({"model": "reference", "replies": replies}))
+    results = tmp_path / "results"
+    assert run_agent(idea, results) == 0
+    assert "offline replay — no LLM is called" in capsys.readouterr().out
+    attempts = history.read_history(workspace_of(results))
+    assert [a.status for a in attempts] == ["baseline", "failed", "success", "notes"]
+    assert attempts[1].model.startswith("replay:") and attempts[1].model.endswith("mini_idea.replay.json")
+
+
+def test_baseline_is_cached_per_template_and_profile(fake_llm, idea, tmp_path):
+    fake_llm.script(["ALL_COMPLETED", "ALL_COMPLETED"])
+    results = tmp_path / "results"
+    assert run_agent(idea, results, "--max-runs", "1", fake=fake_llm) == 0
+    time.sleep(1.1)  # workspaces are named by the second
+    assert run_agent(idea, results, "--max-runs", "1", fake=fake_llm) == 0
+    first, second = sorted(p for p in results.iterdir())
+    bodies = [git.Repo(ws).commit(history.read_history(ws)[0].sha).message for ws in (first, second)]
+    assert "baseline run of the unmodified template" in bodies[0]
+    assert "cached baseline" in bodies[1]
+
+
+def test_untrained_baseline_is_refused(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("SAE_CACHE_DIR", str(tmp_path / "cache"))
+    template = tmp_path / "untrained"
+    import shutil
+    shutil.copytree(MINI, template)
+    exp = template / "experiment.py"
+    exp.write_text(exp.read_text().replace("ACCURACY = 0.75", "ACCURACY = 0.5").replace("STEPS = 100", "STEPS = 0"))
+    idea = tmp_path / "idea.md"
+    idea.write_text(f"---\ntemplate: {template}\n---\n# T\n## Experiment\n1. x\n")
+    idea.with_name("idea.replay.json").write_text(json.dumps({"replies": ["ALL_COMPLETED"]}))
+    assert main(["run", str(idea), "--results", str(tmp_path / "results")]) == 1
+    err = capsys.readouterr().err
+    assert "untrained" in err and "training_steps" in err
+
+
+def _spawn(args, env):
+    return subprocess.Popen([sys.executable, "-m", "agent", *args], cwd=REPO, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True)
+
+
+def _wait_for(predicate, seconds=60.0):
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.1)
+    return False
+
+
+SLOW_RUN = "Run 1.\n\n" + block("def train():\n", "def train():\n    import time\n    time.sleep(120)\n")
+UNSLOW = "Resumed: drop the sleep.\n\n" + block("    import time\n    time.sleep(120)\n",
+                                                   "    accuracy_bonus = 0.02\n") + "\n" + block(
+    "    accuracy = ACCURACY\n", "    accuracy = ACCURACY + accuracy_bonus\n")
+
+
+@pytest.mark.parametrize("how", ["sigkill", "sigint"])
+def test_stopped_mid_run_then_resumed_loses_nothing(fake_llm, idea, tmp_path, how):
+    env = dict(os.environ, OPENAI_API_KEY="sk-fake", PYTHONUNBUFFERED="1")
+    results = tmp_path / "results"
+    fake_llm.script([SLOW_RUN])
+    proc = _spawn(["run", str(idea), "--results", str(results), "--model", MODEL,
+                   "--api-base", fake_llm.url, "--no-smoke"], env)
+    try:
+        assert _wait_for(lambda: results.exists() and any(results.glob("*/run_1/log.txt"))), "run 1 started"
+        os.killpg(proc.pid, signal.SIGKILL if how == "sigkill" else signal.SIGINT)
+        output, _ = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    ws = workspace_of(results)
+    if how == "sigint":
+        assert proc.returncode == 130, output
+        assert history.read_history(ws)[-1].status == "interrupted"
+
+    fake_llm.script([UNSLOW, "ALL_COMPLETED", NOTES])
+    proc = subprocess.run([sys.executable, "-m", "agent", "resume", str(ws), "--api-base", fake_llm.url,
+                           "--no-smoke"], cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    attempts = history.read_history(ws)
+    assert [(a.run, a.status) for a in attempts] == [
+        (0, "baseline"), (1, "interrupted"), (1, "success"), (1, "notes")]
+    assert attempts[2].model == MODEL, "the recorded model is reused"
+    assert "interrupted" in last_user(fake_llm.requests[1]).lower()
+    assert fake_llm.violations == []
+    assert "accuracy_bonus" in (ws / "experiment.py").read_text()
