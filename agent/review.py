@@ -51,7 +51,9 @@ DIFF_EXCLUDES = (":(exclude)run_*", ":(exclude)transcript.json", ":(exclude)tran
                  ":(exclude).agent")
 STATUS_STYLE = {"success": "green", "baseline": "cyan", "failed": "red", "gate-failed": "yellow",
                 "interrupted": "magenta", "notes": "blue", "notes-missing": "blue"}
-RAN_STATUSES = ("success", "baseline", "failed", "interrupted")  # attempts whose code was executed
+# Attempts whose code was executed, and those among them that left results to compare.
+RAN_STATUSES = ("success", "baseline", "untrained", "failed", "interrupted")
+RESULT_STATUSES = ("success", "baseline", "untrained")
 PLOT_TIMEOUT = 300
 
 
@@ -100,7 +102,7 @@ def collect_rows(workspace: Path) -> tuple[list[Row], Row | None]:
     attempts = history.read_history(workspace)
     rows = []
     for a in attempts:
-        metrics = headline_of(final_info_at(repo, a)) if a.status in ("success", "baseline") else {}
+        metrics = headline_of(final_info_at(repo, a)) if a.status in RESULT_STATUSES else {}
         rows.append(Row(a, _plain_metrics(metrics)))
     baseline = next((r for r in reversed(rows) if r.attempt.run == 0 and r.metrics), None)
     for r in rows:
@@ -287,7 +289,7 @@ def attempt_detail(workspace: Path, spec: str) -> AttemptDetail:
         diff = ""
     log_text = history.file_at(repo, a.sha, f"run_{a.run}/log.txt")
     traceback = log_tail = None
-    if a.status not in ("success", "baseline") and log_text:
+    if a.status not in RESULT_STATUSES and log_text:
         from agent import runner
         traceback = runner.parse_failure(log_text)[0]
         if traceback is None:
@@ -360,7 +362,7 @@ def show(workspace: Path, spec: str, *, console: Console) -> int:
     console.rule("outcome")
     if d.row and d.row.metrics:
         console.print(metrics_table(d.row))
-    elif a.status in ("success", "baseline"):
+    elif a.status in RESULT_STATUSES:
         console.print(f"no readable run_{a.run}/final_info.json in this commit")
     if d.traceback:
         console.print(Syntax(d.traceback, "pytb", word_wrap=True))
@@ -471,7 +473,7 @@ def replay(workspace: Path, spec: str, *, console: Console, timeout: float | Non
                             replay_error=result.error, duration_s=round(seconds, 1))
     if a.status == "failed":
         _judge_failure(verdict, a, recorded_log, result)
-    elif a.status in ("success", "baseline"):
+    elif a.status in RESULT_STATUSES:
         _judge_success(verdict, recorded_info, dest / out_dir, result, tolerance)
     else:  # interrupted: there is no recorded outcome to compare with
         verdict.reproduced = True

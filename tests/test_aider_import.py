@@ -1,12 +1,15 @@
 """Importing AI-Scientist/aider chat logs: one commit per assistant turn, block outcomes as aider's."""
 
+import io
 import json
 from pathlib import Path
 
 import git
 import pytest
 
-from agent import cli, edits, history
+from rich.console import Console
+
+from agent import cli, edits, history, review
 from agent.aider_import import import_log, parse_chat_log
 
 SEEDS = Path(__file__).parent / "data" / "seeds"
@@ -271,3 +274,48 @@ def test_cli_import_prints_the_outcomes(tmp_path, capsys):
     assert run_cli(log, "--onto", onto_from_searches(log, tmp_path), "--out", tmp_path / "ws") == 0
     out = capsys.readouterr().out
     assert "imported 1 assistant turn(s)" in out and "2 commits" in out
+
+
+MINI = Path(__file__).parent / "data" / "mini_template"
+
+MINI_LOG = """
+#### Your goal is to implement the following idea: Divide Boldly.  
+#### The baseline is in run_0.  
+
+Let me divide.
+
+experiment.py
+```python
+<<<<<<< SEARCH
+    accuracy = ACCURACY
+=======
+    accuracy = ACCURACY / 0
+>>>>>>> REPLACE
+```
+
+> Applied edit to experiment.py  
+
+#### Run failed with the following error Traceback (most recent call last):  
+####   File "/old/cluster/path/experiment.py", line 21, in <module>  
+####     main()  
+####   File "/old/cluster/path/experiment.py", line 17, in main  
+####     write_results(args.out_dir, train(), STEPS)  
+####                                 ^^^^^^^  
+####   File "/old/cluster/path/experiment.py", line 10, in train  
+####     accuracy = ACCURACY / 0  
+####                ~~~~~~~~~^~~  
+#### ZeroDivisionError: float division by zero  
+"""
+
+
+def test_an_import_onto_a_template_file_is_replayable(tmp_path):
+    """--onto inside a template folder brings the template along, so the old failure replays."""
+    log = tmp_path / "divide_aider.txt"
+    log.write_text(MINI_LOG)
+    ws = tmp_path / "results" / "imported"
+    import_log(log, MINI / "experiment.py", ws)
+    assert (ws / "harness" / "__init__.py").exists() and (ws / "template.json").exists()
+    assert history.find_attempt(ws, "1.1").error == "ZeroDivisionError: float division by zero"
+    out = io.StringIO()
+    assert review.replay(ws, "1.1", console=Console(file=out, width=200)) == 0
+    assert "reproduced: same exception and frame (ZeroDivisionError @ experiment.py:train" in out.getvalue()

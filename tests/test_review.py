@@ -367,3 +367,65 @@ def test_cli_entry_point_runs_as_a_module(workspace):
                           env={**os.environ, "PYTHONPATH": str(Path(__file__).parent.parent)})
     assert done.returncode == 0, done.stderr
     assert len(json.loads(done.stdout)["attempts"]) == 4
+
+
+# -- a workspace made by the loop itself (strict loopback provider, real runs) -----------
+
+MINI = Path(__file__).parent / "data" / "mini_template"
+
+
+def edit_block(search: str, replace: str, path: str = "experiment.py") -> str:
+    return f"{path}\n```python\n<<<<<<< SEARCH\n{search}\n=======\n{replace}\n>>>>>>> REPLACE\n```\n"
+
+
+@pytest.fixture
+def loop_workspace(fake_llm, tmp_path, monkeypatch) -> Path:
+    monkeypatch.setenv("SAE_CACHE_DIR", str(tmp_path / "cache"))
+    idea = tmp_path / "ideas" / "mini_idea.md"
+    idea.parent.mkdir()
+    idea.write_text(f"---\ntemplate: {MINI}\nmax_runs: 1\n---\n# Raise the accuracy\n\n"
+                    "## Experiment\n1. Raise it.\n")
+    fake_llm.script([
+        "Run 1: divide.\n\n" + edit_block("    accuracy = ACCURACY\n", "    accuracy = ACCURACY / 0\n"),
+        "Fix the division.\n\n" + edit_block("    accuracy = ACCURACY / 0\n", "    accuracy = ACCURACY + 0.05\n"),
+        "Notes.\n\n" + edit_block("# Notes\n", "# Notes\nRun 1 raised top-1 by 0.05.\n", "notes.txt")
+        + "\nALL_COMPLETED\n",
+        "Notes.\n\n" + edit_block("# Notes\n", "# Notes\nRun 1 raised top-1 by 0.05.\n", "notes.txt"),
+    ])
+    results = tmp_path / "results"
+    cli.main(["run", str(idea), "--results", str(results), "--model", "openai/deepseek-reasoner",
+              "--api-base", fake_llm.url])
+    (ws,) = [p for p in results.iterdir() if p.is_dir()]
+    return ws
+
+
+def test_review_commands_on_a_workspace_the_loop_made(loop_workspace, capsys):
+    ws = loop_workspace
+    capsys.readouterr()
+    assert cli.main(["log", str(ws), "--json"]) == 0
+    attempts = json.loads(capsys.readouterr().out)["attempts"]
+    statuses = [(a["run"], a["attempt"], a["status"]) for a in attempts]
+    assert statuses[:3] == [(0, 1, "baseline"), (1, 1, "failed"), (1, 2, "success")]
+    assert attempts[1]["error"].startswith("ZeroDivisionError")
+    assert attempts[2]["delta_vs_run_0"][
+        "mini-model/blocks.0.hook_resid_post"]["sae_top_1_test_accuracy"] == pytest.approx(0.05)
+
+    console, out = wide()
+    assert review.show(ws, "1.1", console=console) == 0
+    text = out.getvalue()
+    assert "Run 1: divide." in text and "+    accuracy = ACCURACY / 0" in text
+    assert "ZeroDivisionError" in text and "Traceback (most recent call last)" in text
+
+    before = snapshot(ws)
+    console, out = wide()
+    assert review.replay(ws, "1.1", console=console) == 0
+    assert "reproduced: same exception and frame (ZeroDivisionError @ experiment.py:train" in out.getvalue()
+    console, out = wide()
+    assert review.replay(ws, "1", console=console) == 0
+    assert "reproduced: all" in out.getvalue()
+    assert snapshot(ws) == before
+
+    console, out = wide()
+    assert review.report(ws, console=console) == 0
+    page = (ws.parent / f"{ws.name}.report.html").read_text()
+    assert "Raise the accuracy" in page and "Run 1 raised top-1 by 0.05." in page
