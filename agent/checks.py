@@ -81,7 +81,7 @@ def check_command(file: Path, before: Path | None = None, *, python: str | None 
     except OSError as err:
         console.print(f"[red]cannot read: {escape(str(err))}[/red]")
         return 1
-    findings = check_source(new, old, path=str(file), python=python, search_path=file.parent)
+    findings = check_source(new, old, path=str(file), python=python, search_path=_import_root(file))
     for f in findings:
         style = "red" if f.blocking else "yellow"
         console.print(f"[{style}]{escape(format_findings([f]))}[/{style}]")
@@ -90,6 +90,14 @@ def check_command(file: Path, before: Path | None = None, *, python: str | None 
     summary = f"{blocking} blocking, {warnings} warning{'s' if warnings != 1 else ''}"
     console.print(f"[bold {'red' if blocking else 'green'}]{file}: {summary}[/]")
     return 1 if blocking else 0
+
+
+def _import_root(file: Path) -> Path:
+    """The folder the file's own imports resolve from: above any package it sits in."""
+    folder = file.resolve().parent
+    while (folder / "__init__.py").exists() and folder.parent != folder:
+        folder = folder.parent
+    return folder
 
 
 # ---------------------------------------------------------------- shared parsing
@@ -351,19 +359,29 @@ def _duplicate_definitions(src: _Source) -> list[Finding]:
 
 # ---------------------------------------------------------------- rule: self.X read but never assigned
 
-# What torch.nn.Module gives every subclass; reading these is not a missing attribute.
+# What torch.nn.Module gives every subclass (dir() of torch 2.13 plus instance attributes, private
+# ones left out because reads of `self._x` are skipped for it). A subclass of nn.Module is checked
+# as strictly as an in-file class: an attribute nobody sets is not hiding in nn.Module.
 _MODULE_ATTRS = frozenset(
-    "training parameters named_parameters buffers named_buffers children named_children modules "
-    "named_modules state_dict load_state_dict to cuda cpu float double half bfloat16 type train eval "
-    "zero_grad requires_grad_ register_buffer register_parameter register_module add_module apply "
-    "forward extra_repr get_submodule get_parameter get_buffer register_forward_hook "
-    "register_forward_pre_hook register_full_backward_hook".split())
+    "T_destination add_module apply bfloat16 buffers call_super_init children compile cpu cuda "
+    "double dump_patches eval extra_repr float forward get_buffer get_extra_state get_parameter "
+    "get_submodule half ipu load_state_dict modules mtia named_buffers named_children named_modules "
+    "named_parameters parameters register_backward_hook register_buffer register_forward_hook "
+    "register_forward_pre_hook register_full_backward_hook register_full_backward_pre_hook "
+    "register_load_state_dict_post_hook register_load_state_dict_pre_hook register_module "
+    "register_parameter register_state_dict_post_hook register_state_dict_pre_hook requires_grad_ "
+    "set_extra_state set_submodule share_memory state_dict to to_empty train training type xpu "
+    "zero_grad".split())
+_TORCH_MODULE = "torch.nn.Module"
+_TORCH_MODULE_SPELLINGS = {"nn.Module", "torch.nn.Module"}
+# Calls through which an nn.Module gets an attribute without `self.x = ...`.
+_REGISTERS = {"register_buffer", "register_parameter", "add_module", "register_module"}
 
 
 @dataclass
 class _ClassFacts:
     name: str
-    bases: list[str | None]  # in-file base names; None for a base defined elsewhere
+    bases: list[str | None]  # in-file base names, _TORCH_MODULE, or None for one defined elsewhere
     provides: dict[str, int]  # attribute -> line where the class assigns or defines it
     reads: dict[str, int]  # attribute -> first line where a method reads self.<attr>
     dynamic: bool  # __getattr__, setattr(self, name, ...) or vars(self): attributes unknowable
@@ -382,6 +400,8 @@ def _facts_of(cls: ast.ClassDef, in_file: set[str]) -> _ClassFacts:
     for base in cls.bases:
         if isinstance(base, ast.Name) and (base.id in in_file or base.id == "object"):
             bases.append(base.id if base.id != "object" else "")
+        elif ast.unparse(base) in _TORCH_MODULE_SPELLINGS:
+            bases.append(_TORCH_MODULE)
         else:
             bases.append(None)
     facts = _ClassFacts(cls.name, [b for b in bases if b != ""], {}, {}, False)
@@ -437,6 +457,10 @@ def _scan_method(method: ast.FunctionDef, facts: _ClassFacts) -> None:
                 facts.reads.setdefault(node.attr, node.lineno)
             else:
                 facts.provides.setdefault(node.attr, node.lineno)
+        elif isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) \
+                and node.func.attr in _REGISTERS and isinstance(node.func.value, ast.Name) \
+                and node.func.value.id == me and node.args and isinstance(node.args[0], ast.Constant):
+            facts.provides.setdefault(str(node.args[0].value), node.lineno)
         elif isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.args \
                 and isinstance(node.args[0], ast.Name) and node.args[0].id == me:
             if node.func.id == "setattr":
@@ -457,13 +481,24 @@ def _lineage(name: str, classes: dict[str, _ClassFacts], seen: frozenset = froze
     facts = classes[name]
     provided, external = set(facts.provides), facts.dynamic
     for base in facts.bases:
-        if base is None:
+        if base == _TORCH_MODULE:
+            provided |= _MODULE_ATTRS
+        elif base is None:
             external = True
         elif base not in seen and base in classes:
             more, ext = _lineage(base, classes, seen | {name})
             provided |= more
             external = external or ext
     return provided, external
+
+
+def _all_bases(name: str, classes: dict[str, _ClassFacts], seen: frozenset = frozenset()) -> set:
+    found = set()
+    for base in classes[name].bases:
+        found.add(base)
+        if base in classes and base not in seen:
+            found |= _all_bases(base, classes, seen | {name})
+    return found
 
 
 def _subclass_provides(name: str, classes: dict[str, _ClassFacts]) -> set[str]:
@@ -491,6 +526,8 @@ def _missing_self_attributes(src: _Source) -> list[Finding]:
         for attr, line in facts.reads.items():
             if attr in provided or attr.startswith("__"):
                 continue
+            if attr.startswith("_") and _TORCH_MODULE in _all_bases(name, classes):
+                continue  # nn.Module internals (_parameters, _buffers, ...)
             lost = attr in old_provided  # the edit removed the assignment this read relies on
             newly_read = old is None or src.old_tree is None or attr not in old.reads
             if not (lost or newly_read) or (external and not lost and attr in _MODULE_ATTRS):
@@ -552,35 +589,51 @@ def _shrunk_functions(src: _Source) -> list[Finding]:
 def _unresolved(names: list[str], search_path: str | None) -> list[str]:
     """The module names among `names` that the running interpreter cannot find.
 
-    Self-contained (imports inside): it is also sent as source to the run's interpreter. Top-level
-    names are looked up without importing anything; a submodule is looked up in its parent
-    package's folders, again without importing the parent (importing torch takes seconds).
+    Self-contained (imports inside): it is also sent as source to the run's interpreter. Nothing is
+    imported (importing torch takes seconds): a top-level name goes through the import system's
+    finders, a submodule is looked for as a file or folder in its parent package's folders.
     """
     import importlib.machinery
     import importlib.util
+    import os
     import sys
+
+    suffixes = importlib.machinery.all_suffixes()
+
+    def top_level(name):
+        """The folders of the package `name`, [] for a plain module, None when absent."""
+        spec = importlib.machinery.PathFinder.find_spec(name, [search_path]) if search_path else None
+        try:
+            spec = spec or importlib.util.find_spec(name)
+        except (ImportError, ValueError):
+            return []  # imported already without a spec (e.g. __main__): it exists
+        if spec is None:
+            return None
+        folders = spec.submodule_search_locations
+        # A namespace package's path recomputes itself from sys.modules; read its folder list.
+        return list(getattr(folders, "_path", folders) or [])
+
+    def inside(folders, name):
+        """Like top_level, for a submodule of a package with those folders."""
+        found = [os.path.join(f, name) for f in folders if os.path.isdir(os.path.join(f, name))]
+        if found:
+            return found
+        if any(os.path.isfile(os.path.join(f, name) + s) for f in folders for s in suffixes):
+            return []
+        return None
 
     missing = []
     for name in names:
         parts = name.split(".")
-        spec = None
-        if search_path:
-            spec = importlib.machinery.PathFinder.find_spec(parts[0], [search_path])
-        if spec is None:
-            try:
-                spec = importlib.util.find_spec(parts[0])
-            except (ImportError, ValueError):
-                spec = True  # already imported without a spec (e.g. __main__): it exists
+        folders = top_level(parts[0])
         for depth in range(1, len(parts)):
-            if spec is None or spec is True:
+            if folders is None or ".".join(parts[:depth + 1]) in sys.modules:
                 break
-            full = ".".join(parts[:depth + 1])
-            if full in sys.modules:
-                spec = True
+            if not folders:
+                folders = []  # a plain module's "submodule" (os.path, six.moves): set at run time
                 break
-            locations = spec.submodule_search_locations
-            spec = importlib.machinery.PathFinder.find_spec(full, list(locations)) if locations else None
-        if spec is None:
+            folders = inside(folders, parts[depth])
+        if folders is None:
             missing.append(name)
     return missing
 

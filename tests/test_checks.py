@@ -405,12 +405,22 @@ def test_attribute_assigned_in_an_in_file_base_class_is_fine():
     assert gate(new, EXPERIMENT) == []
 
 
-def test_external_base_class_gives_a_warning_and_module_attributes_nothing():
+def test_nn_module_subclass_is_checked_like_an_in_file_class():
     new = EXPERIMENT.replace("        acts = torch.relu(pre_acts)\n",
                              "        acts = torch.relu(pre_acts) * self.gain\n"
                              "        if self.training:\n            acts = acts * 1.0\n")
     (f,) = gate(new, EXPERIMENT)
-    assert f.code == "self-attribute" and not f.blocking and "self.gain" in f.message
+    assert f.code == "self-attribute" and f.blocking and f.message.startswith("self.gain is read")
+    registered = new.replace("        self.dtype = torch.float32\n",
+                             "        self.register_buffer('gain', torch.ones(d_sae))\n"
+                             "        self.dtype = torch.float32\n")
+    assert gate(registered, EXPERIMENT) == []
+
+
+def test_base_class_from_another_module_gives_a_warning():
+    old = "from harness import BaseTrainer\n\nclass T(BaseTrainer):\n    def f(self):\n        return 1\n"
+    (f,) = gate(old.replace("return 1", "return self.lr"), old)
+    assert f.code == "self-attribute" and not f.blocking and "self.lr" in f.message
 
 
 def test_removing_an_assignment_still_read_is_blocked_even_with_an_external_base():
@@ -492,6 +502,13 @@ def test_old_top_level_import_that_does_not_resolve_still_blocks():
     assert f.code == "unresolved-import" and f.blocking
 
 
+def test_namespace_package_submodules_resolve_without_importing_them(tmp_path):
+    (tmp_path / "nspkg_xyz" / "inner").mkdir(parents=True)  # no __init__.py: namespace packages
+    (tmp_path / "nspkg_xyz" / "inner" / "sub.py").write_text("")
+    (f,) = gate("import nspkg_xyz.inner.sub\nimport nspkg_xyz.inner.missing\n", workspace=tmp_path)
+    assert f.line == 2 and f.blocking
+
+
 def test_import_guarded_by_except_import_error_is_not_checked():
     src = "try:\n    import no_such_pkg_xyz\nexcept ImportError:\n    no_such_pkg_xyz = None\n"
     assert gate(src) == []
@@ -525,3 +542,11 @@ def test_check_command_exit_status_and_output(tmp_path, workspace, capsys):
     assert "# Existing init code..." in out and "blocking" in out
     assert check_command(before, None) == 0
     assert "0 blocking" in capsys.readouterr().out
+
+
+def test_check_command_resolves_a_package_files_imports_from_above_the_package(tmp_path):
+    pkg = tmp_path / "harness"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("from harness.data import load\n")
+    (pkg / "data.py").write_text("def load():\n    return 1\n")
+    assert check_command(pkg / "__init__.py") == 0
