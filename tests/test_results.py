@@ -1,0 +1,111 @@
+"""agent/results.py: reading final_info.json, headline metrics, comparison with run 0, untrained SAEs."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from agent import results
+
+KEY = "google/gemma-3-270m/blocks.6.hook_resid_post"
+
+
+def entry(top1=0.74, all_latents=0.88, llm_top1=0.69, l0=31.2, ev=0.81, dead=0.02, steps=937):
+    return {
+        "eval_type_id": "sparse_probing",
+        "eval_config": {"k_values": [1, 2, 5, 10, 20, 50], "model_name": "google/gemma-3-270m"},
+        "eval_result_metrics": {
+            "llm": {"llm_test_accuracy": 0.93, "llm_top_1_test_accuracy": llm_top1},
+            "sae": {"sae_test_accuracy": all_latents, "sae_top_1_test_accuracy": top1},
+        },
+        "eval_result_details": [],
+        "sae_cfg_dict": {"model_name": "google/gemma-3-270m", "hook_layer": 6, "hook_name": "blocks.6.hook_resid_post"},
+        "core_metrics": {"l0": l0, "explained_variance": ev, "mse": 0.1, "frac_dead": dead, "ce_loss_score": 0.9},
+        "training": {"training_steps": steps, "final_loss": 120.0, "layer": 6, "dict_size": 2560},
+    }
+
+
+def write(run_dir, info):
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "final_info.json").write_text(json.dumps(info) if not isinstance(info, str) else info)
+    return run_dir
+
+
+def test_load_results_reads_a_valid_file(tmp_path):
+    info = results.load_results(write(tmp_path / "run_1", {KEY: entry()}))
+    assert info[KEY]["core_metrics"]["l0"] == 31.2
+
+
+@pytest.mark.parametrize("content, message", [
+    (None, "does not exist"),
+    ("{not json", "not valid JSON"),
+    ("[1, 2]", "JSON object"),
+    (json.dumps({"notes": "hello"}), "no SAE entry"),
+])
+def test_load_results_refuses_unusable_files_with_a_clear_message(tmp_path, content, message):
+    run_dir = tmp_path / "run_1"
+    run_dir.mkdir()
+    if content is not None:
+        (run_dir / "final_info.json").write_text(content)
+    with pytest.raises(results.ResultsError, match=message):
+        results.load_results(run_dir)
+
+
+def test_load_results_refuses_nan_or_missing_headline_metric(tmp_path):
+    # json.dumps writes NaN as the bare token NaN, which Python's json reads back as float('nan')
+    with pytest.raises(results.ResultsError, match="explained_variance = nan"):
+        results.load_results(write(tmp_path / "a", {KEY: entry(ev=float("nan"))}))
+    broken = entry()
+    del broken["eval_result_metrics"]["sae"]["sae_top_1_test_accuracy"]
+    with pytest.raises(results.ResultsError, match="no sae_top_1_test_accuracy"):
+        results.load_results(write(tmp_path / "b", {KEY: broken}))
+
+
+def test_headline_flattens_each_sae_entry():
+    other = "google/gemma-3-270m/blocks.3.hook_resid_post"
+    h = results.headline({KEY: entry(), other: entry(top1=0.6, steps=10), "note": "ignored"})
+    assert set(h) == {KEY, other}
+    assert h[KEY] == {"sae_top_1_test_accuracy": 0.74, "sae_test_accuracy": 0.88, "llm_top_1_test_accuracy": 0.69,
+                      "l0": 31.2, "explained_variance": 0.81, "frac_dead": 0.02, "training_steps": 937.0}
+    assert h[other]["training_steps"] == 10.0
+
+
+def test_compare_shows_both_runs_and_signed_deltas():
+    table = results.compare({KEY: entry()}, {KEY: entry(top1=0.771, l0=25.0)})
+    assert KEY in table
+    row = next(line for line in table.splitlines() if "sae_top_1_test_accuracy" in line)
+    assert "0.740" in row and "0.771" in row and "+0.031" in row
+    l0_row = next(line for line in table.splitlines() if line.strip().startswith("l0"))
+    assert "-6.2" in l0_row
+
+
+def test_compare_says_when_an_sae_is_missing_from_run_0():
+    other = "google/gemma-3-270m/blocks.3.hook_resid_post"
+    table = results.compare({KEY: entry()}, {other: entry()})
+    assert "no such SAE in run 0" in table and "missing from this run" in table
+
+
+def test_subject_summary():
+    assert results.subject_summary({KEY: entry()}, {KEY: entry(top1=0.771)}) == "sae_top_1 0.771 (+0.031 vs run 0)"
+    assert results.subject_summary({KEY: entry()}, {KEY: entry(top1=0.70)}) == "sae_top_1 0.700 (-0.040 vs run 0)"
+
+
+def test_a_trained_result_has_no_untrained_problems():
+    assert results.untrained_problems({KEY: entry()}) == []
+
+
+def test_untrained_problems_name_each_symptom():
+    # What the seeds' broken baseline looked like: 0 steps, every accuracy exactly chance, nothing explained.
+    problems = results.untrained_problems({KEY: entry(top1=0.5, ev=0.0, steps=0)})
+    assert len(problems) == 3
+    text = " ".join(problems)
+    assert "0 steps" in text and "chance" in text and "explained variance" in text
+    assert results.untrained_problems({KEY: entry(top1=0.51)})          # within noise of chance
+    assert results.untrained_problems({KEY: entry(top1=0.55)}) == []    # above it
+
+
+def test_results_module_does_not_import_torch():
+    code = "import sys, agent.results; print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False"
