@@ -191,7 +191,10 @@ class Conversation:
         conv.usage = list(data.get("usage", []))
         conv.condensed = int(data.get("condensed", 0))
         conv._dropped = int(data.get("dropped", 0))
-        conv.messages()  # refuse a transcript that breaks alternation now, not at the next call
+        # Refuse a transcript that breaks alternation now, not at the next call. One saved just
+        # after a reply legitimately ends with the assistant: check it as if a turn followed.
+        probe = [] if conv.pending_user else [{"role": "user", "content": ""}]
+        check_messages([{"role": "system", "content": conv.system}] + conv._context + probe)
         return conv
 
     def to_markdown(self) -> str:

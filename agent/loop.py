@@ -185,8 +185,13 @@ class ExperimentLoop:
             return True
         report = checks.format_findings(findings)
         self.view.say(f"[yellow]gate: the edit was not run[/yellow]\n{report}")
+        # Commit the refused code (the history shows what was tried), then put the files back:
+        # a placeholder edit must not leave a gutted file for the next edit to build on.
+        try:
+            self.no_run("gate-failed", f"{blocking[0].path}:{blocking[0].line}: {blocking[0].message}")
+        finally:
+            self.write_files({rel: before.get(rel, "") for rel in new_files})
         self.conv.add_user(prompts.GATE_FAILED.format(findings=report, files=files_text(self.ws)))
-        self.no_run("gate-failed", f"{blocking[0].path}:{blocking[0].line}: {blocking[0].message}")
         return False
 
     def no_run(self, status: str, error: str) -> None:
@@ -212,6 +217,10 @@ class ExperimentLoop:
         seconds = time.monotonic() - started
         if result.status == "interrupted":
             raise KeyboardInterrupt
+        tampered = self.restore_protected()
+        if tampered:
+            return self.failed(code, out_dir, seconds, f"the run modified protected files: {', '.join(tampered)}",
+                               prompts.PROTECTED_MODIFIED.format(files=", ".join(tampered)), None)
         if result.status == "ok":
             try:
                 current = results.load_results(self.ws.path / out_dir)
@@ -238,6 +247,18 @@ class ExperimentLoop:
         return runner.run_experiment(
             self.ws.path, out_dir, command=self.ws.template.argv(out_dir), timeout=self.opt.timeout,
             env_allow=self.ws.template.allowed_env(self.ws.profile), extra_env=env, on_line=self.view.log)
+
+    def restore_protected(self) -> list[str]:
+        """Harness files the run changed are flagged and put back, so the next run is fair."""
+        protected = list(self.ws.template.protected)
+        if not protected:
+            return []
+        repo = history.open_workspace(self.ws.path)
+        changed = [line[3:] for line in repo.git.status("--porcelain", "--", *protected).splitlines()]
+        if changed:
+            repo.git.checkout("HEAD", "--", *protected)
+            repo.git.clean("-fdq", "--", *protected)
+        return changed
 
     def succeeded(self, out_dir: str, current: dict, seconds: float) -> None:
         st = self.state
@@ -299,8 +320,10 @@ class ExperimentLoop:
         new_files, outcomes = edits.apply_reply(reply, files, [NOTES_FILE])
         self.write_files(new_files)
         status = "notes" if new_files else "notes-missing"
+        run = max(st.completed_runs)
+        attempt = 1 + max(a.attempt for a in history.read_history(self.ws.path) if a.run == run)
         self.commit(f"notes: {'updated' if new_files else 'not updated'} after {len(st.completed_runs)} run(s)",
-                    status, run=max(st.completed_runs), error=None)
+                    status, run=run, attempt=attempt)
 
     def interrupted(self) -> None:
         st = self.state
@@ -314,11 +337,12 @@ class ExperimentLoop:
         self.conv.save(self.ws.path)
 
     def commit(self, subject: str, status: str, *, error: str | None = None,
-               seconds: float | None = None, run: int | None = None) -> str:
+               seconds: float | None = None, run: int | None = None, attempt: int | None = None) -> str:
         self.view.set(phase="committing")
         self.save_transcript()
         st = self.state
-        trailers = {"Run": str(run if run is not None else st.run), "Attempt": str(max(st.attempt, 1)),
+        trailers = {"Run": str(run if run is not None else st.run),
+                    "Attempt": str(attempt if attempt is not None else max(st.attempt, 1)),
                     "Status": status, "Model": self.coder.name, "Profile": str(self.ws.profile),
                     "Tokens": str(self._reply_tokens), "Cost": f"${self._reply_cost:.4f}"}
         if seconds is not None:
@@ -353,19 +377,25 @@ def rebuild_state(ws: Workspace) -> LoopState:
 
 
 def prepare_resume(ws: Workspace) -> tuple[LoopState, Conversation, str | None]:
-    """Commit a half-written attempt as interrupted, then rebuild state and conversation."""
+    """Commit a half-written attempt as interrupted, then rebuild state and conversation.
+
+    Returns the model last used (from the transcript's usage, else the commit trailers) so a
+    resume without --model goes on with the same coder.
+    """
     repo = history.open_workspace(ws.path)
-    attempts = history.read_history(ws.path)
-    model = next((a.model for a in reversed(attempts) if a.model and a.model != "template"), None)
-    state = rebuild_state(ws)
-    if repo.is_dirty(untracked_files=True):
-        history.commit_attempt(ws.path, subject=f"run {state.run} attempt {max(state.attempt, 1)}: "
-                               "interrupted — found uncommitted on resume",
-                               trailers={"Run": str(state.run), "Attempt": str(max(state.attempt, 1)),
-                                         "Status": "interrupted", "Model": model or "unknown",
-                                         "Profile": str(ws.profile), "Error": "interrupted"})
     transcript = ws.path / "transcript.json"
     conv = Conversation.load(transcript) if transcript.exists() else start_conversation(ws, 5)
+    attempts = history.read_history(ws.path)
+    model = (conv.usage[-1].get("model") if conv.usage else None) or next(
+        (a.model for a in reversed(attempts) if a.model and a.model != "template"), None)
+    state = rebuild_state(ws)
+    if repo.is_dirty(untracked_files=True):
+        state.attempt += 1
+        history.commit_attempt(ws.path, subject=f"run {state.run} attempt {state.attempt}: "
+                               "interrupted — found uncommitted on resume",
+                               trailers={"Run": str(state.run), "Attempt": str(state.attempt),
+                                         "Status": "interrupted", "Model": model or "unknown",
+                                         "Profile": str(ws.profile), "Error": "interrupted"})
     if not conv.pending_user:
         conv.add_user(prompts.RESUMED.format(run=state.run, files=files_text(ws)))
     return state, conv, model

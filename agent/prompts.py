@@ -88,12 +88,13 @@ Fix the code so that run {run} writes complete results (the harness writes \
 `final_info.json` when training and evaluation finish)."""
 
 GATE_FAILED = """\
-Your edits were applied, but the code was NOT run, because a check found problems that \
-would break it:
+Your edits were NOT run and NOT kept, because a check found problems that would break the \
+code:
 
 {findings}
 
-Fix these with SEARCH/REPLACE blocks against the current file:
+The files are back to how they were before your reply. Make the edits again without these \
+problems, with SEARCH/REPLACE blocks against the current file:
 
 {files}"""
 
@@ -127,3 +128,8 @@ not finish, so its results are lost. The files as they stand now are below. Cont
 {run}: make (or re-make) its edits.
 
 {files}"""
+
+PROTECTED_MODIFIED = """\
+The run modified protected harness files ({files}). They were restored, and this run does not \
+count. The harness (activations, training driver, evaluation, result file) must stay as it is: \
+change only the editable files."""

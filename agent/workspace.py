@@ -20,6 +20,8 @@ from agent.idea import Idea
 from agent.template import Template, load_template
 
 BASELINE_RUN = "run_0"
+# Bytecode is not part of an attempt; model checkpoints are too big for git history.
+WORKSPACE_GITIGNORE = "__pycache__/\n*.pyc\n*.pt\n*.safetensors\n"
 
 
 class WorkspaceError(Exception):
@@ -80,6 +82,7 @@ def create(idea: Idea, results_dir: Path, profile: str | None = None, *,
     shutil.copy2(idea.path, path / "idea.md")
     (path / "idea.json").write_text(json.dumps(idea.to_json(), indent=2) + "\n")
     (path / "profile.json").write_text(json.dumps({"profile": profile}) + "\n")
+    (path / ".gitignore").write_text(WORKSPACE_GITIGNORE)
     history.init_repo(path)
     ws = Workspace(path=path, idea=idea, template=template, profile=profile)
     _baseline(ws, timeout=timeout, on_line=on_line)

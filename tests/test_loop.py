@@ -24,6 +24,7 @@ MODEL = "openai/deepseek-reasoner"
 
 
 def block(search: str, replace: str, path: str = "experiment.py") -> str:
+    search, replace = search.rstrip("\n"), replace.rstrip("\n")
     return f"{path}\n```python\n<<<<<<< SEARCH\n{search}\n=======\n{replace}\n>>>>>>> REPLACE\n```\n"
 
 
@@ -76,7 +77,7 @@ def test_planted_error_reaches_the_next_prompt_and_the_fix_runs(fake_llm, idea, 
     attempts = history.read_history(ws)
     assert [(a.run, a.attempt, a.status) for a in attempts] == [
         (0, 1, "baseline"), (1, 1, "failed"), (1, 2, "success"), (1, 3, "notes")]
-    assert attempts[1].subject == "run 1 attempt 1: failed — ZeroDivisionError: division by zero"
+    assert attempts[1].subject == "run 1 attempt 1: failed — ZeroDivisionError: float division by zero"
     assert attempts[2].subject == "run 1: sae_top_1 0.800 (+0.050 vs run 0)"
     assert all(a.model == MODEL for a in attempts[1:]) and attempts[1].error.startswith("ZeroDivisionError")
     assert attempts[2].duration is not None
@@ -123,8 +124,8 @@ def test_same_file_is_never_run_twice_and_same_error_twice_restores(fake_llm, id
     ws = workspace_of(results)
     attempts = history.read_history(ws)
     assert [(a.run, a.status) for a in attempts] == [
-        (0, "baseline"), (1, "success"), (2, "failed"), (2, "gate-failed"), (2, "failed"), (2, "notes")]
-    assert "already failed" in last_user(fake_llm.requests[2])
+        (0, "baseline"), (1, "success"), (2, "failed"), (2, "gate-failed"), (2, "failed"), (1, "notes")]
+    assert "already failed" in last_user(fake_llm.requests[3])
     restored = last_user(fake_llm.requests[4])
     assert "restored" in restored and "ZeroDivisionError" in restored
     assert "ACCURACY + 0.01" in (ws / "experiment.py").read_text(), "run 1's code is back"
@@ -198,7 +199,7 @@ def test_untrained_baseline_is_refused(tmp_path, monkeypatch, capsys):
     idea.with_name("idea.replay.json").write_text(json.dumps({"replies": ["ALL_COMPLETED"]}))
     assert main(["run", str(idea), "--results", str(tmp_path / "results")]) == 1
     err = capsys.readouterr().err
-    assert "untrained" in err and "training_steps" in err
+    assert "looks untrained" in err and "Refusing to start" in err
 
 
 def _spawn(args, env):
