@@ -256,8 +256,9 @@ def find_attempt(workspace: Path, spec: str, attempts: list[Attempt] | None = No
         raise HistoryError(f"run {run} does not exist in {workspace}. "
                            f"This workspace has: {describe_runs(attempts)}")
     if m.group(2) is None:
-        # The run's last real attempt; a notes commit only stands in when there is nothing else.
-        real = [a for a in of_run if a.status != "notes"]
+        # The run's last real attempt; a notes commit (status notes, notes-missing) only stands
+        # in when there is nothing else.
+        real = [a for a in of_run if not a.status.startswith("notes")]
         return (real or of_run)[-1]
     number = int(m.group(2))
     matching = [a for a in of_run if a.attempt == number]

@@ -122,10 +122,12 @@ def test_find_attempt_by_run_and_by_run_dot_attempt(workspace):
     assert history.find_attempt(workspace, "0").status == "baseline"
 
 
-def test_find_attempt_prefers_a_real_attempt_over_a_notes_commit(workspace):
+@pytest.mark.parametrize("status", ["notes", "notes-missing"])
+def test_find_attempt_prefers_a_real_attempt_over_a_notes_commit(workspace, status):
     history.commit_attempt(workspace, subject="notes for run 1",
-                           trailers=attempt_trailers(1, 2, "notes"))
+                           trailers=attempt_trailers(1, 3, status))
     assert history.find_attempt(workspace, "1").status == "success"
+    assert history.find_attempt(workspace, "1.3").status == status
 
 
 @pytest.mark.parametrize("spec, words", [

@@ -386,11 +386,9 @@ def loop_workspace(fake_llm, tmp_path, monkeypatch) -> Path:
     idea.write_text(f"---\ntemplate: {MINI}\nmax_runs: 1\n---\n# Raise the accuracy\n\n"
                     "## Experiment\n1. Raise it.\n")
     fake_llm.script([
-        "Run 1: divide.\n\n" + edit_block("    accuracy = ACCURACY\n", "    accuracy = ACCURACY / 0\n"),
-        "Fix the division.\n\n" + edit_block("    accuracy = ACCURACY / 0\n", "    accuracy = ACCURACY + 0.05\n"),
-        "Notes.\n\n" + edit_block("# Notes\n", "# Notes\nRun 1 raised top-1 by 0.05.\n", "notes.txt")
-        + "\nALL_COMPLETED\n",
-        "Notes.\n\n" + edit_block("# Notes\n", "# Notes\nRun 1 raised top-1 by 0.05.\n", "notes.txt"),
+        "Run 1: divide.\n\n" + edit_block("    accuracy = ACCURACY", "    accuracy = ACCURACY / 0"),
+        "Fix the division.\n\n" + edit_block("    accuracy = ACCURACY / 0", "    accuracy = ACCURACY + 0.05"),
+        "Notes.\n\n" + edit_block("# Notes", "# Notes\nRun 1 raised top-1 by 0.05.", "notes.txt"),
     ])
     results = tmp_path / "results"
     cli.main(["run", str(idea), "--results", str(results), "--model", "openai/deepseek-reasoner",
