@@ -24,6 +24,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from rich import box
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
@@ -426,14 +427,15 @@ def _clip(text: str, limit: int) -> str:
 
 
 def print_summary(s: ImportSummary, console: Console) -> None:
-    table = Table(title=f"imported {len(s.turns)} assistant turn(s) onto {s.target}")
-    for col in ("turn", "run.att", "status", "applied", "failed", "refused", "malformed", "error"):
-        table.add_column(col)
-    for t in s.turns:
-        c = t.counts()
-        table.add_row(str(t.number), f"{t.run}.{t.attempt}", t.status,
-                      *(str(c[k]) for k in ("applied", "failed", "refused", "malformed")),
-                      Text((t.error or "")[:80]))
+    console.print(f"imported {len(s.turns)} assistant turn(s) onto {s.target}", soft_wrap=True)
+    rows = [(str(t.number), f"{t.run}.{t.attempt}", t.status, _edit_summary(t)) for t in s.turns]
+    headers = ("turn", "run.att", "status", "edit blocks")
+    table = Table(box=box.SIMPLE_HEAD, collapse_padding=True, pad_edge=False)
+    for i, col in enumerate(headers):  # these keep their width; the error takes what is left
+        table.add_column(col, no_wrap=True, min_width=max(len(r[i]) for r in rows + [headers]))
+    table.add_column("error", no_wrap=True, overflow="ellipsis")
+    for row, t in zip(rows, s.turns):
+        table.add_row(*row, Text(t.error or ""))
     console.print(table)
     for t in s.turns:
         if t.feedback:

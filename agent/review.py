@@ -151,7 +151,8 @@ def log(workspace: Path, *, as_json: bool = False, console: Console) -> int:
                 "attempts": [r.to_json() for r in rows]}
         console.file.write(json.dumps(data, indent=2) + "\n")
         return 0
-    table, errors = log_table(rows, baseline, title=f"{workspace}", width=console.width)
+    table, errors = log_table(rows, baseline, width=console.width)
+    console.print(Text(str(workspace), style="bold"), soft_wrap=True)
     console.print(table)
     for line in errors:
         console.print(Text(line, style="red"), overflow="ellipsis", no_wrap=True)
@@ -453,7 +454,7 @@ def replay(workspace: Path, spec: str, *, console: Console, timeout: float | Non
         timeout = max(600.0, 3 * (a.duration or 1200.0))
     console.print(f"replaying run {a.run} attempt {a.attempt} (commit {a.short_sha}, recorded "
                   f"{a.status}) in {dest}\n  profile {profile or '(template default)'}, "
-                  f"timeout {timeout:g}s{', smoke run first' if smoke else ''}")
+                  f"timeout {timeout:g}s{', smoke run first' if smoke else ''}", soft_wrap=True)
 
     started = time.monotonic()
     result = None
@@ -612,8 +613,9 @@ def _print_verdict(console: Console, v: ReplayVerdict) -> None:
         console.print(f"recorded: {v.recorded_signature or '—'}\nreplay:   "
                       f"{v.replay_signature or v.replay_error or v.replay_status}")
     style = "green" if v.reproduced else "red"
-    console.print(Text(v.summary, style=f"bold {style}"))
-    console.print(f"replay output kept in {v.replay_dir} (log: run_*/log.txt, verdict: replay.json)")
+    console.print(Text(v.summary, style=f"bold {style}"), soft_wrap=True)
+    console.print(f"replay output kept in {v.replay_dir} (log: run_*/log.txt, verdict: replay.json)",
+                  soft_wrap=True)
 
 
 def _show_value(value) -> str:
@@ -648,7 +650,7 @@ def report(workspace: Path, *, console: Console, out: Path | None = None,
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(text, encoding="utf-8")
     console.print(f"wrote {out} ({len(rows)} attempts, {len(plots)} plot(s)"
-                  + (f"; {plot_note}" if plot_note else "") + ")")
+                  + (f"; {plot_note}" if plot_note else "") + ")", soft_wrap=True)
     return 0
 
 
@@ -713,7 +715,7 @@ def _md_cell(text: str) -> str:
 
 
 def _cost_text(rows: list[Row]) -> str:
-    models = sorted({r.attempt.model for r in rows if r.attempt.model})
+    models = sorted({r.attempt.model for r in rows if r.attempt.model not in (None, "template")})
     return (f"${_total_cost(rows):.4f} over {sum(1 for r in rows if r.attempt.cost is not None)} "
             f"LLM replies, {_total_tokens(rows)} tokens; model(s): {', '.join(models) or 'unknown'}")
 
