@@ -228,12 +228,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("replay", help="re-run an attempt in a temporary worktree and compare")
     p.add_argument("workspace")
     p.add_argument("run", help="RUN or RUN.ATTEMPT")
-    p.add_argument("--timeout", type=float, default=3600)
+    p.add_argument("--timeout", type=float, help="seconds (default: 3x the recorded duration, at least 600)")
+    p.add_argument("--tolerance", type=float, default=0.02,
+                   help="absolute tolerance for accuracies and explained variance (default 0.02)")
     p.set_defaults(func=_review("replay_command"))
 
     p = sub.add_parser("report", help="write a self-contained report of a workspace")
     p.add_argument("workspace")
-    p.add_argument("--out", help="output file (default WORKSPACE/report.html)")
+    p.add_argument("--out", help="output file: .html or .md (default <workspace>.report.html beside it)")
     p.set_defaults(func=_review("report_command"))
 
     p = sub.add_parser("import", help="turn an AI-Scientist/aider chat log into a workspace")
