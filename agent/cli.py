@@ -225,7 +225,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run", help="RUN or RUN.ATTEMPT, e.g. 2 or 2.1")
     p.set_defaults(func=_review("show_command"))
 
-    p = sub.add_parser("replay", help="re-run an attempt in a temporary worktree and compare")
+    p = sub.add_parser("replay", help="re-run an attempt in a scratch copy beside the workspace and compare")
     p.add_argument("workspace")
     p.add_argument("run", help="RUN or RUN.ATTEMPT")
     p.add_argument("--timeout", type=float, help="seconds (default: 3x the recorded duration, at least 600)")
