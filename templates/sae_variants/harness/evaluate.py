@@ -1,0 +1,135 @@
+"""Evaluate a trained SAE and write `final_info.json` in SAEBench's shape, one entry per SAE."""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import time
+import uuid
+from pathlib import Path
+
+import torch
+
+from harness import metrics, probing
+from harness.data import SUITE
+from harness.profiles import Profile
+
+EVAL_TYPE_ID = "sparse_probing"
+
+
+def _eval_config(profile: Profile) -> dict:
+    p = profile.probing
+    cfg = {
+        "random_seed": p.random_seed,
+        "dataset_names": list(p.dataset_names),
+        "probe_train_set_size": p.train_per_class,
+        "probe_test_set_size": p.test_per_class,
+        "context_length": p.context_length,
+        "sae_batch_size": 4096,
+        "llm_batch_size": profile.llm_batch_size,
+        "llm_dtype": profile.dtype,
+        "model_name": profile.model_name,
+        "k_values": list(p.k_values),
+        "lower_vram_usage": False,
+        # beyond SAEBench's fields
+        "profile": profile.name,
+        "smoke": profile.smoke,
+        "backend": profile.probing_backend,
+        "set_sizes_are_per_class": True,
+    }
+    if profile.probing_backend == "harness":
+        cfg["stands_in_for"] = {name: SUITE[name][0] for name in p.dataset_names if name in SUITE}
+    return cfg
+
+
+def _sae_cfg(profile: Profile, layer: int, sae, scale: float, training: dict) -> dict:
+    """The truth about this SAE: model, layer and hook come from the harness, not from the SAE."""
+    claimed = getattr(sae, "cfg", None)
+    return {
+        "model_name": profile.model_name,
+        "d_in": int(sae.W_dec.shape[1]),
+        "d_sae": int(sae.W_dec.shape[0]),
+        "hook_layer": layer,
+        "hook_name": profile.hook_name(layer),
+        "context_size": profile.train_context,
+        "hook_head_index": None,
+        "architecture": getattr(claimed, "architecture", "") or type(sae).__name__,
+        "apply_b_dec_to_input": getattr(claimed, "apply_b_dec_to_input", None),
+        "activation_fn_str": getattr(claimed, "activation_fn_str", "") or "",
+        "prepend_bos": True,
+        "normalize_activations": "expected_average_only_in",
+        "activation_scale": scale,
+        "dtype": str(next(sae.parameters()).dtype).split(".")[1],
+        "device": str(next(sae.parameters()).device),
+        "dataset_path": profile.train_source,
+        "training_tokens": training.get("tokens"),
+        "exclude_special_tokens": True,
+    }
+
+
+def evaluate(sae, store, layer: int, training: dict, log=print) -> dict:
+    """The final_info.json entry for one trained SAE."""
+    profile: Profile = store.profile
+    started = time.time()
+    sae.eval()
+    train_acts, heldout, scale = store.training(layer)
+    window = torch.cat([heldout, train_acts[: max(0, 20_000 - len(heldout))]])
+    core = metrics.core_metrics(sae, heldout, window)
+    core.update(metrics.ce_metrics(sae, store, layer, scale))
+    log(f"[harness] core metrics: L0 {core['l0']:.1f}, explained variance {core['explained_variance']:.3f}, "
+        f"dead {core['frac_dead']:.3f}, CE-loss score {core['ce_loss_score']}")
+
+    if profile.probing_backend == "saebench":
+        from harness.saebench import SAEBenchSAE, run_saebench
+        from harness.profiles import cache_dir
+        wrapped = SAEBenchSAE(copy.deepcopy(sae), model_name=profile.model_name, layer=layer,
+                              hook_name=profile.hook_name(layer), scale=scale,
+                              context_size=profile.train_context, training_tokens=training.get("tokens", 0))
+        bench = run_saebench(wrapped, profile, str(cache_dir() / "saebench_artifacts"))
+        llm_m, sae_m = bench["eval_result_metrics"]["llm"], bench["eval_result_metrics"]["sae"]
+        details, unstructured = bench["eval_result_details"], bench.get("eval_result_unstructured")
+    else:
+        probe_acts = store.probing(layer, scale)
+        k_values = profile.probing.k_values
+        llm = probing.llm_results(probe_acts, k_values, store.llm_results_file(layer, scale))
+        sae_res = probing.sae_results(sae, probe_acts, k_values)
+        llm_m, sae_m, details, unstructured = probing.aggregate(llm, sae_res, profile.probing.dataset_names)
+    log(f"[harness] sparse probing: SAE top-1 {sae_m['sae_top_1_test_accuracy']:.3f} "
+        f"(LLM top-1 {llm_m['llm_top_1_test_accuracy']:.3f}), SAE all-latent {sae_m['sae_test_accuracy']:.3f}")
+
+    facts = {k: v for k, v in training.items() if k != "loss_curve"}
+    facts.update({"layer": layer, "dict_size": int(sae.W_dec.shape[0]), "profile": profile.name,
+                  "smoke": profile.smoke, "eval_seconds": round(time.time() - started, 2)})
+    return {
+        "eval_type_id": EVAL_TYPE_ID,
+        "eval_config": _eval_config(profile),
+        "eval_id": str(uuid.uuid4()),
+        "datetime_epoch_millis": int(time.time() * 1000),
+        "eval_result_metrics": {"llm": llm_m, "sae": sae_m},
+        "eval_result_details": details,
+        "eval_result_unstructured": unstructured,
+        "sae_cfg_dict": _sae_cfg(profile, layer, sae, scale, training),
+        "core_metrics": core,
+        "training": facts,
+        "loss_curve": training.get("loss_curve", []),
+    }
+
+
+def _json_safe(value):
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    return value
+
+
+def write_final_info(out_dir: str | Path, entries: dict[str, dict]) -> Path:
+    """`out_dir/final_info.json`: {"<model>/<hook>": entry}."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / "final_info.json"
+    path.write_text(json.dumps(_json_safe(entries), indent=2))
+    return path

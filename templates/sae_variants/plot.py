@@ -1,0 +1,102 @@
+"""Plot every run in this directory against run_0.
+
+    python plot.py            # reads run_*/final_info.json, writes the PNG files below
+
+- sparsity_fidelity.png: L0 vs explained variance, and L0 vs SAE top-1 probing accuracy, one point
+  per run and SAE (up and to the left is better in the first, up in the second);
+- topk_accuracy.png: SAE top-k probing accuracy against k for every run, run_0 in black, the
+  language model's own top-k residual channels dashed.
+"""
+
+import json
+import re
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+
+def load_runs(root="."):
+    runs = {}
+    for path in sorted(Path(root).glob("run_*/final_info.json"), key=lambda p: int(re.sub(r"\D", "", p.parent.name) or 0)):
+        try:
+            runs[path.parent.name] = json.loads(path.read_text())
+        except json.JSONDecodeError:
+            print(f"skipping {path}: not valid JSON")
+    return runs
+
+
+def sae_entries(info):
+    return {k: v for k, v in info.items() if isinstance(v, dict) and "eval_result_metrics" in v}
+
+
+def topk(entry, prefix):
+    metrics = entry["eval_result_metrics"][prefix]
+    ks = entry["eval_config"].get("k_values", [1, 2, 5, 10, 20, 50])
+    pairs = [(k, metrics.get(f"{prefix}_top_{k}_test_accuracy")) for k in ks]
+    return [k for k, v in pairs if v is not None], [v for _, v in pairs if v is not None]
+
+
+def plot_sparsity_fidelity(runs, out="sparsity_fidelity.png"):
+    fig, (ax_ev, ax_acc) = plt.subplots(1, 2, figsize=(11, 4.5))
+    for run, info in runs.items():
+        for key, entry in sae_entries(info).items():
+            core = entry.get("core_metrics", {})
+            l0, ev = core.get("l0"), core.get("explained_variance")
+            acc = entry["eval_result_metrics"]["sae"].get("sae_top_1_test_accuracy")
+            style = dict(color="black", marker="*", s=160, zorder=3) if run == "run_0" else dict(s=60)
+            label = run if len(sae_entries(info)) == 1 else f"{run} {key.split('/')[-1]}"
+            if l0 is not None and ev is not None:
+                ax_ev.scatter(l0, ev, label=label, **style)
+                ax_ev.annotate(run.replace("run_", ""), (l0, ev), textcoords="offset points", xytext=(5, 5))
+            if l0 is not None and acc is not None:
+                ax_acc.scatter(l0, acc, label=label, **style)
+                ax_acc.annotate(run.replace("run_", ""), (l0, acc), textcoords="offset points", xytext=(5, 5))
+    ax_ev.set(xlabel="L0 (active latents per token)", ylabel="explained variance", title="sparsity vs fidelity")
+    ax_acc.set(xlabel="L0 (active latents per token)", ylabel="SAE top-1 probing accuracy",
+               title="sparsity vs interpretability")
+    ax_acc.axhline(0.5, color="grey", lw=0.8, ls=":")
+    for ax in (ax_ev, ax_acc):
+        ax.grid(alpha=0.3)
+    ax_acc.legend(fontsize=8, loc="best")
+    fig.tight_layout()
+    fig.savefig(out, dpi=120)
+    plt.close(fig)
+    return out
+
+
+def plot_topk(runs, out="topk_accuracy.png"):
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    llm_drawn = False
+    for run, info in runs.items():
+        for key, entry in sae_entries(info).items():
+            ks, accs = topk(entry, "sae")
+            label = run if len(sae_entries(info)) == 1 else f"{run} {key.split('/')[-1]}"
+            if run == "run_0":
+                ax.plot(ks, accs, color="black", lw=2.5, marker="o", label=f"{label} (baseline)", zorder=3)
+            else:
+                ax.plot(ks, accs, marker="o", label=label)
+            if not llm_drawn:
+                lks, laccs = topk(entry, "llm")
+                ax.plot(lks, laccs, color="grey", ls="--", marker=".", label="LLM residual channels")
+                llm_drawn = True
+    ax.set_xscale("log")
+    ax.set(xlabel="k (latents or channels given to the probe)", ylabel="test accuracy",
+           title="sparse probing: top-k accuracy")
+    ax.axhline(0.5, color="grey", lw=0.8, ls=":")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out, dpi=120)
+    plt.close(fig)
+    return out
+
+
+if __name__ == "__main__":
+    runs = load_runs()
+    if not runs:
+        raise SystemExit("no run_*/final_info.json here: run experiment.py first")
+    for path in (plot_sparsity_fidelity(runs), plot_topk(runs)):
+        print(f"wrote {path}")
