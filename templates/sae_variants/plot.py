@@ -83,6 +83,7 @@ def plot_topk(runs, out="topk_accuracy.png"):
                 ax.plot(lks, laccs, color="grey", ls="--", marker=".", label="LLM residual channels")
                 llm_drawn = True
     ax.set_xscale("log")
+    ax.set_xticks([1, 2, 5, 10, 20, 50], labels=["1", "2", "5", "10", "20", "50"])
     ax.set(xlabel="k (latents or channels given to the probe)", ylabel="test accuracy",
            title="sparse probing: top-k accuracy")
     ax.axhline(0.5, color="grey", lw=0.8, ls=":")

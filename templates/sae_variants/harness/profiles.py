@@ -172,7 +172,6 @@ def smoke(profile: Profile) -> Profile:
         train_tokens=min(profile.train_tokens, 4096), train_context=min(profile.train_context, 32),
         probing=dataclasses.replace(profile.probing, dataset_names=profile.probing.dataset_names[:1],
                                     train_per_class=8, test_per_class=8, context_length=16),
-        probing_backend="harness" if profile.model_source != "hub" else profile.probing_backend,
         ce_sequences=0, dict_size=min(profile.dict_size, 512), batch_size=min(profile.batch_size, 256),
     )
 
