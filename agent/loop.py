@@ -94,6 +94,7 @@ class ExperimentLoop:
         self.baseline = ws.baseline()
         self._reply_cost = 0.0
         self._reply_tokens = 0
+        self.notes_written = False
 
     # -- the loop -------------------------------------------------------------------------
 
@@ -135,17 +136,20 @@ class ExperimentLoop:
         if problems:
             self.conv.add_user(prompts.EDITS_FAILED.format(feedback=edits.feedback(outcomes)))
             return self.no_run("edit-failed", edits.feedback(problems).splitlines()[0])
-        if not outcomes:
-            if done:
-                raise Stop("the coder reported ALL_COMPLETED")
+        if done and "experiment.py" not in new_files:
+            # AI-Scientist's contract: ALL_COMPLETED ends the experiments; notes may come with it.
+            if NOTES_FILE in new_files and st.completed_runs:
+                self.commit_notes(updated=True)
+            raise Stop("the coder reported ALL_COMPLETED")
+        if "experiment.py" not in new_files:
             self.conv.add_user(prompts.NO_EDITS.format(run=st.run))
-            return self.no_run("no-edits", "the reply had no SEARCH/REPLACE blocks")
+            return self.no_run("no-edits", "the reply changed nothing in experiment.py")
         if not self.gate_passes(new_files, before):
             return
         code = self.ws.read("experiment.py")
         if runner.content_hash(code) in st.failed_hashes:
-            self.conv.add_user(prompts.ALREADY_FAILED.format(file="experiment.py"))
-            return self.no_run("gate-failed", "this exact experiment.py already failed")
+            self.conv.add_user(prompts.ALREADY_FAILED.format(file="experiment.py", files=files_text(self.ws)))
+            return self.refuse("this exact experiment.py already failed", new_files, before)
         self.execute(code)
         if done and st.executions == 0:  # the run worked (a success resets the count)
             raise Stop("the coder reported ALL_COMPLETED")
@@ -185,14 +189,17 @@ class ExperimentLoop:
             return True
         report = checks.format_findings(findings)
         self.view.say(f"[yellow]gate: the edit was not run[/yellow]\n{report}")
-        # Commit the refused code (the history shows what was tried), then put the files back:
-        # a placeholder edit must not leave a gutted file for the next edit to build on.
-        try:
-            self.no_run("gate-failed", f"{blocking[0].path}:{blocking[0].line}: {blocking[0].message}")
-        finally:
-            self.write_files({rel: before.get(rel, "") for rel in new_files})
+        self.refuse(f"{blocking[0].path}:{blocking[0].line}: {blocking[0].message}", new_files, before)
         self.conv.add_user(prompts.GATE_FAILED.format(findings=report, files=files_text(self.ws)))
         return False
+
+    def refuse(self, error: str, new_files: dict[str, str], before: dict[str, str]) -> None:
+        """Commit code that will not be run (history shows what was tried), then put the files
+        back: a gutted or known-broken file must not be what the next edit builds on."""
+        try:
+            self.no_run("gate-failed", error)
+        finally:
+            self.write_files({rel: before.get(rel, "") for rel in new_files})
 
     def no_run(self, status: str, error: str) -> None:
         """A reply whose code never ran: commit it and charge the fix budget."""
@@ -307,7 +314,7 @@ class ExperimentLoop:
     def write_notes(self, reason: str) -> None:
         """After the last run the coder writes up notes.txt; one reply, edits to notes only."""
         st = self.state
-        if not st.completed_runs:
+        if not st.completed_runs or self.notes_written:
             return
         self.conv.add_user(prompts.WRITE_NOTES.format(reason=reason))
         self.view.set(phase="waiting for the LLM (notes)")
@@ -319,11 +326,16 @@ class ExperimentLoop:
         files = {NOTES_FILE: self.ws.read(NOTES_FILE)}
         new_files, outcomes = edits.apply_reply(reply, files, [NOTES_FILE])
         self.write_files(new_files)
-        status = "notes" if new_files else "notes-missing"
+        self.commit_notes(updated=bool(new_files))
+
+    def commit_notes(self, updated: bool) -> None:
+        """The write-up belongs to the last run that worked, as its next attempt."""
+        st = self.state
+        self.notes_written = updated
         run = max(st.completed_runs)
         attempt = 1 + max(a.attempt for a in history.read_history(self.ws.path) if a.run == run)
-        self.commit(f"notes: {'updated' if new_files else 'not updated'} after {len(st.completed_runs)} run(s)",
-                    status, run=run, attempt=attempt)
+        self.commit(f"notes: {'updated' if updated else 'not updated'} after {len(st.completed_runs)} run(s)",
+                    "notes" if updated else "notes-missing", run=run, attempt=attempt)
 
     def interrupted(self) -> None:
         st = self.state

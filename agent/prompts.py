@@ -102,8 +102,11 @@ EDITS_FAILED = """\
 {feedback}"""
 
 ALREADY_FAILED = """\
-This exact version of {file} already failed in an earlier attempt, so it was not run again. \
-Change the code to fix the error reported before."""
+With your edits, {file} became exactly a version that already failed in an earlier attempt, so \
+it was not run again and your edits were undone. Fix the error reported before instead. The \
+current files:
+
+{files}"""
 
 RESTORED = """\
 The same error ({signature}) happened twice in a row, so {file} was restored to the last \
@@ -113,8 +116,8 @@ and implement run {run} differently.
 {files}"""
 
 NO_EDITS = """\
-Your reply contained no SEARCH/REPLACE blocks and no ALL_COMPLETED. Either make the edits for \
-run {run} in the SEARCH/REPLACE format (file name on its own line, then a fenced block with \
+Your reply changed nothing in experiment.py and did not say ALL_COMPLETED, so there is nothing \
+to run. Either make the edits for run {run} in the SEARCH/REPLACE format (file name on its own line, then a fenced block with \
 <<<<<<< SEARCH, =======, >>>>>>> REPLACE), or reply ALL_COMPLETED if the experiments are done."""
 
 WRITE_NOTES = """\

@@ -113,21 +113,21 @@ def test_placeholder_edit_is_stopped_by_the_gate_and_never_run(fake_llm, idea, t
     assert fake_llm.violations == []
 
 
-def test_same_file_is_never_run_twice_and_same_error_twice_restores(fake_llm, idea, tmp_path):
+def test_same_error_twice_restores_and_a_failed_file_is_never_rerun(fake_llm, idea, tmp_path):
     good = block("    accuracy = ACCURACY\n", "    accuracy = ACCURACY + 0.01\n")
     break1 = block("    accuracy = ACCURACY + 0.01\n", "    accuracy = ACCURACY / 0\n")
-    same_again = block("STEPS = 100\n", "STEPS = 100\n")  # a no-op: the same failing file
-    break2 = block("STEPS = 100\n", "STEPS = 200\n")  # runs, fails with the same error
-    fake_llm.script([good, break1, same_again, break2, "ALL_COMPLETED", NOTES])
+    break2 = block("STEPS = 100\n", "STEPS = 100  # more steps later\n")  # same error again
+    fake_llm.script([good, break1, break2, break1, "ALL_COMPLETED", NOTES])
     results = tmp_path / "results"
     assert run_agent(idea, results, fake=fake_llm) == 0
     ws = workspace_of(results)
     attempts = history.read_history(ws)
     assert [(a.run, a.status) for a in attempts] == [
-        (0, "baseline"), (1, "success"), (2, "failed"), (2, "gate-failed"), (2, "failed"), (1, "notes")]
-    assert "already failed" in last_user(fake_llm.requests[3])
-    restored = last_user(fake_llm.requests[4])
+        (0, "baseline"), (1, "success"), (2, "failed"), (2, "failed"), (2, "gate-failed"), (1, "notes")]
+    restored = last_user(fake_llm.requests[3])
     assert "restored" in restored and "ZeroDivisionError" in restored
+    assert "already failed" in last_user(fake_llm.requests[4]), "break1 re-sent: not run again"
+    assert attempts[4].error == "this exact experiment.py already failed"
     assert "ACCURACY + 0.01" in (ws / "experiment.py").read_text(), "run 1's code is back"
     assert fake_llm.violations == []
 
@@ -137,7 +137,7 @@ def test_reply_without_edits_gets_a_reminder(fake_llm, idea, tmp_path):
                      "ALL_COMPLETED", NOTES])
     results = tmp_path / "results"
     assert run_agent(idea, results, fake=fake_llm) == 0
-    assert "no SEARCH/REPLACE blocks" in last_user(fake_llm.requests[1])
+    assert "changed nothing in experiment.py" in last_user(fake_llm.requests[1])
     statuses = [a.status for a in history.read_history(workspace_of(results))]
     assert statuses == ["baseline", "no-edits", "success", "notes"]
 
@@ -233,7 +233,7 @@ def test_stopped_mid_run_then_resumed_loses_nothing(fake_llm, idea, tmp_path, ho
     try:
         assert _wait_for(lambda: results.exists() and any(results.glob("*/run_1/log.txt"))), "run 1 started"
         os.killpg(proc.pid, signal.SIGKILL if how == "sigkill" else signal.SIGINT)
-        output, _ = proc.communicate(timeout=30)
+        output, _ = proc.communicate(timeout=90)
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)

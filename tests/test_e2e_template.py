@@ -1,0 +1,72 @@
+"""The README's main job, for real: `python -m agent run ideas/<idea>.md --profile tiny`, offline.
+
+No model is configured, so the idea's recorded reference replies are replayed through the whole
+loop: the real SAE template, the real language model from PyPI, real training, real sparse
+probing, real git. Slow (minutes on 2 cores); the activation cache is shared across the tests.
+"""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import git
+import pytest
+
+from agent import history, results
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def cache_dir(tmp_path_factory):
+    return tmp_path_factory.mktemp("sae-cache")
+
+
+def run_cli(*args, cache_dir, timeout=1800):
+    env = {"SAE_CACHE_DIR": str(cache_dir), "PATH": "/usr/bin:/bin", "HOME": str(cache_dir),
+           "LITELLM_LOCAL_MODEL_COST_MAP": "True", "HF_HUB_OFFLINE": "1", "COLUMNS": "160"}
+    return subprocess.run([sys.executable, "-m", "agent", *args], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def test_lateral_inhibition_offline_end_to_end(tmp_path, cache_dir):
+    out = tmp_path / "results"
+    proc = run_cli("run", "ideas/lateral_inhibition.md", "--profile", "tiny", "--results", str(out),
+                   cache_dir=cache_dir)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "offline replay — no LLM is called" in proc.stdout
+    (ws,) = list(out.iterdir())
+
+    attempts = history.read_history(ws)
+    assert attempts[0].status == "baseline" and attempts[-1].status == "notes"
+    successes = [a for a in attempts if a.status == "success"]
+    assert len(successes) >= 2, [a.subject for a in attempts]
+    assert all(a.model.startswith("replay:") for a in attempts[1:])
+    assert not git.Repo(ws).is_dirty(untracked_files=True)
+
+    baseline = results.load_results(ws / "run_0")
+    assert results.untrained_problems(baseline) == []
+    for a in successes:
+        info = results.load_results(ws / f"run_{a.run}")
+        for key, metrics in results.headline(info).items():
+            assert metrics["training_steps"] > 0
+            assert metrics["sae_top_1_test_accuracy"] > 0.55, (key, metrics)  # above chance
+    assert "lateral" in (ws / "experiment.py").read_text().lower()
+    assert (ws / "notes.txt").read_text() != (REPO / "templates/sae_variants/notes.txt").read_text()
+
+    log = run_cli("log", str(ws), "--json", cache_dir=cache_dir)
+    assert log.returncode == 0, log.stderr
+    rows = json.loads(log.stdout)["attempts"]
+    assert [r["status"] for r in rows] == [a.status for a in attempts]
+
+
+@pytest.mark.parametrize("idea", ["exponential_orthogonal", "topk_orthogonality"])
+def test_other_reference_replays_apply_and_run(tmp_path, cache_dir, idea):
+    out = tmp_path / "results"
+    proc = run_cli("run", f"ideas/{idea}.md", "--profile", "tiny", "--results", str(out), "--no-smoke",
+                   cache_dir=cache_dir)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    (ws,) = list(out.iterdir())
+    statuses = [a.status for a in history.read_history(ws)]
+    assert statuses.count("success") >= 2 and "edit-failed" not in statuses, statuses
