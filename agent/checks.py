@@ -308,15 +308,21 @@ def _placeholders(src: _Source) -> list[Finding]:
     return findings
 
 
+def _kept_functions(src: _Source):
+    """(name, function now, function before) for each function the edit kept but may have changed."""
+    if src.old_tree is None:
+        return
+    old = _functions(src.old_tree)
+    for name, fn in _functions(src.tree).items():
+        if name in old:
+            yield name, fn, old[name]
+
+
 def _emptied_bodies(src: _Source) -> list[Finding]:
     """A function that had real code before the edit and now holds only `pass` or `...`."""
-    if src.old_tree is None:
-        return []
-    old = _functions(src.old_tree)
     findings = []
-    for name, fn in _functions(src.tree).items():
-        before = old.get(name)
-        if before is not None and _is_stub(fn) and not _is_stub(before):
+    for name, fn, before in _kept_functions(src):
+        if _is_stub(fn) and not _is_stub(before):
             findings.append(src.finding(
                 fn.lineno, "emptied-body", f"{name} now has an empty body (was "
                 f"{_statement_count(before)} statements)",
@@ -566,14 +572,8 @@ SHRINK_KEEP = 0.4
 
 
 def _shrunk_functions(src: _Source) -> list[Finding]:
-    if src.old_tree is None:
-        return []
-    old = _functions(src.old_tree)
     findings = []
-    for name, fn in _functions(src.tree).items():
-        before = old.get(name)
-        if before is None:
-            continue
+    for name, fn, before in _kept_functions(src):
         was, now = _statement_count(before), _statement_count(fn)
         if was >= SHRINK_MIN_STATEMENTS and now <= SHRINK_KEEP * was:
             findings.append(src.finding(
