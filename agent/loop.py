@@ -253,7 +253,8 @@ class ExperimentLoop:
         env = self.ws.run_env() | ({"SAE_SMOKE": "1"} if smoke else {})
         return runner.run_experiment(
             self.ws.path, out_dir, command=self.ws.template.argv(out_dir), timeout=self.opt.timeout,
-            env_allow=self.ws.template.allowed_env(self.ws.profile), extra_env=env, on_line=self.view.log)
+            env_allow=self.ws.template.allowed_env(self.ws.profile), extra_env=env, on_line=self.view.log,
+            **self.ws.template.resource_limits(self.ws.profile))
 
     def restore_protected(self) -> list[str]:
         """Harness files the run changed are flagged and put back, so the next run is fair."""

@@ -28,6 +28,9 @@ class Template:
     gpu_profile: str | None = None
     env_allow: dict[str, list[str]] = field(default_factory=dict)
     smoke_profiles: tuple[str, ...] | None = None  # None: smoke-run under every profile
+    # Per profile: {"address_space_gb": N, "cpu_seconds": N}. RLIMIT_AS breaks CUDA, which reserves
+    # huge virtual ranges: set it for CPU profiles only.
+    limits: dict[str, dict[str, float]] = field(default_factory=dict)
 
     @property
     def name(self) -> str:
@@ -49,6 +52,13 @@ class Template:
 
     def allowed_env(self, profile: str | None) -> list[str]:
         return list(self.env_allow.get(profile or "", []))
+
+    def resource_limits(self, profile: str | None) -> dict[str, int | None]:
+        """Keyword arguments for runner.run_experiment."""
+        spec = self.limits.get(profile or "", {})
+        gb, cpu = spec.get("address_space_gb"), spec.get("cpu_seconds")
+        return {"max_memory_bytes": int(gb * 2**30) if gb else None,
+                "max_cpu_seconds": int(cpu) if cpu else None}
 
     def files(self) -> list[Path]:
         """Every file the template ships, relative to its root, in a stable order."""
@@ -91,4 +101,5 @@ def load_template(root: Path) -> Template:
         gpu_profile=spec.get("gpu_profile"),
         env_allow=dict(spec.get("env_allow", {})),
         smoke_profiles=tuple(spec["smoke_profiles"]) if "smoke_profiles" in spec else None,
+        limits=dict(spec.get("limits", {})),
     )

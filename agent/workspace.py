@@ -98,7 +98,8 @@ def _baseline(ws: Workspace, *, timeout: float, on_line) -> None:
     else:
         result = runner.run_experiment(
             ws.path, BASELINE_RUN, command=ws.template.argv(BASELINE_RUN), timeout=timeout,
-            env_allow=ws.template.allowed_env(ws.profile), extra_env=ws.run_env(), on_line=on_line)
+            env_allow=ws.template.allowed_env(ws.profile), extra_env=ws.run_env(), on_line=on_line,
+            **ws.template.resource_limits(ws.profile))
         if result.status != "ok":
             _commit_baseline(ws, "failed", time.monotonic() - started, error=result.error)
             raise WorkspaceError(

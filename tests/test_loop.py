@@ -253,3 +253,40 @@ def test_stopped_mid_run_then_resumed_loses_nothing(fake_llm, idea, tmp_path, ho
     assert "interrupted" in last_user(fake_llm.requests[1]).lower()
     assert fake_llm.violations == []
     assert "accuracy_bonus" in (ws / "experiment.py").read_text()
+
+
+def test_a_run_that_writes_no_results_is_a_failure(fake_llm, idea, tmp_path):
+    no_results = block("    write_results(args.out_dir, train(), STEPS)\n", "    train()\n")
+    fake_llm.script([no_results, "ALL_COMPLETED"])
+    results = tmp_path / "results"
+    assert run_agent(idea, results, fake=fake_llm) == 0
+    attempts = history.read_history(workspace_of(results))
+    assert attempts[1].status == "failed" and "final_info.json" in attempts[1].error
+    assert "final_info.json" in last_user(fake_llm.requests[1])
+
+
+def test_a_run_that_modifies_the_harness_is_flagged_and_undone(fake_llm, idea, tmp_path):
+    tamper = block("def main():\n", "def main():\n    open('harness/__init__.py', 'a').write('# tampered\\n')\n")
+    fake_llm.script([tamper, "ALL_COMPLETED"])
+    results = tmp_path / "results"
+    assert run_agent(idea, results, "--no-smoke", fake=fake_llm) == 0
+    ws = workspace_of(results)
+    attempts = history.read_history(ws)
+    assert attempts[1].status == "failed" and "protected files" in attempts[1].error
+    assert "tampered" not in (ws / "harness" / "__init__.py").read_text()
+    assert "harness/__init__.py" in last_user(fake_llm.requests[1])
+
+
+def test_several_ideas_run_one_after_another_with_a_summary(fake_llm, idea, tmp_path, capsys):
+    second = idea.with_name("second_idea.md")
+    second.write_text(idea.read_text().replace("# Raise the accuracy", "# Lower the accuracy"))
+    fake_llm.script([FIX_ERROR.replace("ACCURACY / 0", "ACCURACY"), "ALL_COMPLETED", NOTES,
+                     "ALL_COMPLETED"])
+    results = tmp_path / "results"
+    code = main(["run", str(idea), str(second), "--results", str(results), "--model", MODEL,
+                 "--api-base", fake_llm.url])
+    assert code == 0
+    out = capsys.readouterr().out
+    assert "mini_idea" in out and "second_idea" in out and "ideas" in out
+    names = sorted(p.name.split("_", 2)[2] for p in results.iterdir())
+    assert names == ["mini_idea", "second_idea"]
