@@ -8,8 +8,12 @@ PY=${PYTHON:-python3}
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
 VPY=.venv/bin/python
 
-# Pins (constraints.txt) keep torch on the CPU wheel and numpy/datasets where sae-bench needs them.
-"$VPY" -m pip install -q -c constraints.txt torch==2.13.0
+# Pins (constraints.txt) keep torch at 2.13.0 and numpy/datasets where sae-bench needs them. The
+# CPU build of torch comes from a local wheel folder where the machine has one (PIP_FIND_LINKS or
+# /opt/wheels); PyPI alone serves the (much larger) CUDA build, which also runs on a CPU.
+FIND_LINKS=()
+[ -z "${PIP_FIND_LINKS:-}" ] && [ -d /opt/wheels ] && FIND_LINKS=(--find-links /opt/wheels)
+"$VPY" -m pip install -q "${FIND_LINKS[@]}" -c constraints.txt torch==2.13.0
 "$VPY" -m pip install -q -c constraints.txt -e ".[test]"
 # sae-bench without its dependencies: it requires torchvision, whose PyPI wheel breaks
 # `import transformer_lens` beside the CPU torch; its other needs are listed in pyproject.toml.
