@@ -95,8 +95,8 @@ def _split_front_matter(path: Path, text: str) -> tuple[dict, str]:
         key, sep, value = line.partition(":")
         key = key.strip().lower()
         if not sep or key not in FRONT_MATTER_KEYS:
-            raise _fail(path, f"front matter line {lineno} ({line!r}) is not one of "
-                        f"{', '.join(sorted(FRONT_MATTER_KEYS))}", "write 'key: value' with a known key")
+            raise _fail(path, f"line {lineno}: {line!r} is not a front-matter setting",
+                        f"write 'key: value' with a key among {', '.join(sorted(FRONT_MATTER_KEYS))}")
         meta[key] = value.strip().strip("'\"")
     return meta, text[end + 4:]
 

@@ -37,7 +37,7 @@ def write(tmp_path, text, name="idea.md"):
     ("# Title\n\nSome words.\n## Implementation plan\n1. y\n", "has no experiment section"),
     ("---\ntemplate: nope\n---\n# T\n## Experiment\n1. x\n", "unknown template 'nope'"),
     ("---\nmax_runs: zero\n---\n# T\n## Experiment\n1. x\n", "not a positive whole number"),
-    ("---\ncolour: red\n---\n# T\n## Experiment\n1. x\n", "front matter line 1"),
+    ("---\ncolour: red\n---\n# T\n## Experiment\n1. x\n", "line 2: 'colour: red' is not a front-matter setting"),
     ("---\nname: x\n# T\n## Experiment\n1. x\n", "never ends"),
 ])
 def test_malformed_ideas_name_file_problem_and_fix(tmp_path, text, problem):
