@@ -217,7 +217,8 @@ class ExperimentLoop:
         out_dir = f"run_{st.run}"
         started = time.monotonic()
         result = self.smoke_run(out_dir)
-        if result is None or result.status == "ok":
+        smoke_failed = result is not None and result.status != "ok"
+        if not smoke_failed:
             self.view.set(phase=f"running {out_dir}")
             shutil.rmtree(self.ws.path / out_dir, ignore_errors=True)
             result = self.run_command(out_dir, smoke=False)
@@ -236,11 +237,13 @@ class ExperimentLoop:
                                    prompts.RESULTS_INVALID.format(run=st.run, problem=exc), None)
             return self.succeeded(out_dir, current, seconds)
         error = result.error or ("timed out" if result.status == "timeout" else f"exit {result.returncode}")
+        if smoke_failed:
+            error = f"{error} (in the smoke run)"
+        detail = runner.feedback_text(result)
         feedback = prompts.RUN_FAILED.format(
             run=st.run, attempt=st.executions, max_attempts=self.opt.max_attempts,
-            command=self.ws.template.display_command(out_dir), feedback=runner.feedback_text(result),
-            files=files_text(self.ws))
-        self.failed(code, out_dir, seconds, error, feedback, result.signature)
+            command=self.ws.template.display_command(out_dir), feedback=detail, files=files_text(self.ws))
+        self.failed(code, out_dir, seconds, error, feedback, result.signature, detail=detail)
 
     def smoke_run(self, out_dir: str):
         smoke_profiles = self.ws.template.smoke_profiles
@@ -282,14 +285,15 @@ class ExperimentLoop:
         st.run, st.attempt, st.executions, st.fixes = st.run + 1, 0, 0, 0
 
     def failed(self, code: str, out_dir: str, seconds: float, error: str, feedback: str,
-               signature: str | None) -> None:
+               signature: str | None, detail: str | None = None) -> None:
         st = self.state
         self.view.say(f"[red]run {st.run} attempt {st.attempt} failed[/red]: {error}")
         st.failed_hashes.add(runner.content_hash(code))
         self.commit(f"run {st.run} attempt {st.attempt}: failed — {error}", "failed",
                     error=error, seconds=seconds)
         if signature and signature == st.last_signature:
-            feedback = self.restore_last_good(signature) + "\n\n" + feedback
+            # The restored files replace the failing ones in the message: no stale file dump.
+            feedback = self.restore_last_good(signature) + "\n\nThe error, for reference:\n\n" + (detail or error)
             st.last_signature = None
         else:
             st.last_signature = signature

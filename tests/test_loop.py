@@ -77,7 +77,7 @@ def test_planted_error_reaches_the_next_prompt_and_the_fix_runs(fake_llm, idea, 
     attempts = history.read_history(ws)
     assert [(a.run, a.attempt, a.status) for a in attempts] == [
         (0, 1, "baseline"), (1, 1, "failed"), (1, 2, "success"), (1, 3, "notes")]
-    assert attempts[1].subject == "run 1 attempt 1: failed — ZeroDivisionError: float division by zero"
+    assert attempts[1].subject == "run 1 attempt 1: failed — ZeroDivisionError: float division by zero (in the smoke run)"
     assert attempts[2].subject == "run 1: sae_top_1 0.800 (+0.050 vs run 0)"
     assert all(a.model == MODEL for a in attempts[1:]) and attempts[1].error.startswith("ZeroDivisionError")
     assert attempts[2].duration is not None
