@@ -180,7 +180,7 @@ def log_table(rows: list[Row], baseline: Row | None, title: str = "",
         body.append((cells, _first_line(a.error)))
     widths = [max([len(h)] + [len(ln) for cells, _ in body for ln in cells[i].splitlines()])
               for i, h in enumerate(headers)]
-    caption = (f"metrics: value and change against run 0 (attempt {baseline.attempt.label})"
+    caption = (f"metrics: value and change against the baseline (commit {baseline.attempt.short_sha})"
                if baseline else None)
     table = Table(title=title or None, title_justify="left", caption=caption, caption_justify="left",
                   box=box.SIMPLE_HEAD, collapse_padding=True, pad_edge=False)
