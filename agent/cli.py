@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 from pathlib import Path
 
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # litellm must not reach the network
@@ -31,15 +30,12 @@ class UsageError(Exception):
 def _coder_for(idea, args):
     from agent import coder as coder_mod
 
-    model = args.model or os.environ.get("AGENT_MODEL")
-    api_base = args.api_base or os.environ.get("AGENT_API_BASE")
+    model, api_base = coder_mod.resolve_model(args.model, args.api_base)
     replay = idea.replay_file() if idea is not None else None
-    if not model and (replay is None or not replay.exists()):
-        raise UsageError(f"no model configured and no recorded replies at {replay}: pass --model "
-                         "(or set AGENT_MODEL), or --model replay:TRANSCRIPT.json")
     try:
         return coder_mod.make_coder(model, api_base, timeout=args.llm_timeout, max_cost=args.max_cost,
-                                    max_tokens=args.max_tokens, replay_default=replay)
+                                    max_tokens=args.max_tokens,
+                                    replay_default=replay if replay and replay.exists() else None)
     except coder_mod.LLMError as exc:
         raise UsageError(str(exc)) from None
 
@@ -101,6 +97,10 @@ def _report_outcome(outcome) -> None:
     colour = "green" if outcome.ok else "red"
     console.print(f"[{colour}]{outcome.stopped_because}[/{colour}] — {outcome.runs_completed} run(s) "
                   f"completed; history: python -m agent log {outcome.workspace}")
+    if not outcome.ok:
+        console.print(f"to look at the last attempt: python -m agent show {outcome.workspace} "
+                      f"{outcome.runs_completed + 1}; to go on (any model): python -m agent resume "
+                      f"{outcome.workspace} [--model M]")
 
 
 def _summary(outcomes) -> None:
@@ -127,10 +127,10 @@ def cmd_resume(args) -> int:
         ws = workspace.open_workspace(Path(args.workspace))
     except workspace.WorkspaceError as exc:
         raise UsageError(str(exc)) from None
-    state, conv, recorded_model = prepare_resume(ws)
-    args.model = args.model or recorded_model
-    coder = _coder_for(None if args.model else ws.idea, args)
     opts = _options(args, ws.idea)
+    state, conv, recorded_model = prepare_resume(ws, opts.max_runs)
+    args.model = args.model or recorded_model
+    coder = _coder_for(ws.idea, args)
     coder.count_usage(conv.usage)  # the caps count what the idea has spent already
     if hasattr(coder, "played"):  # a replay continues after the replies already played
         coder.played = len(conv.assistant_replies())

@@ -98,9 +98,6 @@ class Conversation:
     def assistant_replies(self) -> list[str]:
         return [m["content"] for m in self._log if m["role"] == "assistant"]
 
-    def context_chars(self) -> int:
-        return len(self.system) + sum(len(m["content"]) for m in self._context)
-
     # -- shrinking ------------------------------------------------------------------------
 
     def condense(self) -> bool:

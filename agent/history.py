@@ -311,17 +311,3 @@ def file_at(repo: git.Repo, sha: str, path: str) -> str | None:
     if blob.type != "blob":
         return None
     return blob.data_stream.read().decode("utf-8", errors="replace")
-
-
-def is_dirty(repo: git.Repo) -> bool:
-    """Uncommitted changes to tracked files, or untracked files git does not ignore."""
-    return repo.is_dirty(untracked_files=True)
-
-
-def ensure_clean(repo: git.Repo) -> None:
-    """HistoryError if the work tree has uncommitted changes (for commands that would write)."""
-    if is_dirty(repo):
-        changed = [d.a_path for d in repo.index.diff(None)] + repo.untracked_files
-        shown = ", ".join(changed[:5]) + (f" and {len(changed) - 5} more" if len(changed) > 5 else "")
-        raise HistoryError(f"{repo.working_tree_dir} has uncommitted changes ({shown}); "
-                           "commit or stash them first")

@@ -393,7 +393,7 @@ def rebuild_state(ws: Workspace) -> LoopState:
     return st
 
 
-def prepare_resume(ws: Workspace) -> tuple[LoopState, Conversation, str | None]:
+def prepare_resume(ws: Workspace, max_runs: int) -> tuple[LoopState, Conversation, str | None]:
     """Commit a half-written attempt as interrupted, then rebuild state and conversation.
 
     Returns the model last used (from the transcript's usage, else the commit trailers) so a
@@ -401,12 +401,12 @@ def prepare_resume(ws: Workspace) -> tuple[LoopState, Conversation, str | None]:
     """
     repo = history.open_workspace(ws.path)
     transcript = ws.path / "transcript.json"
-    conv = Conversation.load(transcript) if transcript.exists() else start_conversation(ws, 5)
+    conv = Conversation.load(transcript) if transcript.exists() else start_conversation(ws, max_runs)
     attempts = history.read_history(ws.path)
     model = (conv.usage[-1].get("model") if conv.usage else None) or next(
         (a.model for a in reversed(attempts) if a.model and a.model != "template"), None)
     state = rebuild_state(ws)
-    if repo.is_dirty(untracked_files=True):
+    if repo.is_dirty(untracked_files=True):  # a half-written attempt: keep it, as interrupted
         state.attempt += 1
         history.commit_attempt(ws.path, subject=f"run {state.run} attempt {state.attempt}: "
                                "interrupted — found uncommitted on resume",

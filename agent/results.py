@@ -131,9 +131,12 @@ def compare(baseline: dict, current: dict) -> str:
     return "\n".join(lines)
 
 
-def subject_summary(baseline: dict, current: dict) -> str:
-    """One line for a commit subject, e.g. `sae_top_1 0.742 (+0.031 vs run 0)`; the first SAE speaks."""
-    cur_h, base_h = headline(current), headline(baseline)
+def subject_summary(baseline: dict | None, current: dict) -> str:
+    """One line for a commit subject, e.g. `sae_top_1 0.742 (+0.031 vs run 0)`; the first SAE speaks.
+
+    Without a baseline (the baseline's own commit) there is no change to show.
+    """
+    cur_h, base_h = headline(current), headline(baseline) if baseline else {}
     if not cur_h:
         return "no results"
     key = next(iter(cur_h))

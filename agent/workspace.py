@@ -122,7 +122,7 @@ def _baseline(ws: Workspace, *, timeout: float, on_line) -> None:
     if not (cached / "final_info.json").exists():
         shutil.copytree(ws.path / BASELINE_RUN, cached, dirs_exist_ok=True)
     _commit_baseline(ws, "baseline", time.monotonic() - started, source=source,
-                     summary=results.subject_summary(baseline, baseline).split(" (")[0])
+                     summary=results.subject_summary(None, baseline))
 
 
 def _commit_baseline(ws: Workspace, status: str, seconds: float, *, error: str | None = None,

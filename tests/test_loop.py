@@ -290,3 +290,12 @@ def test_several_ideas_run_one_after_another_with_a_summary(fake_llm, idea, tmp_
     assert "mini_idea" in out and "second_idea" in out and "ideas" in out
     names = sorted(p.name.split("_", 2)[2] for p in results.iterdir())
     assert names == ["mini_idea", "second_idea"]
+
+
+def test_no_model_and_no_recorded_replies_says_what_to_do(idea, tmp_path, monkeypatch, capsys):
+    monkeypatch.delenv("AGENT_MODEL", raising=False)
+    results = tmp_path / "results"
+    assert main(["run", str(idea), "--results", str(results)]) == 2
+    err = capsys.readouterr().err
+    assert "--model" in err and "AGENT_MODEL" in err and "replay" in err
+    assert not results.exists()
