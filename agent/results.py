@@ -68,6 +68,7 @@ def _sae_entries(info: dict) -> dict[str, dict]:
 
 
 def _number(value) -> float | None:
+    """A float (NaN kept: load_results reports it as divergence), None when absent or not numeric."""
     if isinstance(value, bool) or value is None:
         return None
     try:

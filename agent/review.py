@@ -16,7 +16,6 @@ import base64
 import html
 import io
 import json
-import math
 import re
 import shutil
 import tarfile
@@ -103,24 +102,12 @@ def collect_rows(workspace: Path) -> tuple[list[Row], Row | None]:
     rows = []
     for a in attempts:
         metrics = headline_of(final_info_at(repo, a)) if a.status in RESULT_STATUSES else {}
-        rows.append(Row(a, _plain_metrics(metrics)))
+        rows.append(Row(a, metrics))
     baseline = next((r for r in reversed(rows) if r.attempt.run == 0 and r.metrics), None)
     for r in rows:
         if baseline is not None and r.metrics:
             r.delta = _deltas(r.metrics, baseline.metrics)
     return rows, baseline
-
-
-def _plain_metrics(metrics: dict) -> dict[str, dict[str, float | None]]:
-    keys = [k for k, _ in METRICS] + list(EXTRA_METRICS)
-    return {sae: {k: _number(values.get(k)) for k in keys} for sae, values in metrics.items()
-            if isinstance(values, dict)}
-
-
-def _number(value) -> float | None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return None
-    return None if math.isnan(value) else value
 
 
 def _deltas(current: dict, baseline: dict) -> dict:
@@ -559,9 +546,9 @@ def _judge_success(v: ReplayVerdict, recorded_info: dict | None, run_dir: Path, 
     if result.status != "ok":
         v.summary = f"not reproduced: the recorded run succeeded, the replay failed with {result.error}"
         return
-    recorded = _plain_metrics(headline_of(recorded_info))
+    recorded = headline_of(recorded_info)
     try:
-        replayed = _plain_metrics(headline_of(json.loads((run_dir / "final_info.json").read_text())))
+        replayed = headline_of(json.loads((run_dir / "final_info.json").read_text()))
     except (OSError, ValueError):
         replayed = {}
     if not recorded:
