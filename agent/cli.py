@@ -54,7 +54,11 @@ def _banner(coder, idea) -> None:
 def cmd_run(args) -> int:
     from agent.idea import load_idea
 
-    ideas = [load_idea(p) for p in args.ideas]  # every idea is checked before any work
+    from agent.template import load_template
+
+    ideas = [load_idea(p) for p in args.ideas]  # every idea is checked before any work,
+    for idea in ideas:  # its profile too
+        load_template(idea.template_dir).choose_profile(args.profile or idea.profile)
     coders = [_coder_for(idea, args) for idea in ideas]  # and every model, before any workspace
     outcomes = []
     for idea, coder in zip(ideas, coders):

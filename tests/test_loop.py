@@ -299,3 +299,11 @@ def test_no_model_and_no_recorded_replies_says_what_to_do(idea, tmp_path, monkey
     err = capsys.readouterr().err
     assert "--model" in err and "AGENT_MODEL" in err and "replay" in err
     assert not results.exists()
+
+
+def test_unknown_profile_is_refused_before_any_workspace(fake_llm, idea, tmp_path, capsys):
+    results = tmp_path / "results"
+    assert run_agent(idea, results, "--profile", "huge", fake=fake_llm) == 2
+    err = capsys.readouterr().err
+    assert "no profile 'huge'" in err and "choose one of: tiny" in err
+    assert not results.exists() and fake_llm.requests == []
