@@ -21,7 +21,6 @@ AGENT_EMAIL = "sae-agent@localhost"
 # The order trailers are written in; any others follow in the order given.
 TRAILER_ORDER = ("Run", "Attempt", "Status", "Duration", "Model", "Cost", "Tokens", "Error",
                  "Profile")
-STATUSES = ("success", "failed", "gate-failed", "interrupted", "baseline", "notes")
 
 _TRAILER_KEY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9-]*$")
 # Field and record separators for `git log --format`: bytes that never occur in a message.
