@@ -73,7 +73,17 @@ def _options(args, idea):
 
     return LoopOptions(max_runs=args.max_runs or idea.max_runs or 5,
                        max_attempts=args.max_attempts or idea.max_attempts or 4,
-                       timeout=args.timeout, smoke=not args.no_smoke)
+                       timeout=args.timeout, smoke=not args.no_smoke, sandbox=_sandbox(args))
+
+
+def _sandbox(args) -> str:
+    """The box every run goes in; refused (exit 2) when the one asked for cannot run here."""
+    from agent import sandbox
+    box = sandbox.choose(getattr(args, "sandbox", None))
+    if box == "staged" and not getattr(args, "_warned_staged", False):
+        err_console.print(f"[yellow]warning:[/yellow] {sandbox.STAGED_WARNING}", soft_wrap=True)
+        args._warned_staged = True
+    return box
 
 
 def _run_one(idea, coder, args):
@@ -87,7 +97,7 @@ def _run_one(idea, coder, args):
         view.set(phase="making the workspace and the baseline")
         try:
             ws = workspace.create(idea, Path(args.results), args.profile, timeout=args.timeout,
-                                  on_line=view.log)
+                                  on_line=view.log, sandbox=opts.sandbox)
         except workspace.WorkspaceError as exc:
             err_console.print(f"[red]error:[/red] {exc}")
             return None
@@ -188,6 +198,8 @@ def _model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-cost", type=float, help="stop the idea cleanly past this many dollars")
     p.add_argument("--max-tokens", type=int, help="stop the idea cleanly past this many tokens")
     p.add_argument("--no-smoke", action="store_true", help="skip the few-steps smoke run before each run")
+    p.add_argument("--sandbox", choices=("bwrap", "staged"),
+                   help="the box generated code runs in (default $AGENT_SANDBOX, else bwrap where it works)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -253,10 +265,11 @@ def build_parser() -> argparse.ArgumentParser:
 def user_errors() -> tuple[type[Exception], ...]:
     from agent.history import HistoryError
     from agent.idea import IdeaError
+    from agent.sandbox import SandboxError
     from agent.template import TemplateError
     from agent.workspace import WorkspaceError
 
-    return (UsageError, IdeaError, HistoryError, TemplateError, WorkspaceError)
+    return (UsageError, IdeaError, HistoryError, SandboxError, TemplateError, WorkspaceError)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -13,7 +13,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from agent import checks, edits, history, prompts, results, runner
+from agent import checks, edits, execution, history, prompts, results, runner
 from agent.coder import BudgetExceeded, LLMError
 from agent.conversation import Conversation
 from agent.workspace import Workspace
@@ -30,6 +30,7 @@ class LoopOptions:
     max_fixes: int = 6         # replies whose edits never ran (gate, failed blocks, no edits)
     timeout: float = 3600.0    # seconds for one run
     smoke: bool = True         # a few-steps run before the full one, where the profile allows it
+    sandbox: str | None = None  # "bwrap" | "staged"; None: the strongest that works here
 
 
 @dataclass
@@ -81,7 +82,7 @@ def start_conversation(ws: Workspace, max_runs: int) -> Conversation:
     conv.add_user(prompts.TASK.format(
         title=ws.idea.title, motivation=ws.idea.motivation, experiment=ws.idea.experiment,
         plan=ws.idea.plan or "(none given: plan it yourself)", max_runs=max_runs,
-        baseline=results.compare(baseline, baseline), command=command, files=files_text(ws)))
+        baseline=results.describe_baseline(ws.baseline_seeds()), command=command, files=files_text(ws)))
     return conv
 
 
@@ -92,6 +93,10 @@ class ExperimentLoop:
         self.conv = conv or start_conversation(ws, options.max_runs)
         self.state = state or LoopState()
         self.baseline = ws.baseline()
+        self.baseline_seeds = ws.baseline_seeds()
+        self.executor = execution.Executor(ws.path, ws.template, ws.profile, protected=ws.protected_files(),
+                                           box=options.sandbox, timeout=options.timeout, on_line=view.log)
+        self._step: execution.Step | None = None
         self._reply_cost = 0.0
         self._reply_tokens = 0
         self.notes_written = False
@@ -216,48 +221,58 @@ class ExperimentLoop:
         st.executions += 1
         out_dir = f"run_{st.run}"
         started = time.monotonic()
-        result = self.smoke_run(out_dir)
-        smoke_failed = result is not None and result.status != "ok"
+        step = self.smoke_run(out_dir)
+        smoke_failed = step is not None and not step.ok
         if not smoke_failed:
             self.view.set(phase=f"running {out_dir}")
-            shutil.rmtree(self.ws.path / out_dir, ignore_errors=True)
-            result = self.run_command(out_dir, smoke=False)
+            step = self.run_step(out_dir, smoke=False)
+        self._step = step
         seconds = time.monotonic() - started
+        result = step.result
         if result.status == "interrupted":
             raise KeyboardInterrupt
         tampered = self.restore_protected()
         if tampered:
             return self.failed(code, out_dir, seconds, f"the run modified protected files: {', '.join(tampered)}",
                                prompts.PROTECTED_MODIFIED.format(files=", ".join(tampered)), None)
-        if result.status == "ok":
+        where = " (in the smoke run)" if smoke_failed else ""
+        if step.problem:
+            return self.failed(code, out_dir, seconds, step.problem + where,
+                               prompts.RESULTS_INVALID.format(run=st.run, problem=step.problem), None)
+        if step.ok:
             try:
                 current = results.load_results(self.ws.path / out_dir)
             except results.ResultsError as exc:
                 return self.failed(code, out_dir, seconds, str(exc),
                                    prompts.RESULTS_INVALID.format(run=st.run, problem=exc), None)
+            problems = results.untrained_problems(current)
+            if problems:
+                return self.failed(code, out_dir, seconds, f"untrained: {problems[0]}",
+                                   prompts.UNTRAINED.format(run=st.run, problems="\n".join(problems)), None)
             return self.succeeded(out_dir, current, seconds)
         error = result.error or ("timed out" if result.status == "timeout" else f"exit {result.returncode}")
-        if smoke_failed:
-            error = f"{error} (in the smoke run)"
+        if step.phase == "evaluate":
+            error = f"evaluation failed: {error}"
+        error += where
         detail = runner.feedback_text(result)
-        feedback = prompts.RUN_FAILED.format(
+        template = prompts.EVALUATION_FAILED if step.phase == "evaluate" else prompts.RUN_FAILED
+        feedback = template.format(
             run=st.run, attempt=st.executions, max_attempts=self.opt.max_attempts,
             command=self.ws.template.display_command(out_dir), feedback=detail, files=files_text(self.ws))
         self.failed(code, out_dir, seconds, error, feedback, result.signature, detail=detail)
 
-    def smoke_run(self, out_dir: str):
+    def run_step(self, out_dir: str, smoke: bool) -> execution.Step:
+        try:
+            return self.executor.run(out_dir, smoke=smoke)
+        except execution.PrepareError as exc:   # the environment, not the coder's code
+            raise Stop(str(exc), ok=False) from None
+
+    def smoke_run(self, out_dir: str) -> execution.Step | None:
         smoke_profiles = self.ws.template.smoke_profiles
         if not self.opt.smoke or (smoke_profiles is not None and self.ws.profile not in smoke_profiles):
             return None
         self.view.set(phase=f"smoke-testing {out_dir}")
-        return self.run_command(out_dir, smoke=True)
-
-    def run_command(self, out_dir: str, smoke: bool):
-        env = self.ws.run_env() | ({"SAE_SMOKE": "1"} if smoke else {})
-        return runner.run_experiment(
-            self.ws.path, out_dir, command=self.ws.template.argv(out_dir), timeout=self.opt.timeout,
-            env_allow=self.ws.template.allowed_env(self.ws.profile), extra_env=env, on_line=self.view.log,
-            **self.ws.template.resource_limits(self.ws.profile))
+        return self.run_step(out_dir, smoke=True)
 
     def restore_protected(self) -> list[str]:
         """Harness files the run changed are flagged and put back, so the next run is fair."""
@@ -273,14 +288,14 @@ class ExperimentLoop:
 
     def succeeded(self, out_dir: str, current: dict, seconds: float) -> None:
         st = self.state
-        summary = results.subject_summary(self.baseline, current)
+        summary = results.subject_summary(self.baseline, current, self.baseline_seeds)
         self.view.say(f"[green]run {st.run} succeeded[/green]: {summary}")
         st.last_good_sha = self.commit(f"run {st.run}: {summary}", "success", seconds=seconds)
         st.last_good_run, st.last_signature = st.run, None
         st.completed_runs.append(st.run)
         runs_left = self.opt.max_runs - st.run
         self.conv.add_user(prompts.RUN_SUCCEEDED.format(
-            run=st.run, comparison=results.compare(self.baseline, current), runs_left=runs_left,
+            run=st.run, comparison=results.compare(self.baseline, current, self.baseline_seeds), runs_left=runs_left,
             next_command=self.ws.template.display_command(f"run_{st.run + 1}")))
         st.run, st.attempt, st.executions, st.fixes = st.run + 1, 0, 0, 0
 
@@ -366,6 +381,11 @@ class ExperimentLoop:
             trailers["Duration"] = f"{seconds:.1f}s"
         if error:
             trailers["Error"] = error
+        step, self._step = self._step, None
+        if step is not None:   # this attempt ran: which box, and the hash of the results the agent read
+            trailers["Sandbox"] = step.box
+            if step.results_sha256:
+                trailers["Results-SHA256"] = step.results_sha256
         return history.commit_attempt(self.ws.path, subject=subject[:200], trailers=trailers)
 
 

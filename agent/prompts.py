@@ -46,6 +46,13 @@ hyperparameter, list each value per run). Then make the edits for run 1.
 Baseline results (run 0):
 {baseline}
 
+How to read results: every change against the baseline comes with a 95% interval that holds \
+the test set's noise and the baseline's seed spread. A change is a finding only when its \
+interval excludes zero ("better" or "worse"); otherwise it is "no detectable change", however \
+large the number looks. Sparsity moves every other metric: compare SAEs at a similar L0, and \
+say so when they are not. The harness measures everything itself on data your code never sees: \
+experiment.py trains the SAE and saves it with `harness.save_sae`, nothing more.
+
 After each change we run `{command}` with i = the run number and report the results (or the \
 error) back to you. When you have finished all the experiments you planned, reply with \
 ALL_COMPLETED and no edits.
@@ -84,8 +91,28 @@ against the current file shown below.
 RESULTS_INVALID = """\
 Run {run} exited normally but its results are not usable: {problem}
 
-Fix the code so that run {run} writes complete results (the harness writes \
-`final_info.json` when training and evaluation finish)."""
+Fix the code so that run {run} trains the SAE and ends with `harness.save_sae(...)`: the harness \
+evaluates the saved SAE in its own process and writes `final_info.json` itself."""
+
+EVALUATION_FAILED = """\
+Run {run} trained, but the harness could not evaluate the SAE it saved (attempt {attempt} of \
+{max_attempts}). The harness's evaluator said:
+
+{feedback}
+
+The evaluator loads the `encode`/`decode` that `harness.save_sae` exported with torch.export \
+and runs them on batches of held-out activations. Fix the code with SEARCH/REPLACE blocks so that \
+they work on any batch of shape [batch, d_in] (and [batch, d_sae] for decode). Match the SEARCH \
+parts against the current file shown below.
+
+{files}"""
+
+UNTRAINED = """\
+Run {run} ran, but the harness's measurements say its SAE is not trained, so it does not count:
+
+{problems}
+
+Fix the training (steps, learning rate, loss) so that the SAE learns to reconstruct its input."""
 
 GATE_FAILED = """\
 Your edits were NOT run and NOT kept, because a check found problems that would break the \

@@ -3,7 +3,9 @@
 The file holds one entry per trained SAE, keyed `<model>/<hook_name>`, in SAEBench's shape
 (`eval_result_metrics.llm/.sae`, `eval_result_details`, `sae_cfg_dict`) plus `core_metrics` and
 `training`. This module flattens each entry into headline metrics, compares a run with run 0, and
-says when a result cannot be from a trained SAE. No torch here: the loop and `agent log` import it.
+says when a result cannot be from a trained SAE. Every comparison carries its interval and verdict
+(agent/stats.py) and says when the two SAEs sit at different sparsity. No torch here: the loop and
+`agent log` import it.
 """
 
 from __future__ import annotations
@@ -11,6 +13,8 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
+
+from agent import stats
 
 RESULT_FILE = "final_info.json"
 
@@ -117,23 +121,88 @@ def _delta(name: str, base: float | None, cur: float | None) -> str:
     return f"{d:+.3f}"
 
 
-def compare(baseline: dict, current: dict) -> str:
-    """A compact table of headline metrics, current vs run 0 with deltas, one block per SAE."""
+# Metrics compared with an interval: probing ones on test texts, reconstruction ones on held-out blocks.
+PROBE_METRICS = ("sae_top_1_test_accuracy", "sae_test_accuracy")
+BLOCK_METRICS = ("explained_variance", "l0")
+# Two SAEs whose L0 differs by more than this fraction are not compared like for like.
+SPARSITY_TOLERANCE = 0.10
+
+
+def evidence(final_info: dict) -> dict[str, dict]:
+    """Per SAE key: the evaluator's per-example evidence ({"probing": ..., "core_blocks": ...})."""
+    return {k: (v.get("per_example") or {}) for k, v in _sae_entries(final_info).items()}
+
+
+def differences(seeds: list[dict], current: dict) -> dict[str, dict[str, stats.Difference]]:
+    """Per SAE key and metric: this run against the baseline's seeds (seeds[0] is run_0 itself)."""
+    out: dict[str, dict[str, stats.Difference]] = {}
+    cur_h, cur_e = headline(current), evidence(current)
+    base_h = [headline(b) for b in seeds]
+    base_e = evidence(seeds[0])
+    for key, cur in cur_h.items():
+        if key not in base_h[0]:
+            continue
+        out[key] = {}
+        ev, base_ev = cur_e.get(key, {}), base_e.get(key, {})
+        blocks = None
+        if ev.get("core_blocks") and base_ev.get("core_blocks"):
+            blocks = stats.block_resamples([ev["core_blocks"], base_ev["core_blocks"]])
+        for metric in PROBE_METRICS + BLOCK_METRICS:
+            values = [h[key][metric] for h in base_h if key in h and h[key].get(metric) is not None]
+            if cur.get(metric) is None or not values:
+                continue
+            paired = None
+            if metric in PROBE_METRICS:
+                a, b = (ev.get("probing") or {}).get(metric), (base_ev.get("probing") or {}).get(metric)
+                draws = stats.probe_resamples([a, b]) if a and b else []
+                paired = draws[0] - draws[1] if draws else None
+            elif blocks:
+                paired = blocks[0][metric] - blocks[1][metric]
+            out[key][metric] = stats.difference(metric, cur[metric], values, paired)
+    return out
+
+
+def sparsity_note(base_l0: float | None, cur_l0: float | None) -> str | None:
+    """A sentence when two SAEs sit at different sparsity, which moves every other metric."""
+    if base_l0 is None or cur_l0 is None or base_l0 <= 0:
+        return None
+    if abs(cur_l0 - base_l0) / base_l0 <= SPARSITY_TOLERANCE:
+        return None
+    return (f"L0 {cur_l0:.1f} vs the baseline's {base_l0:.1f}: at a different sparsity, so the changes in "
+            "explained variance and accuracy are not like for like (a sparser SAE reconstructs worse)")
+
+
+def compare(baseline: dict, current: dict, seeds: list[dict] | None = None) -> str:
+    """A table of headline metrics, this run vs run 0, with each change's 95% interval and verdict."""
+    seeds = seeds or [baseline]
     base_h, cur_h = headline(baseline), headline(current)
+    diffs = differences(seeds, current)
     lines = []
     for key in list(cur_h) + [k for k in base_h if k not in cur_h]:
         cur, base = cur_h.get(key, {}), base_h.get(key, {})
         lines.append(f"{key}" + ("" if key in base_h else "  (no such SAE in run 0)")
                      + ("" if key in cur_h else "  (missing from this run)"))
-        lines.append(f"  {'metric':<24}{'run 0':>10}{'this run':>10}{'delta':>10}")
+        label = f"run 0 ({len(seeds)} seeds)" if len(seeds) > 1 else "run 0"
+        lines.append(f"  {'metric':<26}{label:>16}{'this run':>10}  {'change (95% interval)':<24}verdict")
         for name in HEADLINE:
             b, c = base.get(name), cur.get(name)
-            lines.append(f"  {name:<24}{_fmt(name, b):>10}{_fmt(name, c):>10}{_delta(name, b, c):>10}")
+            d = diffs.get(key, {}).get(name)
+            base_text = _fmt(name, b)
+            if d is not None and d.seed_sd is not None:
+                base_text += f" ± {_fmt(name, d.seed_sd)}"
+            if d is not None:
+                change, verdict = f"{_delta(name, 0.0, d.value)} ± {_fmt(name, d.half_width)}", d.verdict
+            else:
+                change, verdict = _delta(name, b, c), ""
+            lines.append(f"  {name:<26}{base_text:>16}{_fmt(name, c):>10}  {change:<24}{verdict}".rstrip())
+        note = sparsity_note(base.get("l0"), cur.get("l0"))
+        if note and key in cur_h:
+            lines.append(f"  note: {note}")
     return "\n".join(lines)
 
 
-def subject_summary(baseline: dict | None, current: dict) -> str:
-    """One line for a commit subject, e.g. `sae_top_1 0.742 (+0.031 vs run 0)`; the first SAE speaks.
+def subject_summary(baseline: dict | None, current: dict, seeds: list[dict] | None = None) -> str:
+    """One line for a commit subject, e.g. `sae_top_1 0.557 (-0.015 ± 0.021, no detectable change)`.
 
     Without a baseline (the baseline's own commit) there is no change to show.
     """
@@ -144,10 +213,25 @@ def subject_summary(baseline: dict | None, current: dict) -> str:
     cur = cur_h[key].get("sae_top_1_test_accuracy")
     if cur is None:
         return "sae_top_1 —"
-    base = base_h.get(key, {}).get("sae_top_1_test_accuracy")
-    if base is None:
+    if key not in base_h or base_h[key].get("sae_top_1_test_accuracy") is None:
         return f"sae_top_1 {cur:.3f}"
-    return f"sae_top_1 {cur:.3f} ({cur - base:+.3f} vs run 0)"
+    diff = differences(seeds or [baseline], current).get(key, {}).get("sae_top_1_test_accuracy")
+    text = f"sae_top_1 {cur:.3f} ({diff.short()})" if diff else f"sae_top_1 {cur:.3f}"
+    if sparsity_note(base_h[key].get("l0"), cur_h[key].get("l0")):
+        text += f" at L0 {cur_h[key]['l0']:.0f} vs {base_h[key]['l0']:.0f}"
+    return text
+
+
+def describe_baseline(seeds: list[dict]) -> str:
+    """The baseline's headline metrics with their seed spread and the smallest change it can detect."""
+    lines = [compare(seeds[0], seeds[0], seeds)]
+    # A second seed against the first is what a change that does nothing looks like.
+    for key, diffs in differences(seeds, seeds[1] if len(seeds) > 1 else seeds[0]).items():
+        d = diffs.get("sae_top_1_test_accuracy")
+        if d is not None:
+            lines.append(f"  {key}: a change in sae_top_1 smaller than about ±{d.half_width:.3f} is not "
+                         "distinguishable from noise here (test-set and seed noise, 95%).")
+    return "\n".join(lines)
 
 
 def untrained_problems(final_info: dict) -> list[str]:

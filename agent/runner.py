@@ -38,10 +38,13 @@ from typing import Callable, Iterable, Mapping
 
 DEFAULT_COMMAND = ["{python}", "experiment.py", "--out_dir={out_dir}"]
 
-# Names dropped from the child's environment (matched case-insensitively). Suffixes catch the
-# usual secret-naming habits (OPENAI_API_KEY, HF_TOKEN, DB_PASSWORD); prefixes catch whole
-# provider and cloud families, whose non-secret-looking variables (AWS_PROFILE, OPENAI_BASE_URL)
-# still point at credentials or paid endpoints the experiment has no business using.
+# The child's environment is an allowlist: these names (and SAE_*, LC_*) pass, plus what the
+# template's `env_allow` names for the profile and what the agent sets itself. A denylist of
+# secret-looking names was tried first and leaked DATABASE_URL, GITLAB_PAT and bare KEY/TOKEN.
+ENV_ALLOW = ("PATH", "LANG", "LANGUAGE", "TZ", "TERM", "CUDA_VISIBLE_DEVICES", "CUDA_DEVICE_ORDER",
+             "OMP_NUM_THREADS", "MKL_NUM_THREADS", "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
+ENV_ALLOW_PREFIXES = ("SAE_", "LC_")
+# Names that look like secrets: refused from `env_allow` unless a profile needs them (HF_TOKEN).
 SECRET_SUFFIXES = ("_KEY", "_TOKEN", "_SECRET", "_PASSWORD", "_PASSWD", "_CREDENTIALS",
                    "_ACCESS_KEY_ID")
 SECRET_SUBSTRINGS = ("SECRET", "PASSWORD", "API_KEY")
@@ -79,16 +82,17 @@ def is_secret_name(name: str) -> bool:
 
 
 def scrubbed_env(base: Mapping[str, str], allow: Iterable[str] = ()) -> dict[str, str]:
-    """`base` without secrets; names in `allow` (exact) pass even if they look secret."""
-    allowed = set(allow)
-    return {k: v for k, v in base.items() if k in allowed or not is_secret_name(k)}
+    """The names of `base` a run may see: ENV_ALLOW, SAE_*/LC_*, and `allow` (exact names)."""
+    allowed = set(allow) | set(ENV_ALLOW)
+    return {k: v for k, v in base.items() if k in allowed or k.startswith(ENV_ALLOW_PREFIXES)}
 
 
 def child_env(env_allow: Iterable[str], extra_env: Mapping[str, str] | None) -> dict[str, str]:
     env = scrubbed_env(os.environ, env_allow)
     # Unbuffered, so the live view and log see lines as they happen and stdout/stderr stay in
-    # order; a traceback otherwise lands before the prints that preceded it.
-    env["PYTHONUNBUFFERED"] = "1"
+    # order; a traceback otherwise lands before the prints that preceded it. No bytecode: a
+    # planted .pyc must never be what the next run imports.
+    env.update({"PYTHONUNBUFFERED": "1", "PYTHONDONTWRITEBYTECODE": "1"})
     env.update(extra_env or {})
     return env
 
@@ -295,6 +299,9 @@ def run_experiment(
     keep_bytes: int = 20_000,
     python: str | None = None,
     kill_grace: float = 10.0,
+    cwd: Path | None = None,
+    log_path: Path | None = None,
+    wrap: Callable[[list[str]], list[str]] | None = None,
 ) -> RunResult:
     """Runs `command` (template items `{python}`, `{out_dir}`) in `workspace`, boxed in.
 
@@ -311,8 +318,10 @@ def run_experiment(
     workspace = Path(workspace)
     run_dir = workspace / out_dir
     run_dir.mkdir(parents=True, exist_ok=True)
-    log_path = run_dir / "log.txt"
+    log_path = Path(log_path) if log_path else run_dir / "log.txt"
     argv = expand_command(command or DEFAULT_COMMAND, python or sys.executable, out_dir)
+    if wrap:
+        argv = wrap(argv)
 
     start = time.monotonic()
     status = "ok"
@@ -320,7 +329,7 @@ def run_experiment(
     with open(log_path, "wb", buffering=0) as log_file:
         sink = OutputSink(log_file, keep_bytes, on_line)
         proc = subprocess.Popen(
-            argv, cwd=workspace, env=child_env(env_allow, extra_env),
+            argv, cwd=cwd or workspace, env=child_env(env_allow, extra_env),
             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
             start_new_session=True, preexec_fn=limits_preexec(max_memory_bytes, max_cpu_seconds),
         )

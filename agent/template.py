@@ -31,6 +31,10 @@ class Template:
     # Per profile: {"address_space_gb": N, "cpu_seconds": N}. RLIMIT_AS breaks CUDA, which reserves
     # huge virtual ranges: set it for CPU profiles only.
     limits: dict[str, dict[str, float]] = field(default_factory=dict)
+    network_profiles: tuple[str, ...] = ()   # profiles whose runs may reach the network (the hub)
+    # The baseline: the unmodified template trained with these seeds (their spread is the noise
+    # floor every comparison carries).
+    baseline_seeds: tuple[int, ...] = (0,)
 
     @property
     def name(self) -> str:
@@ -102,4 +106,6 @@ def load_template(root: Path) -> Template:
         env_allow=dict(spec.get("env_allow", {})),
         smoke_profiles=tuple(spec["smoke_profiles"]) if "smoke_profiles" in spec else None,
         limits=dict(spec.get("limits", {})),
+        network_profiles=tuple(spec.get("network", ())),
+        baseline_seeds=tuple(int(s) for s in spec.get("baseline_seeds", (0,))),
     )

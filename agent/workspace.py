@@ -15,13 +15,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from agent import history, results, runner
+from agent import execution, history, results
 from agent.idea import Idea
 from agent.template import Template, load_template
 
 BASELINE_RUN = "run_0"
 # Bytecode is not part of an attempt; model checkpoints are too big for git history.
-WORKSPACE_GITIGNORE = "__pycache__/\n*.pyc\n*.pt\n*.safetensors\n"
+WORKSPACE_GITIGNORE = "__pycache__/\n*.pyc\n*.pt\n*.pt2\n*.safetensors\n"
 
 
 class WorkspaceError(Exception):
@@ -52,6 +52,25 @@ class Workspace:
     def baseline(self) -> dict:
         return results.load_results(self.path / BASELINE_RUN)
 
+    def baseline_seeds(self) -> list[dict]:
+        """Every seed of the baseline (run_0 itself first): their spread is the noise floor."""
+        out = [self.baseline()]
+        for seed in self.template.baseline_seeds[1:]:
+            try:
+                out.append(results.load_results(self.path / BASELINE_RUN / f"seed_{seed}"))
+            except results.ResultsError:
+                pass   # a workspace made before seeds were recorded: one seed only
+        return out
+
+    def protected_files(self) -> dict[str, bytes]:
+        """The pristine harness: from the workspace's first commit, which no run can change."""
+        repo = history.open_workspace(self.path)
+        try:
+            root = repo.git.rev_list("--max-parents=0", "HEAD").split()[0]
+        except Exception:   # no commit yet: the workspace is being made from the agent's template
+            return execution.protected_from_template(self.template)
+        return execution.protected_from_commit(repo, root, self.template.protected)
+
 
 def cache_dir() -> Path:
     return Path(os.environ.get("SAE_CACHE_DIR", Path.home() / ".cache" / "sae-agent"))
@@ -72,7 +91,8 @@ def _new_path(parent: Path, name: str) -> Path:
 
 
 def create(idea: Idea, results_dir: Path, profile: str | None = None, *,
-           timeout: float = 3600, on_line: Callable[[str], None] | None = None) -> Workspace:
+           timeout: float = 3600, on_line: Callable[[str], None] | None = None,
+           sandbox: str | None = None) -> Workspace:
     """Make the workspace, produce or reuse the baseline, and commit both."""
     template = load_template(idea.template_dir)
     profile = template.choose_profile(profile or idea.profile)
@@ -85,28 +105,37 @@ def create(idea: Idea, results_dir: Path, profile: str | None = None, *,
     (path / ".gitignore").write_text(WORKSPACE_GITIGNORE)
     history.init_repo(path)
     ws = Workspace(path=path, idea=idea, template=template, profile=profile)
-    _baseline(ws, timeout=timeout, on_line=on_line)
+    _baseline(ws, timeout=timeout, on_line=on_line, sandbox=sandbox)
     return ws
 
 
-def _baseline(ws: Workspace, *, timeout: float, on_line) -> None:
+def _baseline(ws: Workspace, *, timeout: float, on_line, sandbox: str | None = None) -> None:
     cached = cache_dir() / "baselines" / f"{ws.template.name}-{ws.template.fingerprint()}-{ws.profile}"
     started = time.monotonic()
     if (cached / "final_info.json").exists():
         shutil.copytree(cached, ws.path / BASELINE_RUN)
         source = f"cached baseline from {cached}"
     else:
-        result = runner.run_experiment(
-            ws.path, BASELINE_RUN, command=ws.template.argv(BASELINE_RUN), timeout=timeout,
-            env_allow=ws.template.allowed_env(ws.profile), extra_env=ws.run_env(), on_line=on_line,
-            **ws.template.resource_limits(ws.profile))
-        if result.status != "ok":
-            _commit_baseline(ws, "failed", time.monotonic() - started, error=result.error)
-            raise WorkspaceError(
-                f"the baseline (the unmodified template, profile {ws.profile}) did not run: "
-                f"{result.error or result.status}.\n  Its log is {result.log_path}; the workspace "
-                f"{ws.path} was kept for inspection. Fix the template or the environment and retry.")
-        source = "baseline run of the unmodified template"
+        executor = execution.Executor(ws.path, ws.template, ws.profile,
+                                      protected=execution.protected_from_template(ws.template),
+                                      box=sandbox, timeout=timeout, on_line=on_line)
+        seeds = ws.template.baseline_seeds
+        for seed in seeds:
+            out_dir = BASELINE_RUN if seed == seeds[0] else f"{BASELINE_RUN}/seed_{seed}"
+            try:
+                step = executor.run(out_dir, overrides={"seed": seed} if len(seeds) > 1 else None)
+            except execution.PrepareError as exc:
+                raise WorkspaceError(f"{exc}\n  The workspace {ws.path} was kept; fix the environment and "
+                                     "retry (`python -m agent prepare --profile P` shows the whole output).") from None
+            if not step.ok:
+                error = step.problem or step.result.error or step.result.status
+                _commit_baseline(ws, "failed", time.monotonic() - started, error=error)
+                raise WorkspaceError(
+                    f"the baseline (the unmodified template, profile {ws.profile}, seed {seed}) did not run: "
+                    f"{error}.\n  Its log is {step.result.log_path}; the workspace "
+                    f"{ws.path} was kept for inspection. Fix the template or the environment and retry.")
+        source = ("baseline run of the unmodified template"
+                  + (f", seeds {', '.join(map(str, seeds))}" if len(seeds) > 1 else ""))
     try:
         baseline = ws.baseline()
     except results.ResultsError as exc:

@@ -15,7 +15,7 @@ from pathlib import Path
 import git
 import pytest
 
-from agent import history
+from agent import history, sandbox
 from agent.cli import main
 
 REPO = Path(__file__).resolve().parent.parent
@@ -78,7 +78,8 @@ def test_planted_error_reaches_the_next_prompt_and_the_fix_runs(fake_llm, idea, 
     assert [(a.run, a.attempt, a.status) for a in attempts] == [
         (0, 1, "baseline"), (1, 1, "failed"), (1, 2, "success"), (1, 3, "notes")]
     assert attempts[1].subject == "run 1 attempt 1: failed — ZeroDivisionError: float division by zero (in the smoke run)"
-    assert attempts[2].subject == "run 1: sae_top_1 0.800 (+0.050 vs run 0)"
+    # The mini template keeps no per-example evidence and has one seed: no interval, and it says so.
+    assert attempts[2].subject == "run 1: sae_top_1 0.800 (+0.050 vs run 0, no interval)"
     assert all(a.model == MODEL for a in attempts[1:]) and attempts[1].error.startswith("ZeroDivisionError")
     assert attempts[2].duration is not None
 
@@ -265,16 +266,22 @@ def test_a_run_that_writes_no_results_is_a_failure(fake_llm, idea, tmp_path):
     assert "final_info.json" in last_user(fake_llm.requests[1])
 
 
-def test_a_run_that_modifies_the_harness_is_flagged_and_undone(fake_llm, idea, tmp_path):
+@pytest.mark.parametrize("box", ["bwrap", "staged"])
+def test_a_run_cannot_modify_the_harness(fake_llm, idea, tmp_path, box):
+    if box == "bwrap" and not sandbox.bwrap_works():
+        pytest.skip("bubblewrap is not installed here (CI installs it)")
     tamper = block("def main():\n", "def main():\n    open('harness/__init__.py', 'a').write('# tampered\\n')\n")
     fake_llm.script([tamper, "ALL_COMPLETED"])
     results = tmp_path / "results"
-    assert run_agent(idea, results, "--no-smoke", fake=fake_llm) == 0
+    assert run_agent(idea, results, "--no-smoke", "--sandbox", box, fake=fake_llm) == 0
     ws = workspace_of(results)
     attempts = history.read_history(ws)
-    assert attempts[1].status == "failed" and "protected files" in attempts[1].error
     assert "tampered" not in (ws / "harness" / "__init__.py").read_text()
-    assert "harness/__init__.py" in last_user(fake_llm.requests[1])
+    assert attempts[1].trailers.get("Sandbox") == box
+    if box == "bwrap":   # the harness is read-only in the box: the write itself fails
+        assert attempts[1].status == "failed" and "Read-only file system" in attempts[1].error
+    else:                # the write went to a throw-away stage; the workspace's harness never changed
+        assert attempts[1].status == "success"
 
 
 def test_several_ideas_run_one_after_another_with_a_summary(fake_llm, idea, tmp_path, capsys):

@@ -87,8 +87,8 @@ def test_compare_says_when_an_sae_is_missing_from_run_0():
 
 
 def test_subject_summary():
-    assert results.subject_summary({KEY: entry()}, {KEY: entry(top1=0.771)}) == "sae_top_1 0.771 (+0.031 vs run 0)"
-    assert results.subject_summary({KEY: entry()}, {KEY: entry(top1=0.70)}) == "sae_top_1 0.700 (-0.040 vs run 0)"
+    assert results.subject_summary({KEY: entry()}, {KEY: entry(top1=0.771)}) == "sae_top_1 0.771 (+0.031 vs run 0, no interval)"
+    assert results.subject_summary({KEY: entry()}, {KEY: entry(top1=0.70)}) == "sae_top_1 0.700 (-0.040 vs run 0, no interval)"
 
 
 def test_a_trained_result_has_no_untrained_problems():

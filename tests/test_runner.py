@@ -324,10 +324,12 @@ time.sleep(120)
     assert wait_gone(grandchild_pid(ws))
 
 
-def test_environment_is_scrubbed_except_allowed_names(workspace, monkeypatch):
+def test_environment_is_an_allowlist(workspace, monkeypatch):
+    # Names a denylist missed (a password in a URL, a PAT, bare KEY/TOKEN) must not reach the run either.
     secrets = {"OPENAI_API_KEY": "sk-1", "DEEPSEEK_API_KEY": "sk-2", "AWS_SECRET_ACCESS_KEY": "a",
                "AWS_PROFILE": "prod", "GOOGLE_APPLICATION_CREDENTIALS": "/k.json",
-               "GITHUB_TOKEN": "ghp", "DB_PASSWORD": "pw", "MY_SECRET": "s"}
+               "GITHUB_TOKEN": "ghp", "DB_PASSWORD": "pw", "MY_SECRET": "s",
+               "DATABASE_URL": "postgres://u:hunter2@db/x", "GITLAB_PAT": "glpat-1", "KEY": "k", "TOKEN": "t"}
     for name, value in {**secrets, "HF_TOKEN": "hf_ok", "SAE_CACHE_DIR": "/cache"}.items():
         monkeypatch.setenv(name, value)
     ws = workspace("""
@@ -339,15 +341,19 @@ def test_environment_is_scrubbed_except_allowed_names(workspace, monkeypatch):
 
     assert result.status == "ok"
     assert not set(secrets) & set(env)
+    assert not any(v in json.dumps(env) for v in ("hunter2", "glpat-1", "sk-1"))
     assert env["HF_TOKEN"] == "hf_ok" and env["SAE_SMOKE"] == "1"
     assert env["SAE_CACHE_DIR"] == "/cache" and "PATH" in env
+    assert env["PYTHONDONTWRITEBYTECODE"] == "1"
 
 
-def test_scrubbed_env_keeps_ordinary_variables():
+def test_scrubbed_env_keeps_only_allowlisted_names():
     base = {"PATH": "/bin", "HOME": "/root", "CUDA_VISIBLE_DEVICES": "0", "SAE_PROFILE": "tiny",
-            "ANTHROPIC_BASE_URL": "x", "wandb_api_key": "k", "HF_TOKEN": "t"}
-    assert scrubbed_env(base) == {"PATH": "/bin", "HOME": "/root", "CUDA_VISIBLE_DEVICES": "0",
-                                  "SAE_PROFILE": "tiny"}
+            "LC_ALL": "C.UTF-8", "ANTHROPIC_BASE_URL": "x", "wandb_api_key": "k", "HF_TOKEN": "t",
+            "EDITOR": "vim"}
+    assert scrubbed_env(base) == {"PATH": "/bin", "CUDA_VISIBLE_DEVICES": "0", "SAE_PROFILE": "tiny",
+                                  "LC_ALL": "C.UTF-8"}
+    assert scrubbed_env(base, ["HF_TOKEN"])["HF_TOKEN"] == "t"
 
 
 def test_address_space_limit_makes_a_big_allocation_fail(workspace):

@@ -6,15 +6,17 @@ SAEBench-style sparse probing and core metrics. Run as:
 
 This file is the experiment: the SAE (`CustomSAE`), how it is trained (`CustomTrainer`) and the
 hyperparameters below are yours to change. The harness (`harness/`, which you cannot edit) supplies
-the cached activations, drives the training loop (it calls `trainer.update(step, batch)` for every
-step), evaluates `trainer.ae` through `encode`/`decode`, and writes `out_dir/final_info.json`.
+the cached activations and drives the training loop (it calls `trainer.update(step, batch)` for every
+step); `harness.save_sae` exports `trainer.ae.encode`/`decode` with torch.export. After this script
+exits, the harness evaluates the exported SAE in its own process and writes `out_dir/final_info.json`;
+this script must not write that file. encode/decode must be plain tensor code that works for any
+batch size (no `.item()` or Python `if` on tensor values there).
 
 Activations arrive scaled so that their mean squared norm is d_model; the SAE is trained and
 evaluated on that scale, so the hyperparameters below mean the same thing on every profile.
 """
 
 import argparse
-import json
 import os
 import time
 from collections import namedtuple
@@ -35,6 +37,8 @@ warmup_steps = 100         # linear learning-rate warm-up
 sparsity_warmup_steps = 200  # linear ramp of the L1 coefficient from 0
 seed = 0
 # -----------------------------------------------------------------------------
+# every knob above is recorded with the result (nanoGPT's habit)
+HYPERPARAMETERS = [k for k, v in dict(globals()).items() if not k.startswith("_") and isinstance(v, (int, float, str, type(None)))]
 
 
 class CustomSAE(nn.Module):
@@ -166,18 +170,17 @@ def main():
     store = harness.ActivationStore(profile)
     print(f"profile {profile.name}{' (smoke)' if profile.smoke else ''}: {profile.model_name}, layers {profile.layers}")
 
-    results = {}
     for layer in profile.layers:
-        train_acts, _heldout, _scale = store.training(layer)
+        train_acts = store.training(layer)
         trainer, facts = run_sae_training(
             layer, train_acts, profile, out_dir, dict_size=dict_size or profile.dict_size,
             batch_size=batch_size or profile.batch_size, epochs=epochs, learning_rate=learning_rate,
             sparsity_penalty=sparsity_penalty, warmup_steps=warmup_steps,
             sparsity_warmup_steps=sparsity_warmup_steps, seed=seed)
-        results[profile.sae_key(layer)] = harness.evaluate(trainer.ae, store, layer, facts)
-
-    path = harness.write_final_info(out_dir, results)
-    print(f"wrote {path} in {time.time() - started:.1f}s (activation cache: {json.dumps(store.stats)})")
+        facts["hyperparameters"] = {k: globals()[k] for k in HYPERPARAMETERS if k in globals()}
+        # The harness evaluates what this exports, in its own process, after this script exits.
+        harness.save_sae(trainer.ae, train_acts, out_dir, layer, facts)
+    print(f"trained and saved in {time.time() - started:.1f}s; the harness evaluates next")
 
 
 if __name__ == "__main__":

@@ -13,6 +13,12 @@ CE-loss splice divides it back out.
 
 BOS, padding and EOS positions are dropped: SAEBench excludes them from probing means, and the
 BOS residual is orders of magnitude larger than any other token's in Gemma models.
+
+Trust: every entry records the SHA-256 of its tensors and is verified on read; an entry that fails
+(a half-written or tampered file) is recomputed, never used. Training activations and the held-out
+tokens are separate entries, so the box that runs experiment.py is given the first and never sees the
+second, nor the probe texts and labels. With `SAE_CACHE_READONLY=1` (inside that box) a missing
+entry is an error that names `python -m agent prepare`, not a silent recomputation.
 """
 
 from __future__ import annotations
@@ -30,13 +36,29 @@ import torch
 from harness import data
 from harness.profiles import Profile, cache_dir
 
-CACHE_VERSION = 2
+CACHE_VERSION = 3
 STORE_DTYPE = torch.float16   # scaled activations are O(1): float16 holds them with 3 significant digits
 
 
 def heldout_size(profile: Profile) -> int:
     """Tokens kept apart from training for the core metrics."""
     return min(8192, max(1024, profile.train_tokens // 10))
+
+
+class CacheMissing(RuntimeError):
+    """An entry the run needs was not prepared; only the agent's trusted prepare step computes them."""
+
+
+def readonly() -> bool:
+    return os.environ.get("SAE_CACHE_READONLY", "") not in ("", "0", "false", "False")
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def _key(spec: dict) -> str:
@@ -60,6 +82,7 @@ class ActivationStore:
         self.log = log
         self._model = None
         self._training: dict[int, tuple] = {}
+        self._ok: set[Path] = set()   # entries verified in this process
         self.stats = {"hits": 0, "misses": 0, "llm_seconds": 0.0, "llm_tokens": 0}
 
     # ------------------------------------------------------------------ model
@@ -103,12 +126,38 @@ class ActivationStore:
     def _lookup(self, spec: dict) -> Path | None:
         path = self._dir(spec)
         if (path / "meta.json").exists():
-            self.stats["hits"] += 1
-            self.log(f"[harness] activation cache hit: {path}")
-            return path
+            if self._verified(path):
+                self.stats["hits"] += 1
+                self.log(f"[harness] activation cache hit: {path}")
+                return path
+            self.log(f"[harness] cache entry {path} failed verification (tampered or half-written): recomputing")
+            if not readonly():
+                shutil.rmtree(path, ignore_errors=True)
         self.stats["misses"] += 1
+        if readonly():
+            raise CacheMissing(f"the {spec['kind']} activations for {spec['hook']} (profile {self.profile.name}) "
+                               f"are not prepared ({path}); run `python -m agent prepare --profile "
+                               f"{self.profile.name}` first")
         self.log(f"[harness] activation cache miss: computing {spec['kind']} activations for {spec['hook']}")
         return None
+
+    def _verified(self, path: Path) -> bool:
+        if path in self._ok:
+            return True
+        try:
+            meta = json.loads((path / "meta.json").read_text())
+            ok = meta.get("sha256") == file_sha256(path / "tensors.pt")
+        except (OSError, ValueError):
+            ok = False
+        if ok:
+            self._ok.add(path)
+        return ok
+
+    def entry_dirs(self, kinds: tuple[str, ...], layer: int) -> list[Path]:
+        """The cache folders of the given kinds for `layer` (what a box must be able to read)."""
+        specs = {"train": lambda: self.training_spec(layer), "heldout": lambda: self.heldout_spec(layer),
+                 "probe": lambda: self.probing_spec(layer), "ce": lambda: self.ce_spec(layer)}
+        return [self._dir(specs[k]()) for k in kinds if k in specs]
 
     def _commit(self, spec: dict, tensors: dict, meta: dict) -> Path:
         path = self._dir(spec)
@@ -116,7 +165,8 @@ class ActivationStore:
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
         torch.save(tensors, tmp / "tensors.pt")
-        (tmp / "meta.json").write_text(json.dumps({"spec": spec, **meta}, indent=2))
+        meta = {"spec": spec, **meta, "sha256": file_sha256(tmp / "tensors.pt")}
+        (tmp / "meta.json").write_text(json.dumps(meta, indent=2))
         try:
             tmp.rename(path)
         except OSError:         # another run finished first: keep theirs
@@ -129,25 +179,32 @@ class ActivationStore:
         return self._spec("train", layer, tokens=p.train_tokens, context=p.train_context, source=p.train_source,
                           probing=asdict(p.probing))
 
-    def training(self, layer: int) -> tuple[torch.Tensor, torch.Tensor, float]:
-        """Scaled activations (float32): [train_tokens, d_model] to train on, held-out tokens for core
-        metrics (never trained on), and the scale applied. Loaded once per run."""
+    def heldout_spec(self, layer: int) -> dict:
+        return {**self.training_spec(layer), "kind": "heldout", "heldout_tokens": heldout_size(self.profile)}
+
+    def _load(self, spec: dict, compute) -> tuple[dict, dict]:
+        path = self._lookup(spec) or compute()
+        return torch.load(path / "tensors.pt"), json.loads((path / "meta.json").read_text())
+
+    def training(self, layer: int) -> torch.Tensor:
+        """Scaled activations (float32, [train_tokens, d_model]) to train on. Loaded once per run."""
         if layer not in self._training:
-            spec = self.training_spec(layer)
-            path = self._lookup(spec)
-            if path is None:
-                path = self._compute_training(layer, spec)
-            stored = torch.load(path / "tensors.pt")
-            meta = json.loads((path / "meta.json").read_text())
-            acts = stored["acts"].float()
-            n_train = len(acts) - heldout_size(self.profile)
-            self._training[layer] = (acts[:n_train], acts[n_train:], meta["scale"])
+            stored, _ = self._load(self.training_spec(layer), lambda: self._compute_training(layer)[0])
+            self._training[layer] = stored["acts"].float()
         return self._training[layer]
 
+    def heldout(self, layer: int) -> tuple[torch.Tensor, float]:
+        """Scaled held-out activations (never trained on, for core metrics) and the scale applied."""
+        stored, meta = self._load(self.heldout_spec(layer), lambda: self._compute_training(layer)[1])
+        return stored["acts"].float(), meta["scale"]
+
+    def scale(self, layer: int) -> float:
+        spec = self.training_spec(layer)
+        path = self._lookup(spec) or self._compute_training(layer)[0]
+        return json.loads((path / "meta.json").read_text())["scale"]
+
     def llm_results_file(self, layer: int, scale: float) -> Path:
-        p = self.profile
-        spec = self._spec("probe", layer, probing=asdict(p.probing), scale=round(scale, 8))
-        return self._dir(spec) / "llm_results.json"
+        return self._dir(self.probing_spec(layer)) / "llm_results.json"
 
     def _training_texts(self, heldout: bool = False):
         """Training text in a fixed order; `heldout`: text the SAE never trains on (for CE loss)."""
@@ -186,7 +243,7 @@ class ActivationStore:
                 yield torch.tensor([bos] + stream[: context - 1])
                 stream = stream[context - 1:]
 
-    def _compute_training(self, layer: int, spec: dict) -> Path:
+    def _compute_training(self, layer: int) -> tuple[Path, Path]:
         p = self.profile
         hook = p.hook_name(layer)
         bos = self.model.tokenizer.bos_token_id
@@ -209,14 +266,21 @@ class ActivationStore:
         scale = float((acts.shape[1] / acts.pow(2).sum(1).mean()).sqrt())
         self.log(f"[harness] {len(acts)} training activations in {time.time() - started:.1f}s "
                  f"(scale {scale:.4g})")
-        return self._commit(spec, {"acts": (acts * scale).to(STORE_DTYPE)},
-                            {"scale": scale, "n_tokens": len(acts), "seconds": time.time() - started})
+        acts = (acts * scale).to(STORE_DTYPE)
+        n_train = p.train_tokens
+        meta = {"scale": scale, "seconds": time.time() - started}
+        return (self._commit(self.training_spec(layer), {"acts": acts[:n_train]}, {**meta, "n_tokens": n_train}),
+                self._commit(self.heldout_spec(layer), {"acts": acts[n_train:]},
+                             {**meta, "n_tokens": len(acts) - n_train}))
 
     # ------------------------------------------------------------------ probing activations
+    def probing_spec(self, layer: int) -> dict:
+        # Keyed by the training entry (whose scale it uses), not by the scale's float value.
+        return self._spec("probe", layer, probing=asdict(self.profile.probing), train=_key(self.training_spec(layer)))
+
     def probing(self, layer: int, scale: float) -> dict:
         """{data set: {"train"|"test": {class: (acts [T, d] float32, counts [n_texts])}}} for the offline suite."""
-        p = self.profile
-        spec = self._spec("probe", layer, probing=asdict(p.probing), scale=round(scale, 8))
+        spec = self.probing_spec(layer)
         path = self._lookup(spec)
         if path is None:
             path = self._compute_probing(layer, scale, spec)
@@ -248,16 +312,19 @@ class ActivationStore:
     # ------------------------------------------------------------------ CE-loss data
     def ce_data(self, layer: int) -> dict | None:
         """Token sequences for CE-loss recovered, with the clean and zero-ablated losses (SAE-independent)."""
-        p = self.profile
-        if p.ce_sequences <= 0:
+        if self.profile.ce_sequences <= 0:
             return None
-        spec = self._spec("ce", layer, sequences=p.ce_sequences, context=p.ce_context, source=p.train_source)
+        spec = self.ce_spec(layer)
         path = self._lookup(spec)
         if path is None:
             path = self._compute_ce(layer, spec)
         meta = json.loads((path / "meta.json").read_text())
         return {"tokens": torch.load(path / "tensors.pt")["tokens"], "clean_loss": meta["clean_loss"],
                 "zero_loss": meta["zero_loss"]}
+
+    def ce_spec(self, layer: int) -> dict:
+        p = self.profile
+        return self._spec("ce", layer, sequences=p.ce_sequences, context=p.ce_context, source=p.train_source)
 
     def _compute_ce(self, layer: int, spec: dict) -> Path:
         p = self.profile

@@ -1,8 +1,13 @@
-"""Evaluate a trained SAE and write `final_info.json` in SAEBench's shape, one entry per SAE."""
+"""Evaluate a trained SAE and write `final_info.json` in SAEBench's shape, one entry per SAE.
+
+Runs in the evaluator's own process (`harness/evaluate_run.py`) on the SAE that experiment.py
+exported; see harness/artifacts.py for why. Besides SAEBench's fields each entry keeps
+`per_example` (per-probe test correctness, per-block reconstruction sums) for the agent's
+confidence intervals, and `diagnostics` (decoder geometry, latent density).
+"""
 
 from __future__ import annotations
 
-import copy
 import json
 import math
 import time
@@ -45,22 +50,19 @@ def _eval_config(profile: Profile) -> dict:
 
 def _sae_cfg(profile: Profile, layer: int, sae, scale: float, training: dict) -> dict:
     """The truth about this SAE: model, layer and hook come from the harness, not from the SAE."""
-    claimed = getattr(sae, "cfg", None)
     return {
         "model_name": profile.model_name,
-        "d_in": int(sae.W_dec.shape[1]),
-        "d_sae": int(sae.W_dec.shape[0]),
+        "d_in": int(sae.d_in),
+        "d_sae": int(sae.d_sae),
         "hook_layer": layer,
         "hook_name": profile.hook_name(layer),
         "context_size": profile.train_context,
         "hook_head_index": None,
-        "architecture": getattr(claimed, "architecture", "") or type(sae).__name__,
-        "apply_b_dec_to_input": getattr(claimed, "apply_b_dec_to_input", None),
-        "activation_fn_str": getattr(claimed, "activation_fn_str", "") or "",
+        "architecture": getattr(sae, "architecture", "") or type(sae).__name__,
         "prepend_bos": True,
         "normalize_activations": "expected_average_only_in",
         "activation_scale": scale,
-        "dtype": str(next(sae.parameters()).dtype).split(".")[1],
+        "dtype": "float32",
         "device": str(next(sae.parameters()).device),
         "dataset_path": profile.train_source,
         "training_tokens": training.get("tokens"),
@@ -69,21 +71,24 @@ def _sae_cfg(profile: Profile, layer: int, sae, scale: float, training: dict) ->
 
 
 def evaluate(sae, store, layer: int, training: dict, log=print) -> dict:
-    """The final_info.json entry for one trained SAE."""
+    """The final_info.json entry for one trained SAE (`training`: the training process's claims)."""
     profile: Profile = store.profile
     started = time.time()
     sae.eval()
-    train_acts, heldout, scale = store.training(layer)
+    heldout, scale = store.heldout(layer)
+    train_acts = store.training(layer)
     window = torch.cat([heldout, train_acts[: max(0, 20_000 - len(heldout))]])
-    core = metrics.core_metrics(sae, heldout, window)
+    core, blocks = metrics.core_metrics(sae, heldout, window)
     core.update(metrics.ce_metrics(sae, store, layer, scale))
+    geometry = metrics.decoder_geometry(sae, sae.d_sae, sae.d_in)
     log(f"[harness] core metrics: L0 {core['l0']:.1f}, explained variance {core['explained_variance']:.3f}, "
         f"dead {core['frac_dead']:.3f}, CE-loss score {core['ce_loss_score']}")
 
+    correct = {}
     if profile.probing_backend == "saebench":
         from harness.saebench import SAEBenchSAE, run_saebench
         from harness.profiles import cache_dir
-        wrapped = SAEBenchSAE(copy.deepcopy(sae), model_name=profile.model_name, layer=layer,
+        wrapped = SAEBenchSAE(sae, model_name=profile.model_name, layer=layer,
                               hook_name=profile.hook_name(layer), scale=scale,
                               context_size=profile.train_context, training_tokens=training.get("tokens", 0))
         bench = run_saebench(wrapped, profile, str(cache_dir() / "saebench_artifacts"))
@@ -94,12 +99,12 @@ def evaluate(sae, store, layer: int, training: dict, log=print) -> dict:
         k_values = profile.probing.k_values
         llm = probing.llm_results(probe_acts, k_values, store.llm_results_file(layer, scale))
         sae_res = probing.sae_results(sae, probe_acts, k_values)
-        llm_m, sae_m, details, unstructured = probing.aggregate(llm, sae_res, profile.probing.dataset_names)
+        llm_m, sae_m, details, unstructured, correct = probing.aggregate(llm, sae_res, profile.probing.dataset_names)
     log(f"[harness] sparse probing: SAE top-1 {sae_m['sae_top_1_test_accuracy']:.3f} "
         f"(LLM top-1 {llm_m['llm_top_1_test_accuracy']:.3f}), SAE all-latent {sae_m['sae_test_accuracy']:.3f}")
 
     facts = {k: v for k, v in training.items() if k != "loss_curve"}
-    facts.update({"layer": layer, "dict_size": int(sae.W_dec.shape[0]), "profile": profile.name,
+    facts.update({"layer": layer, "dict_size": int(sae.d_sae), "profile": profile.name,
                   "smoke": profile.smoke, "eval_seconds": round(time.time() - started, 2)})
     return {
         "eval_type_id": EVAL_TYPE_ID,
@@ -111,8 +116,10 @@ def evaluate(sae, store, layer: int, training: dict, log=print) -> dict:
         "eval_result_unstructured": unstructured,
         "sae_cfg_dict": _sae_cfg(profile, layer, sae, scale, training),
         "core_metrics": core,
+        "diagnostics": {**geometry, "latent_density": blocks["density_histogram"]},
         "training": facts,
         "loss_curve": training.get("loss_curve", []),
+        "per_example": {"probing": correct, "core_blocks": blocks["blocks"]},
     }
 
 

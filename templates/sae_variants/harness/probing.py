@@ -7,9 +7,18 @@ absolute difference of class means on the training split; a logistic-regression 
 k = 1, 2, 5, 10, 20, 50; accuracies averaged per class, then per data set, then over data sets.
 
 The task construction, top-k selection and probes are sae-bench's own functions
-(`probe_training.train_probe_on_activations`). One deviation: SAEBench trains the all-latent probe
-(`sae_test_accuracy`) with a GPU torch loop that keeps the best test-epoch; on CPU we use the same
-function's sklearn path for it too, which reports the plain held-out accuracy.
+(`probe_training.train_probe_on_activations`). Two deviations, both on purpose:
+
+- SAEBench trains the all-latent probe (`sae_test_accuracy`) with a GPU torch loop that keeps the
+  best test-epoch; we use the same function's sklearn path for it too (plain held-out accuracy).
+- Every feature (latent, or residual channel) is standardised on the probe's training split before
+  the top-k selection and the probe. A C = 1 L2 probe on a few dozen examples otherwise rewards
+  large latents: multiplying every latent by 16 and dividing the decoder by 16 (the same SAE) moved
+  top-5 accuracy by 0.075. Standardised, rescaling a latent cannot move any accuracy.
+
+Each probe's per-example correctness on the test split is kept (`correct`, a string of 0/1 in the
+test split's fixed order), so the agent can bootstrap confidence intervals and pair two SAEs on the
+same test texts.
 
 The language-model-only results do not depend on the SAE: they are computed once and cached next to
 the probing activations, as SAEBench does.
@@ -19,6 +28,7 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 import zlib
 
 import torch
@@ -40,28 +50,43 @@ def encode_means(sae, token_acts: torch.Tensor, counts: torch.Tensor, batch_size
     return _segment_mean(feats, counts)
 
 
-def _probe(train: dict, test: dict, k: int | None, seed_text: str) -> dict[str, float]:
-    """sae-bench's `train_probe_on_activations` loop, step for step, with the sklearn probe.
+def standardise(train_x: torch.Tensor, test_x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """z-score every feature with the training split's mean and std; a constant feature becomes 0."""
+    mean = train_x.mean(0, keepdim=True)
+    std = train_x.std(0, keepdim=True)
+    std = torch.where(std > 1e-8, std, torch.ones_like(std))
+    return (train_x - mean) / std, (test_x - mean) / std
+
+
+def _probe(train: dict, test: dict, k: int | None, seed_text: str) -> dict[str, dict]:
+    """sae-bench's `train_probe_on_activations` loop, step for step, with the sklearn probe, on
+    standardised features. Per class: {"accuracy": float, "correct": "0110..."}.
 
     Its own wrapper cannot be called as is with jaxtyping >= 0.3: the dimension names of the outer
     signature (per-class sizes) leak into the inner calls (2x per-class sizes) and fail the check.
     """
     from sae_bench.evals.sparse_probing import probe_training as pt
     torch.manual_seed(zlib.crc32(seed_text.encode()))   # same negatives and shuffles in every run
-    accuracies = {}
+    out = {}
     for cls in train:
         train_x, train_y = pt.prepare_probe_data(train, cls)
         test_x, test_y = pt.prepare_probe_data(test, cls)
+        train_x, test_x = standardise(train_x, test_x)
         if k is not None:
             mask = pt.get_top_k_mean_diff_mask(train_x, train_y, k)
             train_x = pt.apply_topk_mask_reduce_dim(train_x, mask)
             test_x = pt.apply_topk_mask_reduce_dim(test_x, mask)
-        _, accuracy = pt.train_sklearn_probe(train_x, train_y, test_x, test_y)
-        accuracies[cls] = float(accuracy)
-    return accuracies
+        with warnings.catch_warnings():
+            # sae-bench passes `penalty=`, which scikit-learn >= 1.8 deprecates: one warning per
+            # probe (hundreds per run) that says nothing about the experiment.
+            warnings.simplefilter("ignore", FutureWarning)
+            probe, accuracy = pt.train_sklearn_probe(train_x, train_y, test_x, test_y)
+        hits = probe.predict(test_x.float().numpy()) == test_y.numpy()
+        out[cls] = {"accuracy": float(accuracy), "correct": "".join("1" if h else "0" for h in hits)}
+    return out
 
 
-def _metrics(prefix: str, train: dict, test: dict, k_values, dataset: str) -> dict[str, dict[str, float]]:
+def _metrics(prefix: str, train: dict, test: dict, k_values, dataset: str) -> dict[str, dict[str, dict]]:
     per_class = {f"{prefix}_test_accuracy": _probe(train, test, None, f"{dataset}/{prefix}/all")}
     for k in k_values:
         per_class[f"{prefix}_top_{k}_test_accuracy"] = _probe(train, test, k, f"{dataset}/{prefix}/{k}")
@@ -95,17 +120,24 @@ def sae_results(sae, probe_acts: dict, k_values) -> dict:
     return out
 
 
-def aggregate(llm: dict, sae: dict, dataset_names) -> tuple[dict, dict, list, dict]:
-    """SAEBench's averaging: per class -> per data set -> mean over data sets."""
-    details, unstructured = [], {}
+def aggregate(llm: dict, sae: dict, dataset_names) -> tuple[dict, dict, list, dict, dict]:
+    """SAEBench's averaging: per class -> per data set -> mean over data sets.
+
+    Returns llm metrics, sae metrics, per-data-set details, SAEBench's unstructured per-class
+    accuracies, and the per-example correctness {metric: {"dataset/class": "0110..."}}.
+    """
+    details, unstructured, correct = [], {}, {}
     for name in dataset_names:
         per_class = {**llm[name], **sae[name]}
-        unstructured[f"{name}_results"] = per_class
+        unstructured[f"{name}_results"] = {m: {c: r["accuracy"] for c, r in v.items()} for m, v in per_class.items()}
         row = {"dataset_name": f"{name}_results"}
-        row.update({metric: sum(v.values()) / len(v) for metric, v in per_class.items()})
+        row.update({m: sum(r["accuracy"] for r in v.values()) / len(v) for m, v in per_class.items()})
         details.append(row)
+        for metric, classes in sae[name].items():
+            for cls, r in classes.items():
+                correct.setdefault(metric, {})[f"{name}/{cls}"] = r["correct"]
     metrics = [m for m in details[0] if m != "dataset_name"]
     mean = {m: sum(row[m] for row in details) / len(details) for m in metrics}
     llm_metrics = {m: v for m, v in mean.items() if m.startswith("llm_")}
     sae_metrics = {m: v for m, v in mean.items() if m.startswith("sae_")}
-    return llm_metrics, sae_metrics, details, unstructured
+    return llm_metrics, sae_metrics, details, unstructured, correct

@@ -1,0 +1,255 @@
+"""One execution path for every run of a workspace: prepare, train in a box, evaluate in another.
+
+The loop, the baseline and `replay` all run attempts through `Executor.run`:
+
+1. **prepare** (once per profile and smoke setting): the pristine harness computes every cached
+   entry the runs need (`python -m harness.prepare`). Trusted code, before any generated code runs.
+2. **train**: `python experiment.py --out_dir=run_i` in a box (agent/sandbox.py) that can read the
+   training activations and nothing else of the cache; it exports the SAE and exits.
+3. **evaluate**: `python -m harness.evaluate_run` from the pristine harness, in a second box, on
+   the exported SAE. Only this step writes `final_info.json`; the agent copies it into the run
+   folder and records its SHA-256. A results file experiment.py wrote itself is a failure.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import os
+import shutil
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from agent import runner, sandbox
+from agent.runner import RunResult
+from agent.template import Template
+
+RESULT_FILE = "final_info.json"
+EVAL_OUT = "eval_out"
+EVAL_LOG = "eval_log.txt"
+STAGE_FOLDER = "stages"   # under the cache folder: outside every repository, shared with cluster nodes
+# Files the training box may not leave in the run folder: the agent and the evaluator write them.
+AGENT_WRITTEN = ("log.txt", EVAL_LOG, RESULT_FILE)
+
+
+@dataclass
+class Step:
+    """What one attempt's execution came to."""
+    result: RunResult                 # the step that decided: training, or evaluation if training worked
+    phase: str                        # "train" | "evaluate"
+    box: str                          # "bwrap" | "staged"
+    results_sha256: str | None = None
+    problem: str | None = None        # the agent's own finding, e.g. a results file the run wrote itself
+    skipped: list[str] = field(default_factory=list)   # what did not come back from the box
+
+    @property
+    def ok(self) -> bool:
+        return self.result.status == "ok" and self.problem is None
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("SAE_CACHE_DIR") or Path.home() / ".cache" / "sae-agent")
+
+
+def sha256_file(path: Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def _labelled_data_dirs() -> list[Path]:
+    """The installed labelled data sets (sae-probes'): hidden from the training box."""
+    spec = importlib.util.find_spec("sae_probes")
+    if spec is None or not spec.submodule_search_locations:
+        return []
+    return [Path(list(spec.submodule_search_locations)[0]) / "data"]
+
+
+class PrepareError(RuntimeError):
+    pass
+
+
+class Executor:
+    """Runs attempts of one workspace; `protected` are the pristine harness files (path -> bytes)."""
+
+    def __init__(self, workspace: Path, template: Template, profile: str | None, *,
+                 protected: dict[str, bytes], box: str | None = None, timeout: float = 3600,
+                 on_line: Callable[[str], None] | None = None, python: str | None = None):
+        self.path = Path(workspace)
+        self.template, self.profile = template, profile
+        self.protected = protected
+        self.box = sandbox.choose(box)
+        self.timeout, self.on_line = timeout, on_line
+        self.python = python or sys.executable
+        self._prepared: dict[bool, dict] = {}
+        # A template without an evaluator (a minimal test template) lets experiment.py write its
+        # own results; the SAE template never does.
+        self.evaluator = "harness/evaluate_run.py" in protected
+        if self.box == "staged":
+            sandbox.become_subreaper()
+
+    # -- environment and boxes --------------------------------------------------------------
+
+    def _env(self, smoke: bool, home: Path | None = None) -> dict[str, str]:
+        env = {"SAE_CACHE_DIR": str(cache_dir()), "SAE_CACHE_READONLY": "1"}
+        if self.profile:
+            env["SAE_PROFILE"] = self.profile
+        if smoke:
+            env["SAE_SMOKE"] = "1"
+        if os.environ.get("SAE_MODEL_DIR"):
+            env["SAE_MODEL_DIR"] = os.environ["SAE_MODEL_DIR"]
+        if home is not None:   # the staged box: a private home; bwrap sets its own
+            env["HOME"] = str(home)
+        return env
+
+    def _stage(self, out_dir: str, phase: str) -> Path:
+        name = f"{self.path.name}-{out_dir}-{phase}".replace("/", "-")
+        return sandbox.new_stage(cache_dir() / STAGE_FOLDER, name)
+
+    def _network(self) -> bool:
+        return bool(self.profile) and self.profile in self.template.network_profiles
+
+    def _run(self, box: sandbox.Box, out_dir: str, command: list[str], log_path: Path, smoke: bool) -> RunResult:
+        home = None
+        if box.kind == "staged":
+            home = box.stage / ".home"
+            home.mkdir(exist_ok=True)
+        before = sandbox.descendants() if box.kind == "staged" else set()
+        try:
+            return runner.run_experiment(
+                self.path, out_dir, command=command, timeout=self.timeout,
+                env_allow=self.template.allowed_env(self.profile), extra_env=self._env(smoke, home),
+                on_line=self.on_line, python=self.python, cwd=box.stage, log_path=log_path, wrap=box.wrap,
+                **self.template.resource_limits(self.profile))
+        finally:
+            if box.kind == "staged":
+                sandbox.kill_leftovers(before)
+
+    # -- the steps --------------------------------------------------------------------------
+
+    def prepare(self, smoke: bool = False) -> dict:
+        """The cache folders each step reads, computing what is missing (trusted, unboxed)."""
+        if smoke in self._prepared:
+            return self._prepared[smoke]
+        stage = self._stage("prepare", "smoke" if smoke else "full")
+        try:
+            sandbox.stage_files(stage, self.protected)
+            if not (stage / "harness" / "prepare.py").exists():   # a template without a prepare step
+                self._prepared[smoke] = {"train": [], "eval": [], "models": None}
+                return self._prepared[smoke]
+            env = runner.child_env(self.template.allowed_env(self.profile), self._env(smoke))
+            env.pop("SAE_CACHE_READONLY")
+            proc = runner.subprocess.run([self.python, "-m", "harness.prepare", "--json"], cwd=stage, env=env,
+                                         stdout=runner.subprocess.PIPE, stderr=runner.subprocess.PIPE, text=True)
+        finally:
+            sandbox.remove_stage(stage)
+        if proc.returncode != 0:
+            tail = "\n".join(proc.stderr.strip().splitlines()[-15:])
+            raise PrepareError(f"preparing the {self.profile} profile's cached data failed:\n{tail}")
+        self._prepared[smoke] = json.loads(proc.stdout.strip().splitlines()[-1])
+        return self._prepared[smoke]
+
+    def run(self, out_dir: str, *, smoke: bool = False, overrides: dict[str, object] | None = None) -> Step:
+        """Train and evaluate the workspace's code as `out_dir`; `overrides` set top-level
+        hyperparameters of the staged experiment.py (the baseline's seeds), never the workspace's."""
+        run_dir = self.path / out_dir
+        shutil.rmtree(run_dir, ignore_errors=True)
+        run_dir.mkdir(parents=True)
+        dirs = self.prepare(smoke)
+        train_stage = self._stage(out_dir, "train")
+        eval_stage = None
+        try:
+            try:
+                files = {rel: sandbox.read_regular(self.path, rel) for rel in self.template.editable
+                         if os.path.lexists(self.path / rel)}
+            except sandbox.SandboxError as exc:
+                return Step(_refused(str(exc), run_dir), "train", self.box, problem=str(exc))
+            if overrides and "experiment.py" in files:
+                files["experiment.py"] = override_assignments(files["experiment.py"], overrides)
+            sandbox.stage_files(train_stage, {**files, **self.protected})
+            (train_stage / out_dir).mkdir(parents=True)
+            box = sandbox.Box(self.box, train_stage, writable=[train_stage / out_dir],
+                              readable=[Path(p) for p in dirs["train"]], hidden=_labelled_data_dirs(),
+                              network=self._network())
+            result = self._run(box, out_dir, list(self.template.command), run_dir / "log.txt", smoke)
+            written = [name for name in (RESULT_FILE,) if os.path.lexists(train_stage / out_dir / name)]
+            for name in AGENT_WRITTEN if self.evaluator else AGENT_WRITTEN[:2]:
+                _remove(train_stage / out_dir / name)
+            skipped = sandbox.copy_back(train_stage / out_dir, run_dir)
+            step = Step(result, "train", self.box, skipped=skipped)
+            if not self.evaluator:
+                if (run_dir / RESULT_FILE).is_file():
+                    step.results_sha256 = sha256_file(run_dir / RESULT_FILE)
+                return step
+            if written and result.status == "ok":
+                step.problem = (f"experiment.py wrote {out_dir}/{RESULT_FILE} itself; only the harness's "
+                                "evaluator writes results (experiment.py ends with harness.save_sae)")
+            if not step.ok:
+                return step
+
+            eval_stage = self._stage(out_dir, "eval")
+            sandbox.stage_files(eval_stage, self.protected)
+            sandbox.copy_back(train_stage / out_dir, eval_stage / out_dir)
+            (eval_stage / EVAL_OUT).mkdir()
+            readable = [Path(p) for p in dirs["eval"]] + ([Path(dirs["models"])] if dirs.get("models") else [])
+            box = sandbox.Box(self.box, eval_stage, writable=[eval_stage / EVAL_OUT], readable=readable,
+                              network=self._network())
+            command = ["{python}", "-m", "harness.evaluate_run", "--run", out_dir, "--out", EVAL_OUT]
+            result = self._run(box, out_dir, command, run_dir / EVAL_LOG, smoke)
+            step = Step(result, "evaluate", self.box, skipped=skipped)
+            produced = eval_stage / EVAL_OUT / RESULT_FILE
+            if result.status == "ok":
+                if produced.is_file() and not produced.is_symlink():
+                    shutil.copyfile(produced, run_dir / RESULT_FILE)
+                    step.results_sha256 = sha256_file(run_dir / RESULT_FILE)
+                else:
+                    step.problem = "the evaluator wrote no final_info.json"
+            return step
+        finally:
+            sandbox.remove_stage(train_stage)
+            if eval_stage is not None:
+                sandbox.remove_stage(eval_stage)
+
+
+def override_assignments(source: bytes, values: dict[str, object]) -> bytes:
+    """`name = ...` lines at the top level of a module set to `name = repr(value)`."""
+    import re
+    text = source.decode("utf-8")
+    for name, value in values.items():
+        text, n = re.subn(rf"^{re.escape(name)}\s*=.*$", f"{name} = {value!r}  # set by the agent",
+                          text, count=1, flags=re.M)
+        if n == 0:
+            raise ValueError(f"experiment.py has no top-level `{name} = ...` to set")
+    return text.encode("utf-8")
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    elif os.path.lexists(path):
+        path.unlink()
+
+
+def _refused(error: str, run_dir: Path) -> RunResult:
+    """A RunResult for a step the agent refused to start."""
+    log = run_dir / "log.txt"
+    log.write_text(f"not run: {error}\n")
+    return RunResult("failed", None, 0.0, error, None, error, None, log)
+
+
+def protected_from_template(template: Template) -> dict[str, bytes]:
+    """The protected files as the agent's own template has them (for a workspace being made)."""
+    return {str(rel): (template.root / rel).read_bytes() for rel in template.files()
+            if _is_protected(str(rel), template.protected)}
+
+
+def protected_from_commit(repo, sha: str, protected: tuple[str, ...]) -> dict[str, bytes]:
+    """The protected files as the workspace's first commit has them: a run cannot have changed those."""
+    tree = repo.commit(sha).tree
+    return {b.path: b.data_stream.read() for b in tree.traverse()
+            if b.type == "blob" and _is_protected(b.path, protected) and not b.path.endswith(".pyc")}
+
+
+def _is_protected(rel: str, protected: tuple[str, ...]) -> bool:
+    return any(rel == p.rstrip("/") or rel.startswith(p.rstrip("/") + "/") for p in protected)

@@ -1,0 +1,226 @@
+"""The box around code the LLM wrote: a staged copy of the workspace, run under bubblewrap.
+
+Every run (smoke, full, evaluation, replay) starts from a *stage*: a fresh folder outside the
+workspace's repository holding the editable files, a pristine copy of the protected files (from the
+workspace's first commit, never from the work tree a run could have changed) and an empty run
+folder. No `.git`, no `template.json`, no `profile.json`: what the run could use to rewrite history
+or its own settings is not there. Only the run folder comes back, and only its regular files.
+
+Two boxes:
+
+- **bwrap** (bubblewrap, Debian package `bubblewrap`): new user, pid, ipc, uts, cgroup and network
+  namespaces (the network only where the profile needs the hub), `--die-with-parent`, the system,
+  the Python installation and the venv read-only, the stage read-only except the run folder, a
+  private `/tmp` and `$HOME`, and read-only views of exactly the cache folders the step needs. The
+  agent's `/proc` is invisible, and when the run's main process exits the kernel kills everything
+  it started (pid namespace).
+- **staged** (where bwrap cannot run: no user namespaces on an HPC node, macOS): the same stage, but
+  the run sees the whole filesystem with the user's rights. The agent becomes a child subreaper, so
+  daemons a run double-forks are re-parented to it and killed after the run. Said loudly.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import shutil
+import stat
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+
+BOXES = ("bwrap", "staged")
+BOX_HOME = "/tmp/home"
+# What a Python process needs from /etc; the rest of /etc stays out of the box.
+ETC_FILES = ("passwd", "group", "hosts", "nsswitch.conf", "ld.so.cache", "ld.so.conf", "ld.so.conf.d",
+             "localtime", "ssl", "ca-certificates", "alternatives", "resolv.conf", "mime.types")
+SYSTEM_DIRS = ("/usr", "/opt/conda")
+MAX_COPY_BACK_BYTES = 4 << 30
+
+
+class SandboxError(Exception):
+    """The box cannot be built (a missing tool, a staged file that is not a regular file)."""
+
+
+@dataclass
+class Box:
+    """How one step runs: which box, what it may read, where it may write."""
+    kind: str                                             # "bwrap" | "staged"
+    stage: Path                                           # the child's working directory
+    writable: list[Path] = field(default_factory=list)    # inside the stage
+    readable: list[Path] = field(default_factory=list)    # cache folders, model weights
+    hidden: list[Path] = field(default_factory=list)      # masked by an empty folder (labelled data)
+    network: bool = False
+
+    def wrap(self, argv: list[str]) -> list[str]:
+        return bwrap_argv(self, argv) if self.kind == "bwrap" else list(argv)
+
+
+@lru_cache(maxsize=None)
+def bwrap_works() -> bool:
+    """bwrap is installed and can make the namespaces we ask for here."""
+    exe = shutil.which("bwrap")
+    if not exe:
+        return False
+    probe = [exe, "--unshare-all", "--die-with-parent", *_system_binds(), "--proc", "/proc", "--dev", "/dev",
+             "--", sys.executable, "-c", "pass"]
+    try:
+        return subprocess.run(probe, capture_output=True, timeout=30).returncode == 0
+    except (OSError, subprocess.SubprocessError):
+        return False
+
+
+def choose(requested: str | None = None) -> str:
+    """The strongest box that works here, or the one asked for (refused if it cannot run)."""
+    requested = requested or os.environ.get("AGENT_SANDBOX") or None
+    if requested is None:
+        return "bwrap" if bwrap_works() else "staged"
+    if requested not in BOXES:
+        raise SandboxError(f"unknown sandbox {requested!r}; choose one of: {', '.join(BOXES)}")
+    if requested == "bwrap" and not bwrap_works():
+        raise SandboxError("--sandbox bwrap: bubblewrap is not installed or cannot create namespaces here "
+                           "(apt-get install bubblewrap; on a cluster node without user namespaces use "
+                           "--sandbox staged)")
+    return requested
+
+
+STAGED_WARNING = ("sandbox: bubblewrap is not available, so generated code runs in a staged copy with your "
+                  "user's rights (it can read your files and use the network). Install bubblewrap "
+                  "(apt-get install bubblewrap) for a real box.")
+
+
+# --------------------------------------------------------------------------- bwrap command line
+
+def _python_roots() -> list[str]:
+    roots = {sys.prefix, sys.base_prefix, sys.exec_prefix, os.path.dirname(os.path.realpath(sys.executable))}
+    return sorted(r for r in roots if r and os.path.isdir(r))
+
+
+def _system_binds() -> list[str]:
+    args: list[str] = []
+    for d in SYSTEM_DIRS:
+        if os.path.isdir(d):
+            args += ["--ro-bind", d, d]
+    for name in ("bin", "sbin", "lib", "lib32", "lib64", "libx32"):
+        path = f"/{name}"
+        if os.path.islink(path):
+            args += ["--symlink", os.readlink(path), path]
+        elif os.path.isdir(path):
+            args += ["--ro-bind", path, path]
+    for name in ETC_FILES:
+        args += ["--ro-bind-try", f"/etc/{name}", f"/etc/{name}"]
+    for root in _python_roots():
+        args += ["--ro-bind", root, root]
+    return args
+
+
+def bwrap_argv(box: Box, argv: list[str]) -> list[str]:
+    args = ["bwrap", "--unshare-all", "--die-with-parent", "--new-session"]
+    if box.network:
+        args += ["--share-net"]
+    args += _system_binds()
+    args += ["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp", "--dir", BOX_HOME]
+    for dev in sorted(glob.glob("/dev/nvidia*")):   # GPU profiles: the devices, nothing else
+        args += ["--dev-bind", dev, dev]
+    for path in box.readable:
+        args += ["--ro-bind-try", str(path), str(path)]
+    for path in box.hidden:
+        if os.path.isdir(path):
+            args += ["--tmpfs", str(path)]
+    args += ["--ro-bind", str(box.stage), str(box.stage)]
+    for path in box.writable:
+        args += ["--bind", str(path), str(path)]
+    args += ["--chdir", str(box.stage), "--setenv", "HOME", BOX_HOME, "--setenv", "TMPDIR", "/tmp", "--"]
+    return args + list(argv)
+
+
+# --------------------------------------------------------------------------- staging
+
+def new_stage(parent: Path, name: str) -> Path:
+    """A fresh folder for one step, beside (never inside) the workspace's repository."""
+    parent.mkdir(parents=True, exist_ok=True)
+    return Path(tempfile.mkdtemp(prefix=f"{name}-", dir=parent))
+
+
+def stage_files(stage: Path, files: dict[str, bytes]) -> None:
+    for rel, data in files.items():
+        target = stage / rel
+        if not target.resolve().is_relative_to(stage.resolve()):
+            raise SandboxError(f"refusing to stage {rel!r}: it points outside the stage")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(data)
+
+
+def read_regular(root: Path, rel: str) -> bytes:
+    """A workspace file's bytes, refusing symlinks and anything that is not a regular file."""
+    path = root / rel
+    info = os.lstat(path)
+    if stat.S_ISLNK(info.st_mode):
+        raise SandboxError(f"{rel} is a symbolic link (to {os.readlink(path)}); only regular files are run")
+    if not stat.S_ISREG(info.st_mode):
+        raise SandboxError(f"{rel} is not a regular file")
+    return path.read_bytes()
+
+
+def copy_back(src: Path, dest: Path) -> list[str]:
+    """Regular files and folders of `src` into `dest`; returns what was skipped (links, devices, excess)."""
+    skipped, total = [], 0
+    for dirpath, dirnames, filenames in os.walk(src, followlinks=False):
+        rel_dir = Path(dirpath).relative_to(src)
+        for name in list(dirnames):
+            if os.path.islink(Path(dirpath) / name):
+                skipped.append(str(rel_dir / name))
+                dirnames.remove(name)
+        (dest / rel_dir).mkdir(parents=True, exist_ok=True)
+        for name in filenames:
+            path = Path(dirpath) / name
+            info = os.lstat(path)
+            if not stat.S_ISREG(info.st_mode) or total + info.st_size > MAX_COPY_BACK_BYTES:
+                skipped.append(str(rel_dir / name))
+                continue
+            total += info.st_size
+            target = dest / rel_dir / name
+            if target.is_symlink() or (target.exists() and not target.is_file()):
+                skipped.append(str(rel_dir / name))
+                continue
+            shutil.copyfile(path, target)
+    return skipped
+
+
+def remove_stage(stage: Path) -> None:
+    shutil.rmtree(stage, ignore_errors=True)
+
+
+# --------------------------------------------------------------------------- the staged box's clean-up
+
+def become_subreaper() -> None:
+    """Orphans of a run (a setsid double fork) are re-parented to us, so we can find and kill them."""
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(36, 1)   # PR_SET_CHILD_SUBREAPER
+    except (OSError, AttributeError):
+        pass
+
+
+def kill_leftovers(spare: set[int]) -> int:
+    """Kill every descendant of this process not in `spare`; the number killed."""
+    import psutil
+    me = psutil.Process()
+    victims = [p for p in me.children(recursive=True) if p.pid not in spare]
+    for p in victims:
+        try:
+            p.kill()
+        except psutil.Error:
+            pass
+    psutil.wait_procs(victims, timeout=5)
+    return len(victims)
+
+
+def descendants() -> set[int]:
+    import psutil
+    return {p.pid for p in psutil.Process().children(recursive=True)}
