@@ -156,6 +156,45 @@ def cmd_resume(args) -> int:
     return 0 if outcome.ok else 1
 
 
+# -- prepare ------------------------------------------------------------------------------
+
+def cmd_prepare(args) -> int:
+    """Compute every cached entry a profile's runs need, once (resumable: done entries are kept)."""
+    import re
+
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    from agent import execution
+    from agent.idea import TEMPLATES_DIR
+    from agent.template import load_template
+    template = load_template(TEMPLATES_DIR / args.template)
+    profile = template.choose_profile(args.profile)
+    columns = (TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+               TimeElapsedColumn(), TimeRemainingColumn())
+    with Progress(*columns, console=console, transient=False) as progress:
+        task = progress.add_task(f"preparing {profile}", total=None)
+
+        def on_line(line: str) -> None:
+            m = re.search(r"(\d+)/(\d+) tokens", line)
+            if m:
+                progress.update(task, completed=int(m.group(1)), total=int(m.group(2)),
+                                description=f"{profile}: training activations")
+            elif line.strip():
+                progress.console.print(line, markup=False, highlight=False, soft_wrap=True)
+
+        executor = execution.Executor(template.root, template, profile, on_line=on_line,
+                                      protected=execution.protected_from_template(template))
+        try:
+            dirs = executor.prepare(smoke=False)
+            if template.smoke_profiles is None or profile in template.smoke_profiles:
+                executor.prepare(smoke=True)
+        except execution.PrepareError as exc:
+            raise UsageError(str(exc)) from None
+    console.print(f"profile {profile} prepared: {len(dirs['eval'])} cache entries under "
+                  f"{execution.cache_dir()}", soft_wrap=True)
+    return 0
+
+
 # -- small commands -----------------------------------------------------------------------
 
 def cmd_ideas_import(args) -> int:
@@ -241,12 +280,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run", help="RUN or RUN.ATTEMPT, e.g. 2 or 2.1")
     p.set_defaults(func=_review("show_command"))
 
+    p = sub.add_parser("prepare", help="compute the cached activations a profile needs (run also does it)")
+    p.add_argument("--profile", help="tiny | cpu | gemma-2-2b (default: the template's)")
+    p.add_argument("--template", default="sae_variants", help="the template (default sae_variants)")
+    p.set_defaults(func=cmd_prepare)
+
     p = sub.add_parser("replay", help="re-run an attempt in a scratch copy beside the workspace and compare")
     p.add_argument("workspace")
     p.add_argument("run", help="RUN or RUN.ATTEMPT")
     p.add_argument("--timeout", type=float, help="seconds (default: 3x the recorded duration, at least 600)")
     p.add_argument("--tolerance", type=float, default=0.02,
                    help="absolute tolerance for accuracies and explained variance (default 0.02)")
+    p.add_argument("--sandbox", choices=("bwrap", "staged"), help="the box the replay runs in (default: the strongest here)")
     p.set_defaults(func=_review("replay_command"))
 
     p = sub.add_parser("report", help="write a self-contained report of a workspace")

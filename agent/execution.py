@@ -18,6 +18,7 @@ import importlib.util
 import json
 import os
 import shutil
+import subprocess
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -140,14 +141,21 @@ class Executor:
                 return self._prepared[smoke]
             env = runner.child_env(self.template.allowed_env(self.profile), self._env(smoke))
             env.pop("SAE_CACHE_READONLY")
-            proc = runner.subprocess.run([self.python, "-m", "harness.prepare", "--json"], cwd=stage, env=env,
-                                         stdout=runner.subprocess.PIPE, stderr=runner.subprocess.PIPE, text=True)
+            proc = subprocess.Popen([self.python, "-m", "harness.prepare", "--json"], cwd=stage, env=env,
+                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, errors="replace")
+            lines = []
+            for line in proc.stderr:   # progress, as it happens
+                lines.append(line.rstrip("\n"))
+                if self.on_line:
+                    self.on_line(lines[-1])
+            out = proc.stdout.read()
+            proc.wait()
         finally:
             sandbox.remove_stage(stage)
         if proc.returncode != 0:
-            tail = "\n".join(proc.stderr.strip().splitlines()[-15:])
+            tail = "\n".join(lines[-15:])
             raise PrepareError(f"preparing the {self.profile} profile's cached data failed:\n{tail}")
-        self._prepared[smoke] = json.loads(proc.stdout.strip().splitlines()[-1])
+        self._prepared[smoke] = json.loads(out.strip().splitlines()[-1])
         return self._prepared[smoke]
 
     def run(self, out_dir: str, *, smoke: bool = False, overrides: dict[str, object] | None = None) -> Step:

@@ -8,7 +8,7 @@ edits never reached a run (failed blocks, gate findings, a file that already fai
 
 from __future__ import annotations
 
-import shutil
+import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -78,7 +78,6 @@ def start_conversation(ws: Workspace, max_runs: int) -> Conversation:
     protected = ", ".join(ws.template.protected) or "everything else"
     command = ws.template.display_command()
     conv = Conversation(prompts.SYSTEM.format(editable=editable, protected=protected, command=command))
-    baseline = ws.baseline()
     conv.add_user(prompts.TASK.format(
         title=ws.idea.title, motivation=ws.idea.motivation, experiment=ws.idea.experiment,
         plan=ws.idea.plan or "(none given: plan it yourself)", max_runs=max_runs,
@@ -289,6 +288,8 @@ class ExperimentLoop:
     def succeeded(self, out_dir: str, current: dict, seconds: float) -> None:
         st = self.state
         summary = results.subject_summary(self.baseline, current, self.baseline_seeds)
+        record = results.uncertainty_record(self.baseline_seeds, current)
+        (self.ws.path / out_dir / "intervals.json").write_text(json.dumps(record, indent=2) + "\n")
         self.view.say(f"[green]run {st.run} succeeded[/green]: {summary}")
         st.last_good_sha = self.commit(f"run {st.run}: {summary}", "success", seconds=seconds)
         st.last_good_run, st.last_signature = st.run, None

@@ -162,6 +162,38 @@ def differences(seeds: list[dict], current: dict) -> dict[str, dict[str, stats.D
     return out
 
 
+def intervals(final_info: dict) -> dict[str, dict[str, stats.Interval]]:
+    """Per SAE key: each headline metric with its own 95% bootstrap interval (where evidence exists)."""
+    out: dict[str, dict[str, stats.Interval]] = {}
+    heads = headline(final_info)
+    for key, ev in evidence(final_info).items():
+        out[key] = {}
+        for metric in PROBE_METRICS:
+            correct = (ev.get("probing") or {}).get(metric)
+            draws = stats.probe_resamples([correct]) if correct else []
+            if len(draws) and heads[key].get(metric) is not None:
+                out[key][metric] = stats.interval(draws[0], heads[key][metric])
+        if ev.get("core_blocks"):
+            (draws,) = stats.block_resamples([ev["core_blocks"]])
+            for metric in BLOCK_METRICS:
+                if heads[key].get(metric) is not None:
+                    out[key][metric] = stats.interval(draws[metric], heads[key][metric])
+    return out
+
+
+def uncertainty_record(seeds: list[dict], current: dict) -> dict:
+    """`run_i/intervals.json`: each metric's interval and its change against the baseline, for plots,
+    reports and trackers (the agent writes it; final_info.json stays the evaluator's own)."""
+    diffs = differences(seeds, current)
+    out = {}
+    for key, metrics in intervals(current).items():
+        out[key] = {m: {"value": i.value, "low": i.low, "high": i.high} for m, i in metrics.items()}
+        out[key]["vs_baseline"] = {m: {"change": d.value, "half_width": d.half_width, "verdict": d.verdict,
+                                       "baseline_seed_sd": d.seed_sd, "baseline_seeds": len(seeds)}
+                                   for m, d in diffs.get(key, {}).items()}
+    return out
+
+
 def sparsity_note(base_l0: float | None, cur_l0: float | None) -> str | None:
     """A sentence when two SAEs sit at different sparsity, which moves every other metric."""
     if base_l0 is None or cur_l0 is None or base_l0 <= 0:

@@ -17,7 +17,6 @@ import html
 import io
 import json
 import re
-import shutil
 import tarfile
 import time
 from dataclasses import asdict, dataclass, field
@@ -396,12 +395,13 @@ class ReplayVerdict:
 def replay_command(args, console: Console) -> int:
     return replay(Path(args.workspace), args.run, console=console,
                   timeout=getattr(args, "timeout", None),
-                  tolerance=getattr(args, "tolerance", None) or DEFAULT_TOLERANCE)
+                  tolerance=getattr(args, "tolerance", None) or DEFAULT_TOLERANCE,
+                  box=getattr(args, "sandbox", None))
 
 
 def replay(workspace: Path, spec: str, *, console: Console, timeout: float | None = None,
            tolerance: float = DEFAULT_TOLERANCE, replays_dir: Path | None = None,
-           on_line=None) -> int:
+           on_line=None, box: str | None = None) -> int:
     """Re-run one attempt from its commit, outside the workspace, and compare with the record.
 
     The commit's tree is extracted with `git archive` into
@@ -410,8 +410,6 @@ def replay(workspace: Path, spec: str, *, console: Console, timeout: float | Non
     repeated as the loop ran it: the template's command, the recorded profile (SAE_PROFILE), the
     template's allowed variables, a smoke run first when the template asks for one.
     """
-    from agent import runner
-
     workspace = Path(workspace)
     repo = history.open_workspace(workspace)
     attempts = history.read_history(workspace)
@@ -435,8 +433,7 @@ def replay(workspace: Path, spec: str, *, console: Console, timeout: float | Non
         (dest / out_dir).rename(dest / f"{out_dir}.recorded")
 
     profile = a.profile if a.profile not in (None, "None") else _profile_file(dest)
-    command, env_allow, smoke = _run_settings(dest, profile)
-    env = {"SAE_PROFILE": profile} if profile else {}
+    _command, _env_allow, smoke = _run_settings(dest, profile)
     if timeout is None:
         timeout = max(600.0, 3 * (a.duration or 1200.0))
     console.print(f"replaying run {a.run} attempt {a.attempt} (commit {a.short_sha}, recorded "
@@ -444,15 +441,7 @@ def replay(workspace: Path, spec: str, *, console: Console, timeout: float | Non
                   f"timeout {timeout:g}s{', smoke run first' if smoke else ''}", soft_wrap=True)
 
     started = time.monotonic()
-    result = None
-    if smoke:
-        result = runner.run_experiment(dest, out_dir, command=command, timeout=timeout,
-                                       env_allow=env_allow, extra_env=env | {"SAE_SMOKE": "1"},
-                                       on_line=on_line)
-    if result is None or result.status == "ok":
-        shutil.rmtree(dest / out_dir, ignore_errors=True)
-        result = runner.run_experiment(dest, out_dir, command=command, timeout=timeout,
-                                       env_allow=env_allow, extra_env=env, on_line=on_line)
+    result = _replay_run(repo, a.sha, dest, out_dir, profile, smoke, timeout, on_line, box)
     seconds = time.monotonic() - started
 
     verdict = ReplayVerdict(attempt=a.label, commit=a.sha, reproduced=False, summary="",
@@ -471,6 +460,25 @@ def replay(workspace: Path, spec: str, *, console: Console, timeout: float | Non
     (dest / "replay.json").write_text(json.dumps(asdict(verdict), indent=2) + "\n")
     _print_verdict(console, verdict)
     return 0 if verdict.reproduced else 1
+
+
+def _replay_run(repo, sha: str, dest: Path, out_dir: str, profile, smoke: bool, timeout: float, on_line,
+                box: str | None):
+    """The attempt run again the way the loop runs it: the same box, the pristine harness of the
+    workspace's first commit, the profile's limits, training then the harness's evaluation."""
+    from agent import execution
+    from agent.template import load_template
+    template = load_template(dest)
+    root = repo.git.rev_list("--max-parents=0", sha).split()[0]
+    executor = execution.Executor(dest, template, profile, timeout=timeout, on_line=on_line, box=box,
+                                  protected=execution.protected_from_commit(repo, root, template.protected))
+    step = executor.run(out_dir, smoke=True) if smoke else None
+    if step is None or step.ok:
+        step = executor.run(out_dir)
+    result = step.result
+    if step.problem:   # e.g. a results file the run wrote itself: a failure, as in the loop
+        result.status, result.error = "failed", step.problem
+    return result
 
 
 def extract_commit(repo, sha: str, dest: Path) -> None:

@@ -148,6 +148,8 @@ def _baseline(ws: Workspace, *, timeout: float, on_line, sandbox: str | None = N
             "the baseline SAE looks untrained, so every comparison against it would be meaningless:\n  - "
             + "\n  - ".join(problems)
             + f"\n  Refusing to start. Check the template's training settings ({ws.path / BASELINE_RUN}).")
+    record = results.uncertainty_record(ws.baseline_seeds(), baseline)
+    (ws.path / BASELINE_RUN / "intervals.json").write_text(json.dumps(record, indent=2) + "\n")
     if not (cached / "final_info.json").exists():
         shutil.copytree(ws.path / BASELINE_RUN, cached, dirs_exist_ok=True)
     _commit_baseline(ws, "baseline", time.monotonic() - started, source=source,

@@ -43,7 +43,7 @@ def main():
     profile = os.environ.get("SAE_PROFILE") or json.load(open("profile.json"))["profile"]
     trainer = build_trainer()
     print("training with", trainer.ae)
-    shift = float(os.environ.get("REVIEW_TEST_SHIFT", "0"))
+    shift = float(os.environ.get("SAE_TEST_SHIFT", "0"))
     if os.environ.get("SAE_SMOKE"):
         print("smoke run")
     steps = 100 if profile == "tiny" else 5000
@@ -268,7 +268,7 @@ def test_replay_of_a_success_matches_metrics_with_the_recorded_profile(workspace
     ("0.05", 1, "not reproduced: 1 of 6 metrics outside tolerance (sae_top_1_test_accuracy"),
 ])
 def test_replay_states_its_tolerance(workspace, monkeypatch, shift, code, words):
-    monkeypatch.setenv("REVIEW_TEST_SHIFT", shift)
+    monkeypatch.setenv("SAE_TEST_SHIFT", shift)
     console, out = wide()
     assert review.replay(workspace, "1.2", console=console) == code
     assert words in out.getvalue()

@@ -3,7 +3,8 @@
     python plot.py            # reads run_*/final_info.json, writes the PNG files below
 
 - sparsity_fidelity.png: L0 vs explained variance, and L0 vs SAE top-1 probing accuracy, one point
-  per run and SAE (up and to the left is better in the first, up in the second);
+  per run and SAE (up and to the left is better in the first, up in the second), with 95% error
+  bars where the agent recorded them (run_i/intervals.json);
 - topk_accuracy.png: SAE top-k probing accuracy against k for every run, run_0 in black, the
   language model's own top-k residual channels dashed.
 """
@@ -16,6 +17,25 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+
+
+def load_intervals(root="."):
+    """run_i/intervals.json, written by the agent: each metric's 95% interval (for error bars)."""
+    out = {}
+    for path in Path(root).glob("run_*/intervals.json"):
+        try:
+            out[path.parent.name] = json.loads(path.read_text())
+        except json.JSONDecodeError:
+            pass
+    return out
+
+
+def error_bar(intervals, run, key, metric, value):
+    """[[below], [above]] for matplotlib, or None when the run has no interval for it."""
+    i = intervals.get(run, {}).get(key, {}).get(metric)
+    if not i or value is None:
+        return None
+    return [[max(0.0, value - i["low"])], [max(0.0, i["high"] - value)]]
 
 
 def load_runs(root="."):
@@ -39,7 +59,8 @@ def topk(entry, prefix):
     return [k for k, v in pairs if v is not None], [v for _, v in pairs if v is not None]
 
 
-def plot_sparsity_fidelity(runs, out="sparsity_fidelity.png"):
+def plot_sparsity_fidelity(runs, out="sparsity_fidelity.png", intervals=None):
+    intervals = intervals if intervals is not None else load_intervals()
     fig, (ax_ev, ax_acc) = plt.subplots(1, 2, figsize=(11, 4.5))
     for run, info in runs.items():
         for key, entry in sae_entries(info).items():
@@ -50,9 +71,15 @@ def plot_sparsity_fidelity(runs, out="sparsity_fidelity.png"):
             label = run if len(sae_entries(info)) == 1 else f"{run} {key.split('/')[-1]}"
             if l0 is not None and ev is not None:
                 ax_ev.scatter(l0, ev, label=label, **style)
+                bar = error_bar(intervals, run, key, "explained_variance", ev)
+                if bar:
+                    ax_ev.errorbar(l0, ev, yerr=bar, fmt="none", ecolor="grey", capsize=3)
                 ax_ev.annotate(run.replace("run_", ""), (l0, ev), textcoords="offset points", xytext=(5, 5))
             if l0 is not None and acc is not None:
                 ax_acc.scatter(l0, acc, label=label, **style)
+                bar = error_bar(intervals, run, key, "sae_top_1_test_accuracy", acc)
+                if bar:
+                    ax_acc.errorbar(l0, acc, yerr=bar, fmt="none", ecolor="grey", capsize=3)
                 ax_acc.annotate(run.replace("run_", ""), (l0, acc), textcoords="offset points", xytext=(5, 5))
     ax_ev.set(xlabel="L0 (active latents per token)", ylabel="explained variance", title="sparsity vs fidelity")
     ax_acc.set(xlabel="L0 (active latents per token)", ylabel="SAE top-1 probing accuracy",
