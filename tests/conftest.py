@@ -21,3 +21,23 @@ def fake_llm(monkeypatch):
     server = FakeLLM().start()
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def sae_cache(tmp_path_factory):
+    """One activation cache for the whole test session, shared by every real-template test.
+
+    The converted model weights live outside it (SAE_MODEL_DIR, default ~/.cache/sae-agent/models)
+    and are kept across sessions: converting the GGUF takes a minute. Sets SAE_CACHE_DIR for
+    in-process code; subprocess tests pass the returned environment on."""
+    from pathlib import Path
+    cache = tmp_path_factory.mktemp("sae-cache")
+    saved = {k: os.environ.get(k) for k in ("SAE_CACHE_DIR", "SAE_MODEL_DIR")}
+    os.environ["SAE_CACHE_DIR"] = str(cache)
+    os.environ.setdefault("SAE_MODEL_DIR", str(Path.home() / ".cache" / "sae-agent" / "models"))
+    yield {"SAE_CACHE_DIR": str(cache), "SAE_MODEL_DIR": os.environ["SAE_MODEL_DIR"]}
+    for k, v in saved.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v

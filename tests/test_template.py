@@ -1,13 +1,13 @@
-"""templates/sae_variants: the experiment runs end to end (tiny profile), its result file has the
-promised schema, the baseline is a trained SAE, reruns hit the activation cache, and the broken
-seeds' baseline (an SAE left at zero weights) is caught as untrained.
+"""templates/sae_variants through the agent's real execution path (tiny profile): prepare, train in
+the box, evaluate the exported SAE in its own process. The result file has the promised schema,
+the baseline is a trained SAE, reruns hit the activation cache, and the broken seeds' baseline (an
+SAE left at zero weights) is caught as untrained.
 
-The runs use a fresh activation cache per test session (SAE_CACHE_DIR) but share the converted
+The runs share one activation cache per test session (the `sae_cache` fixture) and the converted
 model weights (SAE_MODEL_DIR, default ~/.cache/sae-agent/models), which take a minute to build once.
 """
 
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -16,7 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from agent import results
+from agent import execution, results
+from agent.template import load_template
 
 ROOT = Path(__file__).resolve().parents[1]
 TEMPLATE = ROOT / "templates" / "sae_variants"
@@ -30,35 +31,43 @@ def make_workspace(path: Path, profile: str = "tiny") -> Path:
     return path
 
 
-def run_experiment(workspace: Path, out_dir: str, env: dict, timeout=900):
+def executor(ws: Path, lines: list | None = None) -> execution.Executor:
+    template = load_template(TEMPLATE)
+    return execution.Executor(ws, template, "tiny", protected=execution.protected_from_template(template),
+                              timeout=900, on_line=lines.append if lines is not None else None)
+
+
+def run_logs(ws: Path, out_dir: str) -> str:
+    return "".join((ws / out_dir / name).read_text() for name in ("log.txt", "eval_log.txt")
+                   if (ws / out_dir / name).exists())
+
+
+def run_experiment(ws: Path, out_dir: str, smoke: bool = False, lines: list | None = None):
     started = time.monotonic()
-    proc = subprocess.run([sys.executable, "experiment.py", f"--out_dir={out_dir}"], cwd=workspace, env=env,
-                          capture_output=True, text=True, timeout=timeout)
+    step = executor(ws, lines).run(out_dir, smoke=smoke)
     elapsed = time.monotonic() - started
-    output = proc.stdout + proc.stderr
-    assert proc.returncode == 0, f"experiment.py failed:\n{output[-4000:]}"
+    output = run_logs(ws, out_dir)
+    assert step.ok, f"the run failed ({step.phase}): {step.problem or step.result.error}\n{output[-4000:]}"
     return output, elapsed
 
 
 @pytest.fixture(scope="module")
-def env(tmp_path_factory):
-    env = {k: v for k, v in os.environ.items() if k not in ("SAE_PROFILE", "SAE_SMOKE")}
-    env["SAE_CACHE_DIR"] = str(tmp_path_factory.mktemp("sae-cache"))
-    env.setdefault("SAE_MODEL_DIR", str(Path.home() / ".cache" / "sae-agent" / "models"))
-    env["PYTHONPATH"] = str(ROOT)
-    return env
+def env(sae_cache):
+    return sae_cache
 
 
 @pytest.fixture(scope="module")
 def workspace(tmp_path_factory, env):
     """A tiny-profile workspace with run_0 (cold cache) and run_1 (warm cache) done."""
     ws = make_workspace(tmp_path_factory.mktemp("ws") / "ws")
-    cold_log, cold_s = run_experiment(ws, "run_0", env)
-    cache_files = {p: p.stat().st_mtime_ns for p in Path(env["SAE_CACHE_DIR"]).rglob("*") if p.is_file()}
-    warm_log, warm_s = run_experiment(ws, "run_1", env)
+    prepare_lines: list[str] = []
+    cold_log, cold_s = run_experiment(ws, "run_0", lines=prepare_lines)
+    cache_files = {p: p.stat().st_mtime_ns for p in Path(env["SAE_CACHE_DIR"]).rglob("*")
+                   if p.is_file() and "stages" not in p.parts}
+    warm_log, warm_s = run_experiment(ws, "run_1")
     print(f"\ntiny profile: cold run {cold_s:.1f}s, cached rerun {warm_s:.1f}s")
-    return {"path": ws, "cold_log": cold_log, "warm_log": warm_log, "cache_files": cache_files,
-            "cold_s": cold_s, "warm_s": warm_s}
+    return {"path": ws, "cold_log": "\n".join(prepare_lines) + cold_log, "warm_log": warm_log,
+            "cache_files": cache_files, "cold_s": cold_s, "warm_s": warm_s}
 
 
 def final_info(workspace, run="run_0"):
@@ -117,7 +126,7 @@ def test_baseline_is_a_trained_sae(workspace):
 def test_second_run_hits_the_activation_cache(workspace):
     assert "activation cache miss" in workspace["cold_log"]
     assert "activation cache miss" not in workspace["warm_log"]
-    assert workspace["warm_log"].count("activation cache hit") >= 3   # training, CE and probing data
+    assert workspace["warm_log"].count("activation cache hit") >= 4   # training, held-out, CE and probing data
     # nothing in the cache was rewritten by the rerun
     for path, mtime in workspace["cache_files"].items():
         assert path.stat().st_mtime_ns == mtime, path
@@ -144,7 +153,7 @@ def test_an_sae_left_at_zero_weights_is_detected_as_untrained(workspace, env, tm
     assert init in source
     (ws / "experiment.py").write_text(source.replace(
         init, "            self.W_dec.zero_()\n            self.W_enc.zero_()\n"))
-    output, _ = run_experiment(ws, "run_0", env)
+    run_experiment(ws, "run_0")
     info = json.loads((ws / "run_0" / "final_info.json").read_text())
     problems = results.untrained_problems(info)
     assert any("chance" in p for p in problems), problems
@@ -153,7 +162,7 @@ def test_an_sae_left_at_zero_weights_is_detected_as_untrained(workspace, env, tm
 
 def test_smoke_mode_runs_a_few_steps_and_says_so(env, tmp_path):
     ws = make_workspace(tmp_path / "smoke")
-    output, elapsed = run_experiment(ws, "run_1", {**env, "SAE_SMOKE": "1"})
+    output, elapsed = run_experiment(ws, "run_1", smoke=True)
     entry = json.loads((ws / "run_1" / "final_info.json").read_text())[KEY]
     assert entry["training"]["smoke"] is True and entry["eval_config"]["smoke"] is True
     assert 0 < entry["training"]["training_steps"] < 100
@@ -165,10 +174,9 @@ def test_a_runtime_error_in_the_sae_fails_the_run_with_its_traceback(env, tmp_pa
     source = (ws / "experiment.py").read_text()
     (ws / "experiment.py").write_text(source.replace(
         "        return torch.relu(pre_acts)\n", "        return torch.relu(pre_acts) @ self.W_missing\n", 1))
-    proc = subprocess.run([sys.executable, "experiment.py", "--out_dir=run_1"], cwd=ws,
-                          env={**env, "SAE_SMOKE": "1"}, capture_output=True, text=True, timeout=600)
-    assert proc.returncode != 0
-    assert "W_missing" in proc.stderr
+    step = executor(ws).run("run_1", smoke=True)
+    assert step.result.status == "failed" and step.phase == "train"
+    assert "W_missing" in (ws / "run_1" / "log.txt").read_text()
     assert not (ws / "run_1" / "final_info.json").exists()
 
 

@@ -105,6 +105,15 @@ class ExportedSAE(nn.Module):
     def forward(self, x):
         return self.decode(self.encode(x))
 
+    @property
+    def W_dec(self) -> torch.Tensor:
+        """The effective decoder rows, decode(e_i) - decode(0): what SAEBench's decoder checks read."""
+        if getattr(self, "_w_dec", None) is None:
+            with torch.no_grad():
+                eye = torch.eye(self.d_sae, device=self._anchor.device)
+                self._w_dec = self.decode(eye) - self.decode(torch.zeros(2, self.d_sae, device=eye.device))[:1]
+        return self._w_dec
+
 
 def load_sae(run_dir, layer: int) -> tuple[ExportedSAE, dict]:
     """The exported SAE of `layer` and the training process's claims; FileNotFoundError names what is missing."""

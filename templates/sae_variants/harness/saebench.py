@@ -24,7 +24,9 @@ class SAEBenchSAE(nn.Module):
         self.scale = float(scale)
         param = next(sae.parameters())
         self.device, self.dtype = param.device, param.dtype
-        self.cfg = CustomSAEConfig(model_name=model_name, d_in=sae.W_dec.shape[1], d_sae=sae.W_dec.shape[0],
+        d_in = getattr(sae, "d_in", None) or sae.W_dec.shape[1]
+        d_sae = getattr(sae, "d_sae", None) or sae.W_dec.shape[0]
+        self.cfg = CustomSAEConfig(model_name=model_name, d_in=d_in, d_sae=d_sae,
                                    hook_layer=layer, hook_name=hook_name)
         self.cfg.architecture = type(sae).__name__
         self.cfg.context_size = context_size
@@ -34,8 +36,8 @@ class SAEBenchSAE(nn.Module):
 
     # SAEBench reads these four directly
     @property
-    def W_enc(self):
-        return self.sae.W_enc
+    def W_enc(self):   # an exported SAE has no encoder matrix (its encode may not be linear)
+        return getattr(self.sae, "W_enc", None)
 
     @property
     def W_dec(self):
@@ -43,11 +45,11 @@ class SAEBenchSAE(nn.Module):
 
     @property
     def b_enc(self):
-        return self.sae.b_enc
+        return getattr(self.sae, "b_enc", None)
 
     @property
     def b_dec(self):
-        return self.sae.b_dec
+        return getattr(self.sae, "b_dec", None)
 
     def encode(self, x):
         return self.sae.encode(x.to(self.dtype) * self.scale)

@@ -1,0 +1,85 @@
+"""How much can a profile tell apart? Prints, for one profile (numbers, not asserts):
+
+- the baseline's seed spread (sd over trainings of the unmodified template) of top-1 and EV;
+- the paired bootstrap SE of a difference, and the minimum detectable difference (80% power,
+  alpha 0.05, paired, with the seed spread);
+- the false-discovery rate of a null: extra seeds of the unmodified template, each judged against
+  the first `--baseline-seeds` seeds exactly as the loop judges a run (goal: at most 5%);
+- time per run (train + evaluate) and the preparation time.
+
+    python benchmarks/bench_trust.py --profile tiny --seeds 8 --baseline-seeds 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from agent import execution, results, stats  # noqa: E402
+from agent.template import load_template  # noqa: E402
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--profile", default="tiny")
+    parser.add_argument("--seeds", type=int, default=8, help="trainings of the unmodified template in all")
+    parser.add_argument("--baseline-seeds", type=int, default=3)
+    parser.add_argument("--sandbox", default=None)
+    args = parser.parse_args()
+
+    template = load_template(ROOT / "templates" / "sae_variants")
+    work = Path(tempfile.mkdtemp(prefix="bench-trust-"))
+    for rel in template.files():
+        (work / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(template.root / rel, work / rel)
+    executor = execution.Executor(work, template, args.profile, box=args.sandbox, timeout=7200,
+                                  protected=execution.protected_from_template(template))
+    started = time.monotonic()
+    executor.prepare()
+    print(f"prepare ({args.profile}): {time.monotonic() - started:.1f}s")
+
+    runs, seconds = [], []
+    for seed in range(args.seeds):
+        t = time.monotonic()
+        step = executor.run(f"run_{seed}", overrides={"seed": seed})
+        if not step.ok:
+            raise SystemExit(f"seed {seed} failed: {step.problem or step.result.error}")
+        seconds.append(time.monotonic() - t)
+        runs.append(results.load_results(work / f"run_{seed}"))
+    print(f"per run (train + evaluate): mean {np.mean(seconds):.1f}s, max {np.max(seconds):.1f}s")
+
+    key = next(iter(results.headline(runs[0])))
+    for metric in ("sae_top_1_test_accuracy", "explained_variance", "l0"):
+        values = [results.headline(r)[key][metric] for r in runs]
+        print(f"{metric}: seeds {np.min(values):.4f}..{np.max(values):.4f}, sd {np.std(values, ddof=1):.4f}")
+
+    base, rest = runs[: args.baseline_seeds], runs[args.baseline_seeds:]
+    ev = [results.evidence(r)[key]["probing"]["sae_top_1_test_accuracy"] for r in runs[:2]]
+    draws = stats.probe_resamples(ev)
+    paired_sd = float(np.std(draws[0] - draws[1], ddof=1))
+    seed_sd = float(np.std([results.headline(r)[key]["sae_top_1_test_accuracy"] for r in base], ddof=1))
+    mdd = stats.minimum_detectable_difference(paired_sd, seed_sd, len(base))
+    print(f"sae_top_1: paired bootstrap SE {paired_sd:.4f}; minimum detectable difference {mdd:.4f} "
+          f"(80% power, alpha 0.05, {len(base)} baseline seeds)")
+    flagged = 0
+    for r in rest:
+        d = results.differences(base, r)[key]
+        verdicts = {m: d[m].verdict for m in ("sae_top_1_test_accuracy", "explained_variance") if m in d}
+        flagged += any(v in ("better", "worse") for v in verdicts.values())
+        print(f"  null seed: {', '.join(f'{m} {d[m].short()}' for m in verdicts)}")
+    if rest:
+        print(f"false discoveries of the null: {flagged}/{len(rest)} ({flagged / len(rest):.0%}; goal <= 5% per metric)")
+    shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
