@@ -35,6 +35,9 @@ class Template:
     # The baseline: the unmodified template trained with these seeds (their spread is the noise
     # floor every comparison carries).
     baseline_seeds: tuple[int, ...] = (0,)
+    # The baseline frontier: the unmodified template at other settings of one sparsity knob, so a
+    # run is compared with the baseline at its own L0 ({"sparsity_penalty": [0.75, 3.0]}).
+    frontier: dict[str, list[float]] = field(default_factory=dict)
 
     @property
     def name(self) -> str:
@@ -108,4 +111,5 @@ def load_template(root: Path) -> Template:
         limits=dict(spec.get("limits", {})),
         network_profiles=tuple(spec.get("network", ())),
         baseline_seeds=tuple(int(s) for s in spec.get("baseline_seeds", (0,))),
+        frontier={k: list(v) for k, v in spec.get("frontier", {}).items()},
     )

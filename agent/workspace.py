@@ -62,6 +62,17 @@ class Workspace:
                 pass   # a workspace made before seeds were recorded: one seed only
         return out
 
+    def baseline_frontier(self) -> list[dict]:
+        """The baseline at other sparsity settings (seed 0 each), where they were run."""
+        out = []
+        for knob, values in self.template.frontier.items():
+            for value in values:
+                try:
+                    out.append(results.load_results(self.path / frontier_dir(knob, value)))
+                except results.ResultsError:
+                    pass
+        return out
+
     def protected_files(self) -> dict[str, bytes]:
         """The pristine harness: from the workspace's first commit, which no run can change."""
         repo = history.open_workspace(self.path)
@@ -70,6 +81,10 @@ class Workspace:
         except Exception:   # no commit yet: the workspace is being made from the agent's template
             return execution.protected_from_template(self.template)
         return execution.protected_from_commit(repo, root, self.template.protected)
+
+
+def frontier_dir(knob: str, value) -> str:
+    return f"{BASELINE_RUN}/frontier_{knob}_{value}"
 
 
 def cache_dir() -> Path:
@@ -134,6 +149,11 @@ def _baseline(ws: Workspace, *, timeout: float, on_line, sandbox: str | None = N
                     f"the baseline (the unmodified template, profile {ws.profile}, seed {seed}) did not run: "
                     f"{error}.\n  Its log is {step.result.log_path}; the workspace "
                     f"{ws.path} was kept for inspection. Fix the template or the environment and retry.")
+        for knob, values in ws.template.frontier.items():
+            for value in values:
+                step = executor.run(frontier_dir(knob, value), overrides={"seed": seeds[0], knob: value})
+                if not step.ok:   # the frontier is extra evidence: a point that fails is left out, said so
+                    (on_line or print)(f"baseline frontier {knob}={value} failed: {step.problem or step.result.error}")
         source = ("baseline run of the unmodified template"
                   + (f", seeds {', '.join(map(str, seeds))}" if len(seeds) > 1 else ""))
     try:
