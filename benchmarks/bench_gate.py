@@ -174,8 +174,7 @@ def timed(fn, repeat: int = 20) -> tuple[float, float]:
 def cold(fn):
     """Run `fn` with the parse/pyflakes caches empty, as for a file seen for the first time."""
     def run():
-        for cached in (checks._parse, checks._nodes, checks._fatal_flakes, checks._class_facts):
-            cached.cache_clear()
+        checks.clear_caches()
         fn()
     return run
 
