@@ -53,8 +53,12 @@ def missing_attributes(src: Source) -> list[Finding]:
     for name, facts in classes.items():
         if _unknowable(name, classes):
             continue
+        subclasses = _subclass_provides(name, classes)
+        local = lineage(name, classes, resolve=False)[0] | subclasses
+        if all(a in local or a.startswith("__") for a in facts.reads):
+            continue  # everything read is set in this file: no installed base needs importing
         provided, external = lineage(name, classes)
-        provided |= _subclass_provides(name, classes)
+        provided |= subclasses
         old = old_classes.get(name)
         old_provided = (lineage(name, old_classes)[0] | _subclass_provides(name, old_classes)) if old else set()
         torch_module = is_torch_module(name, classes)
@@ -121,7 +125,7 @@ class _InitOrder:
         inherited = set(self.facts.real_attrs)
         for base in self.facts.in_file_bases:
             if base in classes:
-                inherited |= lineage(base, classes)[0]
+                inherited |= lineage(base, classes, resolve=False)[0]
         self.pending = {a for a in self.facts.provides if a not in self.facts.class_level} \
             - inherited - _subclass_provides(name, classes) - self.facts.helper_provides
         if "__new__" in self.facts.methods:
@@ -243,10 +247,18 @@ def _early_reads(text: str) -> dict[tuple[str, str], _EarlyRead]:
     classes = class_facts(text)
     found = {}
     for name, facts in classes.items():
-        if _unknowable(name, classes) or lineage(name, classes)[1]:
+        if _unknowable(name, classes):
+            continue
+        early = _InitOrder(name, classes).run()
+        if not early:
+            continue
+        provided, external = lineage(name, classes)  # now import installed bases, if any
+        if external:
             continue  # an unknown base may set anything in its own __init__
-        for attr, read in _InitOrder(name, classes).run().items():
-            found[(name, attr)] = read
+        real = set().union(*(classes[c].real_attrs for c in {name} | ancestors(name, classes)))
+        for attr, read in early.items():
+            if attr not in real:
+                found[(name, attr)] = read
     return found
 
 
@@ -318,11 +330,18 @@ def _through_reads(text: str) -> dict[tuple[str, str, str], tuple[int, str, int]
     """(class, attr, spelled object) -> (line, class of the object, line it was made)."""
     classes = class_facts(text)
     stored = {n.attr for n in nodes(text) if isinstance(n, ast.Attribute) and isinstance(n.ctx, ast.Store)}
-    known = {}
-    for name in classes:
-        provided, external = lineage(name, classes)
-        if not external and not _unknowable(name, classes):
-            known[name] = provided
+    local = {name: lineage(name, classes, resolve=False)[0] for name in classes}
+    full: dict[str, set[str] | None] = {}
+
+    def lacks(cls: str, attr: str) -> bool:
+        """True when instances of the file class `cls` have no `attr` (None: cannot be known)."""
+        if attr in local[cls]:
+            return False
+        if cls not in full:  # only now import its installed bases
+            provided, external = lineage(cls, classes)
+            full[cls] = None if external or _unknowable(cls, classes) else provided
+        return full[cls] is not None and attr not in full[cls]
+
     found = {}
 
     def check(fn, objects: dict[str, tuple[str, int]], owner: str, walk=None):
@@ -336,9 +355,8 @@ def _through_reads(text: str) -> dict[tuple[str, str, str], tuple[int, str, int]
                 continue
             cls, made = objects[spelled]
             attr = node.attr
-            if cls not in known or attr in known[cls] or attr in stored or attr in guards \
-                    or id(node) in in_try or attr.startswith("__") \
-                    or (attr.startswith("_") and is_torch_module(cls, classes)):
+            if attr in stored or attr in guards or id(node) in in_try or attr.startswith("__") \
+                    or not lacks(cls, attr) or (attr.startswith("_") and is_torch_module(cls, classes)):
                 continue
             found.setdefault((owner, attr, spelled), (node.lineno, cls, made))
 

@@ -47,6 +47,7 @@ class ClassFacts:
     real_attrs: set[str] = field(default_factory=set)  # what resolved installed bases provide
     external: bool = False  # some base is neither in the file nor resolvable: it may set anything
     torch_module: bool = False  # derives from torch.nn.Module
+    unresolved: list[str] = field(default_factory=list)  # installed bases not imported yet (lazy)
     provides: dict[str, list[int]] = field(default_factory=dict)  # attr -> lines that provide it
     reads: dict[str, int] = field(default_factory=dict)  # attr -> first unguarded read
     dynamic: bool = False  # __getattr__, setattr(self, name, ...), vars(self) writes: unknowable
@@ -364,15 +365,25 @@ def _add_base(facts: ClassFacts, base: ast.AST, in_file: set[str], imports: dict
     head, _, rest = spelled.partition(".")
     origin = imports.get(head) or (f"builtins.{head}" if hasattr(builtins, head) else None)
     full = f"{origin}.{rest}" if origin and rest else origin
-    real = real_class(full) if full else None
-    if real is not None:
-        facts.real_attrs |= real[0]
-        facts.torch_module = facts.torch_module or real[1]
-    elif full and _is_torch_module_name(full):
-        facts.real_attrs |= MODULE_ATTRS  # torch is not importable here: what it is known to give
-        facts.torch_module = True
+    if full:
+        facts.unresolved.append(full)  # imported only when a read needs it: importing torch takes seconds
     else:
         facts.external = True
+
+
+def resolve_bases(facts: ClassFacts) -> None:
+    """Import the class's installed bases (once) and add what they provide."""
+    for full in facts.unresolved:
+        real = real_class(full)
+        if real is not None:
+            facts.real_attrs |= real[0]
+            facts.torch_module = facts.torch_module or real[1]
+        elif _is_torch_module_name(full):
+            facts.real_attrs |= MODULE_ATTRS  # torch is not importable here: what it is known to give
+            facts.torch_module = True
+        else:
+            facts.external = True
+    facts.unresolved = []
 
 
 def _is_torch_module_name(full: str) -> bool:
@@ -418,14 +429,20 @@ def _parameter(fn: ast.FunctionDef, where: int | str, as_attribute: bool) -> str
     return params[index] if index < len(params) else None
 
 
-def lineage(name: str, classes: dict[str, ClassFacts], seen: frozenset = frozenset()):
-    """(attributes the class and its in-file and installed bases provide, whether a base is unknown)."""
+def lineage(name: str, classes: dict[str, ClassFacts], seen: frozenset = frozenset(), *,
+            resolve: bool = True):
+    """(attributes the class and its in-file and installed bases provide, whether a base is unknown).
+
+    With resolve=False nothing is imported: installed bases not resolved yet count as unknown.
+    """
     facts = classes[name]
+    if resolve:
+        resolve_bases(facts)
     provided = set(facts.provides) | facts.real_attrs
-    external = facts.external
+    external = facts.external or bool(facts.unresolved)
     for base in facts.in_file_bases:
         if base not in seen and base in classes and base != name:
-            more, ext = lineage(base, classes, seen | {name})
+            more, ext = lineage(base, classes, seen | {name}, resolve=resolve)
             provided |= more
             external = external or ext
     return provided, external
@@ -448,7 +465,10 @@ def descendants(name: str, classes: dict[str, ClassFacts]) -> set[str]:
 
 
 def is_torch_module(name: str, classes: dict[str, ClassFacts]) -> bool:
-    return any(classes[c].torch_module for c in {name} | ancestors(name, classes))
+    family = {name} | ancestors(name, classes)
+    for c in family:
+        resolve_bases(classes[c])
+    return any(classes[c].torch_module for c in family)
 
 
 # ---------------------------------------------------------------- installed base classes
