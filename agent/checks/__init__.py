@@ -58,7 +58,8 @@ def format_findings(findings: list[Finding]) -> str:
 def clear_caches() -> None:
     """Forget parsed files (benchmarks measure a file seen for the first time); installed base
     classes stay resolved, as they do for the life of a process."""
-    for cached in (core.parse, core.nodes, flakes.fatal_flakes, classes.class_facts):
+    for cached in (core.parse, core.nodes, flakes.fatal_flakes, classes.class_facts,
+                   attributes.early_reads, attributes.through_reads):
         cached.cache_clear()
 
 

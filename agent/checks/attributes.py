@@ -243,7 +243,8 @@ def _eager_nodes(fn: ast.AST) -> tuple[ast.AST, ...]:
     return tuple(_eager_walk(fn))
 
 
-def _early_reads(text: str) -> dict[tuple[str, str], _EarlyRead]:
+@functools.lru_cache(maxsize=16)
+def early_reads(text: str) -> dict[tuple[str, str], _EarlyRead]:
     classes = class_facts(text)
     found = {}
     for name, facts in classes.items():
@@ -263,9 +264,9 @@ def _early_reads(text: str) -> dict[tuple[str, str], _EarlyRead]:
 
 
 def reads_before_assignment(src: Source) -> list[Finding]:
-    before = set(_early_reads(src.old)) if src.old else set()
+    before = set(early_reads(src.old)) if src.old else set()
     findings = []
-    for (cls, attr), read in _early_reads(src.text).items():
+    for (cls, attr), read in early_reads(src.text).items():
         if (cls, attr) in before:
             continue
         where = f"{read.via}(), which {cls}.__init__ calls at line {read.call_line}" if read.via \
@@ -326,7 +327,8 @@ def _constructed(value: ast.AST | None, classes) -> str | None:
     return None
 
 
-def _through_reads(text: str) -> dict[tuple[str, str, str], tuple[int, str, int]]:
+@functools.lru_cache(maxsize=16)
+def through_reads(text: str) -> dict[tuple[str, str, str], tuple[int, str, int]]:
     """(class, attr, spelled object) -> (line, class of the object, line it was made)."""
     classes = class_facts(text)
     stored = {n.attr for n in nodes(text) if isinstance(n, ast.Attribute) and isinstance(n.ctx, ast.Store)}
@@ -376,9 +378,9 @@ def _through_reads(text: str) -> dict[tuple[str, str, str], tuple[int, str, int]
 
 
 def reads_through_objects(src: Source) -> list[Finding]:
-    before = set(_through_reads(src.old)) if src.old else set()
+    before = set(through_reads(src.old)) if src.old else set()
     findings = []
-    for (owner, attr, spelled), (line, cls, made) in sorted(_through_reads(src.text).items(),
+    for (owner, attr, spelled), (line, cls, made) in sorted(through_reads(src.text).items(),
                                                              key=lambda kv: kv[1][0]):
         if (owner, attr, spelled) in before:
             continue
