@@ -633,6 +633,9 @@ def test_a_registered_first_definition_is_a_deliberate_override_not_a_duplicate(
     src = ("VARIANTS = {}\n\ndef make_sae(d):\n    return ('relu', d)\n\nVARIANTS['relu'] = make_sae\n\n"
            "def make_sae(d):\n    return ('topk', d)\n\nVARIANTS['topk'] = make_sae\n")
     assert gate(src, "VARIANTS = {}\n") == []
+    # A call inside another function's body finds the last definition: that is no registration.
+    called = src.replace("VARIANTS['relu'] = make_sae\n", "def main():\n    return make_sae(1)\n")
+    assert [f.code for f in gate(called, "VARIANTS = {}\n")] == ["duplicate-definition"]
 
 
 def test_a_conditional_second_definition_is_not_a_duplicate():

@@ -34,7 +34,21 @@ def _used_before_redefinition(body: list[ast.stmt], name: str, first: ast.stmt, 
     aliased or called there (`TRAINERS["l1"] = make`, `_old = forward`), so replacing it is meant."""
     between = [s for s in body if first.lineno < s.lineno < second.lineno]
     return any(isinstance(n, ast.Name) and n.id == name and isinstance(n.ctx, ast.Load)
-               for s in between for n in ast.walk(s))
+               for s in between for n in _run_now(s))
+
+
+def _run_now(stmt: ast.stmt):
+    """The nodes of a statement that run when it does: not the bodies of functions it defines
+    (a call in there finds the last definition, so it does not make the first one deliberate)."""
+    todo = [stmt]
+    while todo:
+        node = todo.pop()
+        yield node
+        if isinstance(node, FUNCTIONS + (ast.Lambda,)):
+            todo.extend(n for n in getattr(node, "decorator_list", []) + node.args.defaults
+                        + node.args.kw_defaults if n is not None)
+            continue
+        todo.extend(n for n in ast.iter_child_nodes(node) if n is not None)
 
 
 def duplicate_definitions(src: Source) -> list[Finding]:
