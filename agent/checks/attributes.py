@@ -106,8 +106,9 @@ def _attribute_finding(src: Source, cls: str, kind: str, attrs: dict[str, int]) 
 class _EarlyRead:
     attr: str
     line: int  # the read
-    via: str | None  # the method __init__ called that read it
+    via: str | None  # the method __init__ called on the way to the read
     call_line: int | None
+    method: str | None = None  # the method that holds the read, when __init__ does not
 
 
 class _InitOrder:
@@ -150,7 +151,7 @@ class _InitOrder:
         if not args:
             return
         info = function_info(fn)
-        ctx = (args[0].arg, info.guards, info.in_try, via, call_line, stack, info.aug)
+        ctx = (args[0].arg, info.guards, info.in_try, via, call_line, stack, info.aug, fn.name)
         self._block(fn.body, assigned, ctx)
 
     def _block(self, body, assigned, ctx) -> None:
@@ -187,7 +188,7 @@ class _InitOrder:
         assigned |= self._stores([stmt], ctx[0], ctx[6])
 
     def _expr(self, tree, assigned, ctx) -> None:
-        me, guards, in_try, via, call_line, stack, aug = ctx
+        me, guards, in_try, via, call_line, stack, aug, current = ctx
         calls, reads = [], []
         for node in _eager_walk(tree):
             if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) \
@@ -205,7 +206,7 @@ class _InitOrder:
             attr = node.attr
             if attr in self.pending and attr not in assigned and attr not in guards \
                     and id(node) not in in_try and attr not in self.found:
-                self.found[attr] = _EarlyRead(attr, node.lineno, via, call_line)
+                self.found[attr] = _EarlyRead(attr, node.lineno, via, call_line, current if via else None)
 
     @staticmethod
     def _stores(body, me, aug) -> set[str]:
@@ -269,8 +270,11 @@ def reads_before_assignment(src: Source) -> list[Finding]:
     for (cls, attr), read in early_reads(src.text).items():
         if (cls, attr) in before:
             continue
-        where = f"{read.via}(), which {cls}.__init__ calls at line {read.call_line}" if read.via \
-            else f"{cls}.__init__"
+        where = f"{cls}.__init__"
+        if read.via:
+            where = f"{read.via}(), which {cls}.__init__ calls at line {read.call_line}"
+            if read.method != read.via:
+                where = f"{read.method}() (reached from {where})"
         findings.append(src.finding(
             read.line, "self-attribute-order", f"self.{attr} is read in {where}, before __init__ "
             "assigns it", f"the object is built in that order, so the run would stop with "
