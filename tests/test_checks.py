@@ -699,3 +699,29 @@ def test_an_attribute_only_read_by_its_own_augmented_assignment_is_blocked():
     assert "self.streaks is read but never assigned in CustomTrainer" in f.message
     started = new.replace("        self.lr = lr\n", "        self.lr = lr\n        self.streaks = 0\n")
     assert gate(started, EXPERIMENT) == []
+
+
+def test_a_base_class_from_a_workspace_module_is_never_imported(tmp_path, monkeypatch):
+    """Only installed packages are imported to resolve a base: a workspace module is code the LLM
+    may have written, and the gate must not run it, even when it is on sys.path."""
+    marker = tmp_path / "ran"
+    (tmp_path / "evil_base_xyz.py").write_text(
+        f"open({str(marker)!r}, 'w').write('imported')\nclass Base:\n    pass\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    src = "from evil_base_xyz import Base\n\nclass A(Base):\n    def f(self):\n        return self.x\n"
+    (f,) = gate(src, workspace=tmp_path)
+    assert f.code == "self-attribute" and not f.blocking  # unknown base: a warning
+    assert not marker.exists() and "evil_base_xyz" not in sys.modules
+
+
+def test_without_torch_importable_nn_module_falls_back_to_what_it_is_known_to_give(monkeypatch):
+    from agent import checks
+    from agent.checks import classes
+
+    monkeypatch.setattr(classes, "real_class", lambda dotted: None)
+    checks.clear_caches()
+    src = ("import torch.nn as nn\n\nclass A(nn.Module):\n    def f(self, x):\n"
+           "        return x if self.training else self.gain\n")
+    (f,) = gate(src)
+    assert f.blocking and f.message.startswith("self.gain is read")
+    checks.clear_caches()
