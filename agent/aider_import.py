@@ -179,7 +179,7 @@ def plan_turns(messages: list[Message], files: dict[str, str],
         turn = Turn(number=k + 1, run=run, attempt=attempt, status="interrupted", reply=reply,
                     before=pending_users, after=after,
                     echoes=[m for m in messages[i + 1:end] if m.role == "tool"])
-        changed, turn.outcomes = edits.apply_reply(reply.text, current, editable)
+        changed, turn.outcomes = edits.apply_reply(reply.text, current, editable, aider_compat=True)
         current.update(changed)
         turn.files = dict(current)
         turn.feedback = edits.feedback(turn.outcomes)
@@ -348,7 +348,7 @@ def _no_edit_note(messages: list[Message], replies: list[Message]) -> str:
 
 def _target_name(onto: Path, replies: list[str]) -> str:
     """The name the log's blocks use for the --onto file (its own name if they use it)."""
-    named = Counter(b.path for r in replies for b in edits.find_blocks(r).blocks)
+    named = Counter(b.path for r in replies for b in edits.find_blocks(r, aider_compat=True).blocks)
     if onto.name in named or not named:
         return onto.name
     return named.most_common(1)[0][0]

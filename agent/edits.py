@@ -19,12 +19,13 @@ from pathlib import Path, PurePosixPath
 
 DEFAULT_EDITABLE = ("experiment.py", "plot.py", "notes.txt")
 
-HEAD_RE = re.compile(r"^\s*<{5,9} SEARCH\s*$")
+HEAD_RE = re.compile(r"^\s*<{5,9} SEARCH>?\s*$")
 DIVIDER_RE = re.compile(r"^\s*={5,9}\s*$")
 UPDATED_RE = re.compile(r"^\s*>{5,9} REPLACE\s*$")
 FENCE = "```"
-# A line that stands for elided code inside a SEARCH/REPLACE pair.
-DOTS_RE = re.compile(r"^[ \t]*\.\.\.[ \t]*\n", re.MULTILINE)
+# A line that stands for elided code inside a SEARCH/REPLACE pair, with the blank lines before it
+# (aider's try_dotdotdots splits on exactly this).
+DOTS_RE = re.compile(r"^\s*\.\.\.\n", re.MULTILINE)
 
 
 class EditRefused(Exception):
@@ -102,10 +103,13 @@ def _find_filename(before: list[str], known: tuple[str, ...]) -> str | None:
     return names[0] if names else None
 
 
-def find_blocks(reply: str, known: Iterable[str] = ()) -> ParsedReply:
+def find_blocks(reply: str, known: Iterable[str] = (), *, aider_compat: bool = False) -> ParsedReply:
     """Every SEARCH/REPLACE block in an LLM reply; malformed ones go to `problems`, not exceptions.
 
     `known` (file names the caller expects) only breaks ties when several names precede a block.
+    `aider_compat`: end a REPLACE part at a second `=======` line, as aider (0.57 and later) does,
+    ignoring the rest up to `>>>>>>> REPLACE`; for replaying old logs. Otherwise such a line is
+    kept as text (notes.txt may hold one), so nothing the model wrote is lost.
     """
     known = tuple(known)
     lines = reply.replace("\r\n", "\n").splitlines(keepends=True)  # CRLF replies match LF files
@@ -129,8 +133,13 @@ def find_blocks(reply: str, known: Iterable[str] = ()) -> ParsedReply:
             parsed.problems.append(_unfinished(start, name, "=======", stop, i))
             i += 1 if stop == "updated" else 0
             continue
-        replace, i, stop = _collect(lines, i + 1, UPDATED_RE)
-        if stop != "marker":
+        replace, i, stop = _collect(lines, i + 1, UPDATED_RE, aider_compat)
+        if stop == "divider":  # aider's block ended here; what follows up to REPLACE is plain text
+            while i + 1 < len(lines) and not HEAD_RE.match(lines[i + 1]):
+                i += 1
+                if UPDATED_RE.match(lines[i]):
+                    break
+        elif stop != "marker":
             parsed.problems.append(_unfinished(start, name, ">>>>>>> REPLACE", stop, i))
             continue
         i += 1
@@ -143,16 +152,16 @@ def find_blocks(reply: str, known: Iterable[str] = ()) -> ParsedReply:
     return parsed
 
 
-def _collect(lines: list[str], i: int, marker: re.Pattern) -> tuple[list[str], int, str]:
-    """Lines up to `marker`; stops early at a marker that cannot belong to this block.
-
-    A `=======` inside the REPLACE part is kept as text (notes.txt may hold one), as aider does.
-    """
+def _collect(lines: list[str], i: int, marker: re.Pattern,
+             divider_ends: bool = False) -> tuple[list[str], int, str]:
+    """Lines up to `marker`; stops early at a marker that cannot belong to this block."""
     body = []
     while i < len(lines):
         line = lines[i]
         if marker.match(line):
             return body, i, "marker"
+        if divider_ends and DIVIDER_RE.match(line):
+            return body, i, "divider"
         if HEAD_RE.match(line):
             return body, i, "head"
         if marker is DIVIDER_RE and UPDATED_RE.match(line):
@@ -351,15 +360,15 @@ def _refusal(rel: str, editable: Iterable[str]) -> str:
 # ---------------------------------------------------------------- applying a whole reply
 
 
-def apply_reply(reply: str, files: dict[str, str],
-                editable: Iterable[str] = DEFAULT_EDITABLE) -> tuple[dict[str, str], list[EditOutcome]]:
+def apply_reply(reply: str, files: dict[str, str], editable: Iterable[str] = DEFAULT_EDITABLE, *,
+                aider_compat: bool = False) -> tuple[dict[str, str], list[EditOutcome]]:
     """Apply every block of `reply` to `files` (path -> text) in order.
 
     Returns the texts of the files that changed or were created, and one outcome per block
     (plus one per malformed block). A failed block leaves its file as the earlier blocks left it.
     """
     editable = tuple(editable)
-    parsed = find_blocks(reply, known=tuple(files) + editable)
+    parsed = find_blocks(reply, known=tuple(files) + editable, aider_compat=aider_compat)
     current = dict(files)
     outcomes = [EditOutcome("", "malformed", p, None) for p in parsed.problems]
     for block in parsed.blocks:

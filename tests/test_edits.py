@@ -389,3 +389,21 @@ def test_closest_lines_on_a_big_file_does_bounded_work_and_still_finds_the_near_
     assert "x_hat, f = self.ae(x, output_features=True)" in found
     # One pass over the 4,042 windows, then comparisons of at most 8 of them.
     assert made.count("ratio") <= 8 and made.count("quick") <= 8
+
+
+def test_a_divider_line_inside_replace_is_text_in_the_loop_and_ends_the_block_for_old_aider_logs():
+    reply = block("notes.txt", "# Notes\n", "# Notes\nResults\n=======\nrun 1 was better\n")
+    changed, (o,) = apply_reply(reply, {"notes.txt": "# Notes\n"})
+    assert o.status == "applied" and changed["notes.txt"] == "# Notes\nResults\n=======\nrun 1 was better\n"
+    # aider (0.57 on) ends the REPLACE at the second `=======` and reads the rest as plain text.
+    changed, outcomes = apply_reply(reply + block("notes.txt", "run\n", "run\n"),
+                                    {"notes.txt": "# Notes\nrun\n"}, aider_compat=True)
+    assert [o.status for o in outcomes] == ["applied", "applied"]
+    assert changed["notes.txt"] == "# Notes\nResults\nrun\n"
+
+
+def test_blank_lines_before_an_elision_belong_to_it_as_in_aider():
+    content = "def f():\n    a = 1\n\n    b = 2\n    return a + b\n"
+    search = "def f():\n\n...\n    return a + b\n"
+    replace = "def g():\n\n...\n    return a * b\n"
+    assert replace_once(content, search, replace) == "def g():\n    a = 1\n\n    b = 2\n    return a * b\n"
