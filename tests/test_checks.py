@@ -725,3 +725,17 @@ def test_without_torch_importable_nn_module_falls_back_to_what_it_is_known_to_gi
     (f,) = gate(src)
     assert f.blocking and f.message.startswith("self.gain is read")
     checks.clear_caches()
+
+
+def test_each_registered_rule_runs_alone_and_reports_only_its_own_codes(workspace):
+    from agent.checks import RULES
+
+    new = apply_seed("001").replace("import json\n", "import json\nimport no_such_pkg_xyz\n")
+    seen = set()
+    for rule in RULES:
+        codes = {f.code for f in check_source(new, EXPERIMENT, search_path=workspace, rules=(rule,))}
+        assert codes <= set(rule.codes), (rule.name, codes)
+        seen |= codes
+    # All of them together are what the gate reports by default.
+    assert seen == {f.code for f in gate(new, EXPERIMENT, workspace=workspace)}
+    assert {"placeholder", "duplicate-definition", "self-attribute", "unresolved-import"} <= seen

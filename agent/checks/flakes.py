@@ -38,6 +38,10 @@ def fatal_flakes(source: str) -> tuple:
     return tuple(m for m in checker.messages if isinstance(m, _FATAL))
 
 
+def _code(kind: str) -> str:
+    return re.sub(r"(?<!^)(?=[A-Z])", "-", kind).lower()  # UndefinedName -> undefined-name
+
+
 def _key(message) -> tuple:
     return type(message).__name__, tuple(map(str, message.message_args))
 
@@ -53,11 +57,11 @@ def undefined_names(src: Source) -> list[Finding]:
         if budget[key] > 0:
             budget[key] -= 1
             continue
-        code = re.sub(r"(?<!^)(?=[A-Z])", "-", key[0]).lower()
+        code = _code(key[0])
         why = _WHY.get(key[0], "Python raises an error when this line runs")
         findings.append(src.finding(m.lineno, code, m.message % m.message_args, why))
     return findings
 
 
-RULE = Rule("pyflakes", ("undefined-name", "undefined-local", "..."), undefined_names,
+RULE = Rule("pyflakes", tuple(_code(m.__name__) for m in _FATAL), undefined_names,
             "fatal pyflakes messages (undefined names, return outside a function, ...) the edit added")
