@@ -48,43 +48,85 @@ class AiderImportError(HistoryError):
 
 @dataclass
 class Message:
-    role: str                 # "user" | "assistant"
+    role: str                 # "user" | "assistant" | "tool" (aider's reply to the model, echoed)
     text: str
     notes: list[str] = field(default_factory=list)   # aider's `> ` lines that followed it
     line: int = 0             # 1-based line in the log where it starts
 
 
+# aider writes a multi-line tool message with `> ` on its first line only (io.append_chat_history),
+# so the rest of it (the failed block it echoes, ...) looks like assistant text. These open one:
+_FAILED_TO_MATCH = re.compile(r"^# \d+ SEARCH/REPLACE blocks? failed to match!")
+_NOT_CONFORMING = "The LLM did not conform to the edit format."
+# ... and these are the last line of the message, after which the next reply begins.
+_ECHO_ENDS = (re.compile(r"^Just reply with fixed versions of the blocks? above"),
+              re.compile(r"^\^\^\^ "))
+_NO_MATCH_TAIL = "The SEARCH section must exactly match an existing block of lines"
+
+
+def is_aider_log(text: str) -> bool:
+    """aider's header, or a user line the way aider writes them (`#### ...` + markdown break)."""
+    return any(raw.startswith("# aider chat started at") or
+               (raw.startswith("#### ") and raw.endswith("  ")) or raw.rstrip() == "####"
+               for raw in text.splitlines())
+
+
 def parse_chat_log(text: str) -> list[Message]:
-    """The log's user and assistant messages, in order, each with the aider notes after it."""
+    """The log's messages in order: user, assistant, and aider's echoed replies to the model
+    ("tool"), each with the aider notes after it."""
     messages: list[Message] = []
     kind, lines, start = None, [], 0
+    echo_next = False  # the next `> ` note opens a multi-line tool message
+    raws = text.splitlines()
 
     def flush():
-        if kind in ("user", "assistant"):
+        if kind in ("user", "assistant", "tool"):
             body = "\n".join(lines).strip("\n")
             if body.strip():
                 messages.append(Message(kind, body, line=start))
         elif kind == "note" and messages:
             messages[-1].notes.extend(ln for ln in lines if ln.strip())
 
-    for n, raw in enumerate(text.splitlines(), start=1):
+    for n, raw in enumerate(raws, start=1):
         line = raw[:-2] if raw.endswith("  ") else raw  # aider ends its lines with a markdown break
         if raw.startswith("#### ") or raw.rstrip() == "####":
             this, content = "user", line[5:]
         elif raw.startswith("> ") or raw.rstrip() == ">":
             this, content = "note", line[2:]
+            if (_FAILED_TO_MATCH.match(content) or echo_next) and not content.startswith("http") \
+                    and not raw.endswith("  "):
+                this = "tool"  # its first line; the unprefixed lines after it belong to it
+            echo_next = content.strip() == _NOT_CONFORMING or (echo_next and content.startswith("http"))
+        elif kind == "tool":
+            this, content = "tool", line if raw.strip() else raw
         elif raw.startswith("# aider chat started at"):
             this, content = "session", line
         elif not raw.strip() and kind == "user":
             this, content = "gap", ""  # a blank line ends a user message
         else:
             this, content = "assistant", raw
-        if this != kind or this == "session":
+        if this != kind or this == "session" or (this == "tool" and raw.startswith("> ")):
             flush()
             kind, lines, start = this, [], n
         lines.append(content)
+        if kind == "tool" and _echo_ends(raw, raws[n:]):
+            flush()
+            kind, lines = "echo-done", []
     flush()
     return messages
+
+
+def _echo_ends(raw: str, rest: list[str]) -> bool:
+    """True when `raw` is the last line of an echoed tool message."""
+    text = raw.rstrip()
+    if any(p.match(text) for p in _ECHO_ENDS):
+        return True
+    if text.startswith(_NO_MATCH_TAIL):  # last unless "# The other N blocks were applied" follows
+        following = next((r for r in rest if r.strip()), "")
+        return not following.startswith("# The other ")
+    # Any other message ends at aider's markdown break on a line with text (indentation alone
+    # can end in two spaces, as the template's blank lines do).
+    return raw.endswith("  ") and bool(raw.strip())
 
 
 # -- what each assistant turn did ---------------------------------------------------------
@@ -98,6 +140,7 @@ class Turn:
     reply: Message
     before: list[Message]         # user messages since the previous turn
     after: list[Message]          # user messages until the next turn (the run's outcome)
+    echoes: list[Message] = field(default_factory=list)   # what aider replied to the model
     outcomes: list = field(default_factory=list)
     feedback: str = ""
     files: dict[str, str] = field(default_factory=dict)   # editable files after this turn
@@ -134,8 +177,9 @@ def plan_turns(messages: list[Message], files: dict[str, str],
         reply = messages[i]
         after = [m for m in messages[i + 1:end] if m.role == "user"]
         turn = Turn(number=k + 1, run=run, attempt=attempt, status="interrupted", reply=reply,
-                    before=pending_users, after=after)
-        changed, turn.outcomes = edits.apply_reply(reply.text, current, editable)
+                    before=pending_users, after=after,
+                    echoes=[m for m in messages[i + 1:end] if m.role == "tool"])
+        changed, turn.outcomes = edits.apply_reply(reply.text, current, editable, aider_compat=True)
         current.update(changed)
         turn.files = dict(current)
         turn.feedback = edits.feedback(turn.outcomes)
@@ -145,15 +189,20 @@ def plan_turns(messages: list[Message], files: dict[str, str],
         pending_users = []
         if turn.status == "success":
             run, attempt = turn.run + 1, 1
-        elif turn.status == "failed":
-            attempt += 1
+        elif turn.status in ("failed", "edit-failed", "no-edits"):
+            attempt += 1  # as in the loop: every reply that did not finish its run is an attempt
     return turns
 
 
 def _judge(turn: Turn, after: list[Message]) -> None:
     """Status, error and run output of a turn, from the user message(s) that answered it."""
     if not after:
-        turn.status, turn.error = "interrupted", "the log ends before this turn's code was run"
+        if turn.echoes:  # aider refused the edit and asked the model again at once
+            turn.status, turn.error = "edit-failed", "aider: " + turn.echoes[0].text.splitlines()[0]
+        elif not turn.outcomes:
+            turn.status = "no-edits"
+        else:
+            turn.status, turn.error = "interrupted", "the log ends before this turn's code was run"
         return
     first = after[0].text
     done = _COMPLETED.search(first)
@@ -171,6 +220,8 @@ def _judge(turn: Turn, after: list[Message]) -> None:
         turn.run_output = first
     elif _edits_only(turn, ("notes.txt", "plot.py")):
         turn.status = "notes"
+    elif not turn.outcomes:
+        turn.status = "no-edits"
     else:
         turn.status = "interrupted"
         turn.error = "the next message is not a run result: " + first.strip().splitlines()[0][:120]
@@ -243,6 +294,7 @@ class ImportSummary:
     target: str
     turns: list[Turn]
     commits: int
+    note: str | None = None   # e.g. that no edit was made
 
 
 def import_command(args, console: Console) -> int:
@@ -262,33 +314,41 @@ def import_log(log: Path, onto: Path, out: Path | None = None,
         raise AiderImportError(f"--onto {onto} does not exist or is not a file")
     text = log.read_text(encoding="utf-8", errors="replace")
     messages = parse_chat_log(text)
+    if not is_aider_log(text) or not messages:
+        raise AiderImportError(f"{log} is not an aider chat log: aider's logs start with '# aider chat "
+                               "started at' and its user lines with '#### '")
     replies = [m for m in messages if m.role == "assistant"]
-    if not replies:
-        raise AiderImportError(f"{log} has no assistant turns: is it an aider chat log "
-                               "(user lines start with '#### ')?")
     target = name or _target_name(onto, [m.text for m in replies])
     files, template_root = _starting_files(onto, target)
     editable = tuple(dict.fromkeys((target,) + edits.DEFAULT_EDITABLE))
     turns = plan_turns(messages, {p: t for p, t in files.items() if p in editable}, editable)
-    if not any(t.outcomes for t in turns):
-        raise AiderImportError(f"{log} has {len(replies)} assistant turn(s) but no SEARCH/REPLACE "
-                               "edit blocks: nothing to import")
+    note = None if any(t.outcomes for t in turns) else _no_edit_note(messages, replies)
     out = Path(out) if out else REPO_ROOT / "results" / f"imported_{_slug(log.stem)}"
     if out.exists() and any(out.iterdir()):
         raise AiderImportError(f"{out} already exists and is not empty; choose another --out")
 
     out.mkdir(parents=True, exist_ok=True)
     try:
-        commits = _write_workspace(out, log, messages, files, template_root, turns, target)
+        commits = _write_workspace(out, log, messages, files, template_root, turns, target, note)
     except BaseException:
         shutil.rmtree(out, ignore_errors=True)  # a half-made workspace is worse than none
         raise
-    return ImportSummary(out, target, turns, commits)
+    return ImportSummary(out, target, turns, commits, note)
+
+
+def _no_edit_note(messages: list[Message], replies: list[Message]) -> str:
+    """Why a log that made no edit still has a history: what its replies (or its provider) did."""
+    if replies:
+        return (f"No edit was made: the log's {len(replies)} assistant repl"
+                f"{'y holds' if len(replies) == 1 else 'ies hold'} no SEARCH/REPLACE blocks.")
+    errors = [n for m in messages for n in m.notes if "Error" in n]
+    said = f"; the provider answered: {_clip(errors[0], 200)}" if errors else ""
+    return f"No edit was made: the log has no assistant reply{said}."
 
 
 def _target_name(onto: Path, replies: list[str]) -> str:
     """The name the log's blocks use for the --onto file (its own name if they use it)."""
-    named = Counter(b.path for r in replies for b in edits.find_blocks(r).blocks)
+    named = Counter(b.path for r in replies for b in edits.find_blocks(r, aider_compat=True).blocks)
     if onto.name in named or not named:
         return onto.name
     return named.most_common(1)[0][0]
@@ -315,7 +375,8 @@ def _slug(text: str) -> str:
 
 
 def _write_workspace(out: Path, log: Path, messages: list[Message], files: dict[str, str],
-                     template_root: Path | None, turns: list[Turn], target: str) -> int:
+                     template_root: Path | None, turns: list[Turn], target: str,
+                     note: str | None = None) -> int:
     history.init_repo(out)
     if template_root is not None:  # binary files of the template (the text ones are in `files`)
         for p in template_root.rglob("*"):
@@ -330,7 +391,7 @@ def _write_workspace(out: Path, log: Path, messages: list[Message], files: dict[
     _write(out / "idea.md", _idea_markdown(idea, log))
 
     conv = Conversation(SYSTEM_NOTE)
-    for m in turns[0].before:
+    for m in turns[0].before if turns else [m for m in messages if m.role == "user"]:
         conv.add_user(m.text)
     conv.save(out)
     baseline = as_final_info(_literal_dict(idea))
@@ -341,7 +402,7 @@ def _write_workspace(out: Path, log: Path, messages: list[Message], files: dict[
     history.commit_attempt(
         out, subject=f"run 0: imported baseline — {target} as given",
         body=f"Imported from {log.name}: the file the log's edits were applied to, as given "
-             f"with --onto.\nrun_0/final_info.json: {source}.",
+             f"with --onto.\nrun_0/final_info.json: {source}." + (f"\n\n{note}" if note else ""),
         trailers={"Run": "0", "Attempt": "1", "Status": "baseline", "Model": MODEL,
                   "Source": log.name})
     commits = 1
@@ -349,6 +410,8 @@ def _write_workspace(out: Path, log: Path, messages: list[Message], files: dict[
         if not conv.pending_user:  # a log that opens with an assistant turn
             conv.add_user("(the log has no user message before this reply)")
         conv.add_assistant(t.reply.text)
+        for m in t.echoes:  # aider sent this to the model as the next user message
+            conv.add_user(m.text)
         for m in t.after:
             conv.add_user(m.text)
         conv.save(out)
@@ -428,6 +491,15 @@ def _clip(text: str, limit: int) -> str:
 
 def print_summary(s: ImportSummary, console: Console) -> None:
     console.print(f"imported {len(s.turns)} assistant turn(s) onto {s.target}", soft_wrap=True)
+    if s.turns:
+        _print_turns(s, console)
+    if s.note:
+        console.print(f"[yellow]{s.note}[/yellow]", soft_wrap=True)
+    console.print(f"workspace {s.workspace}: {s.commits} commits; "
+                  f"review with `python -m agent log {s.workspace}`", soft_wrap=True)
+
+
+def _print_turns(s: ImportSummary, console: Console) -> None:
     rows = [(str(t.number), f"{t.run}.{t.attempt}", t.status, _edit_summary(t)) for t in s.turns]
     headers = ("turn", "run.att", "status", "edit blocks")
     table = Table(box=box.SIMPLE_HEAD, collapse_padding=True, pad_edge=False)
@@ -441,5 +513,3 @@ def print_summary(s: ImportSummary, console: Console) -> None:
         if t.feedback:
             console.print(f"[yellow]turn {t.number}: not every block applied[/yellow] — aider would say:")
             console.print(Text(t.feedback.rstrip()))
-    console.print(f"workspace {s.workspace}: {s.commits} commits; "
-                  f"review with `python -m agent log {s.workspace}`", soft_wrap=True)

@@ -10,6 +10,7 @@ reported with the closest real lines instead of being applied somewhere approxim
 from __future__ import annotations
 
 import difflib
+import heapq
 import posixpath
 import re
 from collections.abc import Iterable
@@ -18,12 +19,13 @@ from pathlib import Path, PurePosixPath
 
 DEFAULT_EDITABLE = ("experiment.py", "plot.py", "notes.txt")
 
-HEAD_RE = re.compile(r"^\s*<{5,9} SEARCH\s*$")
+HEAD_RE = re.compile(r"^\s*<{5,9} SEARCH>?\s*$")
 DIVIDER_RE = re.compile(r"^\s*={5,9}\s*$")
 UPDATED_RE = re.compile(r"^\s*>{5,9} REPLACE\s*$")
 FENCE = "```"
-# A line that stands for elided code inside a SEARCH/REPLACE pair.
-DOTS_RE = re.compile(r"^[ \t]*\.\.\.[ \t]*\n", re.MULTILINE)
+# A line that stands for elided code inside a SEARCH/REPLACE pair, with the blank lines before it
+# (aider's try_dotdotdots splits on exactly this).
+DOTS_RE = re.compile(r"^\s*\.\.\.\n", re.MULTILINE)
 
 
 class EditRefused(Exception):
@@ -101,10 +103,13 @@ def _find_filename(before: list[str], known: tuple[str, ...]) -> str | None:
     return names[0] if names else None
 
 
-def find_blocks(reply: str, known: Iterable[str] = ()) -> ParsedReply:
+def find_blocks(reply: str, known: Iterable[str] = (), *, aider_compat: bool = False) -> ParsedReply:
     """Every SEARCH/REPLACE block in an LLM reply; malformed ones go to `problems`, not exceptions.
 
     `known` (file names the caller expects) only breaks ties when several names precede a block.
+    `aider_compat`: end a REPLACE part at a second `=======` line, as aider (0.57 and later) does,
+    ignoring the rest up to `>>>>>>> REPLACE`; for replaying old logs. Otherwise such a line is
+    kept as text (notes.txt may hold one), so nothing the model wrote is lost.
     """
     known = tuple(known)
     lines = reply.replace("\r\n", "\n").splitlines(keepends=True)  # CRLF replies match LF files
@@ -128,8 +133,13 @@ def find_blocks(reply: str, known: Iterable[str] = ()) -> ParsedReply:
             parsed.problems.append(_unfinished(start, name, "=======", stop, i))
             i += 1 if stop == "updated" else 0
             continue
-        replace, i, stop = _collect(lines, i + 1, UPDATED_RE)
-        if stop != "marker":
+        replace, i, stop = _collect(lines, i + 1, UPDATED_RE, aider_compat)
+        if stop == "divider":  # aider's block ended here; what follows up to REPLACE is plain text
+            while i + 1 < len(lines) and not HEAD_RE.match(lines[i + 1]):
+                i += 1
+                if UPDATED_RE.match(lines[i]):
+                    break
+        elif stop != "marker":
             parsed.problems.append(_unfinished(start, name, ">>>>>>> REPLACE", stop, i))
             continue
         i += 1
@@ -142,16 +152,16 @@ def find_blocks(reply: str, known: Iterable[str] = ()) -> ParsedReply:
     return parsed
 
 
-def _collect(lines: list[str], i: int, marker: re.Pattern) -> tuple[list[str], int, str]:
-    """Lines up to `marker`; stops early at a marker that cannot belong to this block.
-
-    A `=======` inside the REPLACE part is kept as text (notes.txt may hold one), as aider does.
-    """
+def _collect(lines: list[str], i: int, marker: re.Pattern,
+             divider_ends: bool = False) -> tuple[list[str], int, str]:
+    """Lines up to `marker`; stops early at a marker that cannot belong to this block."""
     body = []
     while i < len(lines):
         line = lines[i]
         if marker.match(line):
             return body, i, "marker"
+        if divider_ends and DIVIDER_RE.match(line):
+            return body, i, "divider"
         if HEAD_RE.match(line):
             return body, i, "head"
         if marker is DIVIDER_RE and UPDATED_RE.match(line):
@@ -179,8 +189,28 @@ def replace_once(content: str, search: str, replace: str) -> str | None:
     return found[0] if found else None
 
 
-def _replace(content: str, search: str, replace: str) -> tuple[str, str] | None:
+def unwrap(text: str, path: str | None = None) -> str:
+    """A SEARCH or REPLACE text as aider's editblock coder uses it (`strip_quoted_wrapping`).
+
+    aider drops a first line that ends with the file's name and a fence wrapped around the
+    whole text, then rejoins the lines, which drops the text's last newline before restoring one:
+    a text ending in blank lines loses one of them. So `foo\n\n` searches for `foo\n`, and a
+    deletion written that way leaves the blank line where it was, as it did in aider.
+    """
+    if not text:
+        return text
+    lines = text.splitlines()
+    if path and lines and lines[0].strip().endswith(PurePosixPath(path).name):
+        lines = lines[1:]
+    if len(lines) >= 2 and lines[0].startswith(FENCE) and lines[-1].startswith(FENCE):
+        lines = lines[1:-1]
+    out = "\n".join(lines)
+    return out + "\n" if out and not out.endswith("\n") else out
+
+
+def _replace(content: str, search: str, replace: str, path: str | None = None) -> tuple[str, str] | None:
     """(new content, how it matched): exact, then leading whitespace, then `...` elision."""
+    search, replace = unwrap(search, path), unwrap(replace, path)
     if not search.strip():
         return _append(content, replace), "appended"
     whole = _lines(content)
@@ -330,15 +360,15 @@ def _refusal(rel: str, editable: Iterable[str]) -> str:
 # ---------------------------------------------------------------- applying a whole reply
 
 
-def apply_reply(reply: str, files: dict[str, str],
-                editable: Iterable[str] = DEFAULT_EDITABLE) -> tuple[dict[str, str], list[EditOutcome]]:
+def apply_reply(reply: str, files: dict[str, str], editable: Iterable[str] = DEFAULT_EDITABLE, *,
+                aider_compat: bool = False) -> tuple[dict[str, str], list[EditOutcome]]:
     """Apply every block of `reply` to `files` (path -> text) in order.
 
     Returns the texts of the files that changed or were created, and one outcome per block
     (plus one per malformed block). A failed block leaves its file as the earlier blocks left it.
     """
     editable = tuple(editable)
-    parsed = find_blocks(reply, known=tuple(files) + editable)
+    parsed = find_blocks(reply, known=tuple(files) + editable, aider_compat=aider_compat)
     current = dict(files)
     outcomes = [EditOutcome("", "malformed", p, None) for p in parsed.problems]
     for block in parsed.blocks:
@@ -357,19 +387,44 @@ def _reply_line(outcome: EditOutcome) -> int:
 
 def _apply_block(block: EditBlock, current: dict[str, str], editable: tuple[str, ...]) -> EditOutcome:
     path = allowed(block.path, editable)
+    if path is not None and path not in current and not block.search.strip():
+        current[path] = unwrap(block.replace, path)
+        return EditOutcome(path, "applied", f"created {path}", block)
+    done = _replace(current[path], block.search, block.replace, path) if path in current else None
+    if done is not None and done[0]:  # aider counts an edit that empties the file as failed
+        current[path] = done[0]
+        return EditOutcome(path, "applied", f"{done[1]} in {path}", block)
+    moved = _elsewhere(block, path, current, editable)
+    if moved is not None:
+        return moved
     if path is None:
         return EditOutcome(block.path, "refused", _refusal(block.path, editable), block)
     if path not in current:
-        if block.search.strip():
-            return EditOutcome(path, "failed", f"{path} does not exist; to create it, use an "
-                               "empty SEARCH section.", block)
-        current[path] = block.replace
-        return EditOutcome(path, "applied", f"created {path}", block)
-    done = _replace(current[path], block.search, block.replace)
-    if done is None:
-        return EditOutcome(path, "failed", _no_match(block, path, current[path]), block)
-    current[path] = done[0]
-    return EditOutcome(path, "applied", f"{done[1]} in {path}", block)
+        return EditOutcome(path, "failed", f"{path} does not exist; to create it, use an "
+                           "empty SEARCH section.", block)
+    return EditOutcome(path, "failed", _no_match(block, path, current[path]), block)
+
+
+def _elsewhere(block: EditBlock, path: str | None, current: dict[str, str],
+               editable: tuple[str, ...]) -> EditOutcome | None:
+    """aider's fallback: a block whose SEARCH matches nowhere in the file it names (a name carried
+    over from the previous block, a file that is not editable or does not exist) is applied to
+    the one other editable file where it does match. Matching in several is not guessed at."""
+    if not block.search.strip():
+        return None
+    found = []
+    for other, text in current.items():
+        if other == path or allowed(other, editable) is None:
+            continue
+        done = _replace(text, block.search, block.replace, other)
+        if done is not None and done[0]:
+            found.append((other, done))
+    if len(found) != 1:
+        return None
+    other, (text, how) = found[0]
+    current[other] = text
+    return EditOutcome(other, "applied", f"{how} in {other}, not in {block.path} as the block "
+                       f"says: its SEARCH text matches only in {other} (aider's fallback)", block)
 
 
 def _no_match(block: EditBlock, path: str, content: str) -> str:
@@ -383,11 +438,21 @@ def _no_match(block: EditBlock, path: str, content: str) -> str:
     return text
 
 
+# closest_lines does O(file) cheap work, then compares at most this many windows in full, each on at
+# most CHAR_LIMIT characters a side exactly (beyond, with difflib's junk heuristic: on long texts of
+# repeated characters such as indentation, exact matching is quadratic): bounded, whatever the sizes.
+CANDIDATE_WINDOWS = 8
+CHAR_LIMIT = 600
+_WORD = re.compile(r"\w+")
+
+
 def closest_lines(search: str, content: str, threshold: float = 0.6, context: int = 3) -> str:
     """The run of real lines most like `search`, with a few lines of context; "" if none is close.
 
-    Windows are ranked by shared whole lines (cheap), then the best few by characters, so
-    `l1_penalty = 0.4` still finds `l1_penalty = 0.04`. Indentation is ignored when comparing.
+    Every window of the file is scored in one pass by the SEARCH lines and words it shares
+    (a rolling sum, so a 4,000-line file costs 4,000 steps, not 4,000 diffs); only the best few
+    are then compared properly, by characters, so `l1_penalty = 0.4` still finds
+    `l1_penalty = 0.04`. Indentation is ignored when comparing.
     """
     want = [x.strip() for x in search.splitlines()]
     have_raw = content.splitlines()
@@ -395,28 +460,40 @@ def closest_lines(search: str, content: str, threshold: float = 0.6, context: in
     n = len(want)
     if not n or not have:
         return ""
-    starts = range(max(1, len(have) - n + 1))
-    if n > 3:
-        by_lines = difflib.SequenceMatcher(autojunk=False)
-        by_lines.set_seq2(want)  # difflib indexes seq2 once; only seq1 changes per window
-        scores = []
-        for i in starts:
-            by_lines.set_seq1(have[i:i + n])
-            scores.append((by_lines.ratio(), -i))
-        starts = [-i for _, i in sorted(scores, reverse=True)[:8]]
-    by_chars = difflib.SequenceMatcher(autojunk=False)
-    by_chars.set_seq2("\n".join(want))
     best, best_i = 0.0, 0
-    for i in starts:
-        by_chars.set_seq1("\n".join(have[i:i + n]))
-        if by_chars.real_quick_ratio() > best and by_chars.quick_ratio() > best:
-            ratio = by_chars.ratio()
-            if ratio > best:
-                best, best_i = ratio, i
+    for i in _candidate_windows(want, have, CANDIDATE_WINDOWS):
+        ratio = _similarity(want, have[i:i + n], best)
+        if ratio > best:
+            best, best_i = ratio, i
     if best < threshold:
         return ""
     lo, hi = max(0, best_i - context), min(len(have_raw), best_i + n + context)
     return "\n".join(have_raw[lo:hi])
+
+
+def _candidate_windows(want: list[str], have: list[str], keep: int) -> list[int]:
+    """Start lines of the `keep` windows of len(want) lines sharing most lines, then words, with want."""
+    lines = set(x for x in want if x)
+    words = set(_WORD.findall(" ".join(want)))
+    # Per file line: a shared whole line outweighs any number of shared words.
+    weight = [(1000 if x in lines else 0) + len(words.intersection(_WORD.findall(x))) for x in have]
+    n = min(len(want), len(have))
+    total = sum(weight[:n])
+    scores = [(total, 0)]
+    for i in range(1, len(have) - n + 1):
+        total += weight[i + n - 1] - weight[i - 1]
+        scores.append((total, -i))
+    return [-i for _, i in heapq.nlargest(keep, scores)]
+
+
+def _similarity(want: list[str], window: list[str], beat: float) -> float:
+    """difflib's ratio of the two texts by characters; on long texts with its junk heuristic, which
+    ignores very frequent characters (indentation) and so stays fast."""
+    a, b = "\n".join(want), "\n".join(window)
+    matcher = difflib.SequenceMatcher(None, b, a, autojunk=len(a) + len(b) > 2 * CHAR_LIMIT)
+    if matcher.real_quick_ratio() <= beat or matcher.quick_ratio() <= beat:
+        return 0.0
+    return matcher.ratio()
 
 
 # ---------------------------------------------------------------- telling the LLM

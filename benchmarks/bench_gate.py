@@ -18,6 +18,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from agent import checks  # noqa: E402
+from agent import edits  # noqa: E402
 from agent.edits import apply_reply  # noqa: E402
 
 HEADER = """\
@@ -174,8 +175,7 @@ def timed(fn, repeat: int = 20) -> tuple[float, float]:
 def cold(fn):
     """Run `fn` with the parse/pyflakes caches empty, as for a file seen for the first time."""
     def run():
-        for cached in (checks._parse, checks._nodes, checks._fatal_flakes, checks._class_facts):
-            cached.cache_clear()
+        checks.clear_caches()
         fn()
     return run
 
@@ -201,9 +201,13 @@ def main() -> None:
         ("apply_reply, one block (match)", lambda: apply_reply(EDIT, {"experiment.py": old})),
         ("apply_reply, failed block + closest lines", lambda: apply_reply(FAILING, {"experiment.py": old})),
     ]
+    # issue 9: a SEARCH that matches nothing in a 4,000-line file took 146 s in closest_lines.
+    big = "\n".join(f"    value_{i} = compute(x, {i}) + offset_{i % 7}" for i in range(4000)) + "\n"
+    unmatched = "".join(f"        missing_{i} = other(y, {i})\n" for i in range(60))
+    rows.append(("closest_lines, 4,000-line file, 60-line SEARCH", lambda: edits.closest_lines(unmatched, big)))
     for name, fn in rows:
-        median, worst = timed(fn, repeat=5 if "another python" in name else 20)
-        print(f"{name:44s} median {median:7.1f} ms   max {worst:7.1f} ms")
+        median, worst = timed(fn, repeat=5 if "another python" in name or "4,000" in name else 20)
+        print(f"{name:48s} median {median:7.1f} ms   max {worst:7.1f} ms")
 
 
 if __name__ == "__main__":

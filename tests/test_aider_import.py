@@ -233,24 +233,46 @@ def run_cli(*argv) -> int:
     return cli.main(["import", *map(str, argv)])
 
 
-def test_a_log_with_no_edit_blocks_exits_2_and_writes_nothing(tmp_path, capsys):
+def test_a_log_with_no_edit_blocks_imports_the_start_file_and_the_conversation(tmp_path, capsys):
     log = tmp_path / "chat_aider.txt"
-    log.write_text("#### Your goal is to implement the following idea: X.  \n\nI would rather not.\n")
+    log.write_text("#### Your goal is to implement the following idea: X.  \n\nFirst I plan: try tau.\n")
     onto = tmp_path / "experiment.py"
     onto.write_text("LR = 1\n")
     out = tmp_path / "ws"
-    assert run_cli(log, "--onto", onto, "--out", out) == 2
-    assert "no SEARCH/REPLACE edit blocks" in said(capsys.readouterr().err)
-    assert not out.exists()
+    assert run_cli(log, "--onto", onto, "--out", out) == 0
+    assert "No edit was made: the log's 1 assistant reply holds no SEARCH/REPLACE blocks." in \
+        said(capsys.readouterr().out)
+    assert attempts_of(out) == [(0, 1, "baseline"), (1, 1, "no-edits")]
+    assert (out / "experiment.py").read_text() == "LR = 1\n"
+    assert "No edit was made" in message_of(out, "0")
+    roles = [m["role"] for m in json.loads((out / "transcript.json").read_text())["messages"]]
+    assert roles == ["system", "user", "assistant"]
 
 
-def test_a_log_without_assistant_turns_exits_2(tmp_path, capsys):
+def test_a_log_of_only_provider_errors_imports_as_the_start_file_and_the_prompt(tmp_path, capsys):
     log = tmp_path / "chat_aider.txt"
-    log.write_text("# aider chat started at 2025-01-01\n\n#### hello  \n> Tokens: 1k sent  \n")
+    log.write_text("# aider chat started at 2025-01-01\n\n#### Implement the idea.  \n"
+                   "> litellm.BadRequestError: DeepseekException - Error code: 400  \n\n"
+                   "#### Implement the idea.  \n> litellm.BadRequestError: DeepseekException - Error code: 400  \n")
+    onto = tmp_path / "experiment.py"
+    onto.write_text("LR = 1\n")
+    out = tmp_path / "ws"
+    assert run_cli(log, "--onto", onto, "--out", out) == 0
+    text = said(capsys.readouterr().out)
+    assert "No edit was made: the log has no assistant reply; the provider answered: litellm.BadRequestError" in text
+    assert attempts_of(out) == [(0, 1, "baseline")]
+    messages = json.loads((out / "transcript.json").read_text())["messages"]
+    assert [m["role"] for m in messages] == ["system", "user"]
+    assert messages[1]["content"].count("Implement the idea.") == 2
+
+
+def test_a_file_that_is_not_an_aider_log_exits_2_and_writes_nothing(tmp_path, capsys):
+    log = tmp_path / "experiment_copy.py"
+    log.write_text("import torch\n\n#### not a heading\nprint(1)\n")
     onto = tmp_path / "experiment.py"
     onto.write_text("LR = 1\n")
     assert run_cli(log, "--onto", onto, "--out", tmp_path / "ws") == 2
-    assert "has no assistant turns" in said(capsys.readouterr().err)
+    assert "is not an aider chat log" in said(capsys.readouterr().err)
     assert not (tmp_path / "ws").exists()
 
 
@@ -319,3 +341,171 @@ def test_an_import_onto_a_template_file_is_replayable(tmp_path):
     out = io.StringIO()
     assert review.replay(ws, "1.1", console=Console(file=out, width=200)) == 0
     assert "reproduced: same exception and frame (ZeroDivisionError @ experiment.py:train" in out.getvalue()
+
+
+# ---------------------------------------------------------------- issue 10: what aider did, to the last line
+
+# aider's log of a reply whose block failed: its reply to the model is written with `> ` on the
+# first line only, so the echoed block looks like assistant text; then the model's next reply.
+ECHO_LOG = """
+# aider chat started at 2025-01-01 10:00:00
+
+
+#### Your goal is to implement the following idea: Echo Test.  
+
+Changing the rate.
+
+experiment.py
+```python
+<<<<<<< SEARCH
+LR = 10
+=======
+LR = 20
+>>>>>>> REPLACE
+```
+
+> Tokens: 2k sent, 500 received. Cost: $0.01 message, $0.01 session.  
+> The LLM did not conform to the edit format.  
+> https://aider.chat/docs/troubleshooting/edit-errors.html  
+> # 1 SEARCH/REPLACE block failed to match!
+
+## SearchReplaceNoExactMatch: This SEARCH block failed to exactly match lines in experiment.py
+<<<<<<< SEARCH
+LR = 10
+        
+=======
+LR = 20
+>>>>>>> REPLACE
+
+Did you mean to match some of these actual lines from experiment.py?
+
+```
+LR = 1
+```
+
+The SEARCH section must exactly match an existing block of lines including all white space, comments, indentation, docstrings, etc  
+
+You are right, the rate is 1.
+
+experiment.py
+```python
+<<<<<<< SEARCH
+LR = 1
+=======
+LR = 2
+>>>>>>> REPLACE
+```
+
+> Tokens: 3k sent, 400 received. Cost: $0.02 message, $0.03 session.  
+> Applied edit to experiment.py  
+
+#### Run 1 completed. Here are the results:  
+#### {'eval_type_id': 'sparse_probing', 'eval_result_metrics': {'sae': {'sae_top_1_test_accuracy': 0.7}}}  
+"""
+
+
+def test_aiders_echo_of_a_failed_block_is_its_reply_to_the_model_not_assistant_text(tmp_path):
+    messages = parse_chat_log(ECHO_LOG)
+    assert [m.role for m in messages] == ["user", "assistant", "tool", "assistant", "user"]
+    echo = messages[2]
+    assert echo.text.startswith("# 1 SEARCH/REPLACE block failed to match!")
+    assert echo.text.rstrip().endswith("indentation, docstrings, etc")
+    assert messages[3].text.startswith("You are right, the rate is 1.")  # not merged with the echo
+    assert "SearchReplaceNoExactMatch" not in messages[3].text
+    log = tmp_path / "echo_aider.txt"
+    log.write_text(ECHO_LOG)
+    onto = tmp_path / "experiment.py"
+    onto.write_text("LR = 1\n")
+    ws = tmp_path / "ws"
+    summary = import_log(log, onto, ws)
+    assert attempts_of(ws) == [(0, 1, "baseline"), (1, 1, "edit-failed"), (1, 2, "success")]
+    assert history.find_attempt(ws, "1.1").error == "aider: # 1 SEARCH/REPLACE block failed to match!"
+    assert [len(t.outcomes) for t in summary.turns] == [1, 1]  # the echoed block is never applied
+    assert (ws / "experiment.py").read_text() == "LR = 2\n"
+    # In the transcript aider's echo is the user turn it was: the model saw it before replying.
+    transcript = json.loads((ws / "transcript.json").read_text())["messages"]
+    assert [m["role"] for m in transcript] == ["system", "user", "assistant", "user", "assistant", "user"]
+    assert transcript[3]["content"].startswith("# 1 SEARCH/REPLACE block failed to match!")
+
+
+def test_an_echo_that_lists_the_blocks_that_did_apply_ends_at_its_last_line():
+    log = ECHO_LOG.replace(
+        "indentation, docstrings, etc  \n",
+        "indentation, docstrings, etc\n\n# The other 1 SEARCH/REPLACE block were applied successfully.\n"
+        "Don't re-send them.\nJust reply with fixed versions of the block above that failed to match.  \n")
+    messages = parse_chat_log(log)
+    assert [m.role for m in messages] == ["user", "assistant", "tool", "assistant", "user"]
+    assert messages[2].text.rstrip().endswith("above that failed to match.")
+    assert messages[3].text.startswith("You are right")
+
+
+def test_an_echo_of_a_malformed_reply_is_not_assistant_text_either():
+    log = ECHO_LOG.replace(ECHO_LOG[ECHO_LOG.index("> # 1 SEARCH"):ECHO_LOG.index("You are right")],
+                           "> Changing the rate.\n\nexperiment.py\n```python\n<<<<<<< SEARCH\nLR = 10\n"
+                           "\n^^^ Expected `=======`  \n\n")
+    messages = parse_chat_log(log)
+    assert [m.role for m in messages] == ["user", "assistant", "tool", "assistant", "user"]
+    assert messages[2].text.endswith("^^^ Expected `=======`")
+
+
+CROSS_LOG = """
+# aider chat started at 2025-01-01 10:00:00
+
+
+#### Your goal is to implement the following idea: Cross Test.  
+
+First a note, then the trainer, and a dead helper goes.
+
+notes.txt
+```
+<<<<<<< SEARCH
+# Notes
+=======
+# Notes
+Run 1: doubled LR.
+>>>>>>> REPLACE
+```
+
+```python
+<<<<<<< SEARCH
+LR = 1
+=======
+LR = 2
+>>>>>>> REPLACE
+```
+
+experiment.py
+```python
+<<<<<<< SEARCH
+def unused():
+    return 0
+
+=======
+>>>>>>> REPLACE
+```
+
+> Applied edit to notes.txt  
+> Applied edit to experiment.py  
+"""
+
+
+def test_a_planted_log_with_a_carried_over_name_and_a_blank_line_deletion_ends_as_aider_left_it(tmp_path):
+    log = tmp_path / "cross_aider.txt"
+    log.write_text(CROSS_LOG)
+    folder = tmp_path / "tpl"
+    folder.mkdir()
+    onto = folder / "experiment.py"
+    onto.write_text("import os\n\nLR = 1\n\ndef unused():\n    return 0\n\n\ndef main():\n    pass\n")
+    (folder / "notes.txt").write_text("# Notes\n")
+    (folder / "template.json").write_text('{"editable": ["experiment.py", "notes.txt"]}')
+    ws = tmp_path / "ws"
+    summary = import_log(log, onto, ws)
+    outcomes = summary.turns[0].outcomes
+    assert [(o.path, o.status) for o in outcomes] == [
+        ("notes.txt", "applied"), ("experiment.py", "applied"), ("experiment.py", "applied")]
+    assert "aider's fallback" in outcomes[1].message
+    # The SEARCH of the deletion ends in a blank line, which aider drops: both blank lines before
+    # main() stay, as they did in aider's file.
+    assert (ws / "experiment.py").read_text() == "import os\n\nLR = 2\n\n\n\ndef main():\n    pass\n"
+    assert (ws / "notes.txt").read_text() == "# Notes\nRun 1: doubled LR.\n"
+    assert "aider's fallback" in message_of(ws, "1.1")

@@ -550,3 +550,192 @@ def test_check_command_resolves_a_package_files_imports_from_above_the_package(t
     (pkg / "__init__.py").write_text("from harness.data import load\n")
     (pkg / "data.py").write_text("def load():\n    return 1\n")
     assert check_command(pkg / "__init__.py") == 0
+
+
+# ---------------------------------------------------------------- issue 10: false alarms the gate no longer raises
+# Each edit below ran to the end in a real run; the gate must let it through.
+
+
+def test_attributes_an_installed_base_provides_are_found_by_importing_it():
+    src = ("import torch\nfrom torch.nn import Module\nimport torch.nn as tnn\n\n"
+           "class Gate(Module):\n    def forward(self, x):\n        return x if self.training else x * 0\n\n"
+           "class Head(tnn.Linear):\n    def forward(self, x):\n"
+           "        return x @ self.weight.T + self.bias + self.in_features\n")
+    assert gate(src) == []
+    # Resolved, the base is checked as strictly as a file class: nn.Linear gives no `scale`.
+    (f,) = gate(src.replace("+ self.in_features", "+ self.scale"))
+    assert f.blocking and "self.scale" in f.message and "never assigned in Head" in f.message
+
+
+@pytest.mark.parametrize("guarded", [
+    "        if hasattr(self, 'ema'):\n            acts = acts * self.ema\n",
+    "        acts = acts * getattr(self, 'ema', 1.0)\n        if getattr(self, 'ema', None) is not None:\n"
+    "            acts = acts + self.ema\n",
+    "        try:\n            acts = acts * self.ema\n        except AttributeError:\n            pass\n",
+])
+def test_reads_guarded_by_hasattr_getattr_default_or_except_attributeerror_pass(guarded):
+    new = EXPERIMENT.replace("        acts = torch.relu(pre_acts)\n",
+                             "        acts = torch.relu(pre_acts)\n" + guarded)
+    assert gate(new, EXPERIMENT) == []
+    unguarded = EXPERIMENT.replace("        acts = torch.relu(pre_acts)\n",
+                                   "        acts = torch.relu(pre_acts) * self.ema\n")
+    assert [f.code for f in gate(unguarded, EXPERIMENT)] == ["self-attribute"]
+
+
+HELPER = "def init_state(module, size):\n    module.ema = torch.ones(size)\n    setattr(module, 'gain', 1.0)\n\n\n"
+METHOD = "    def _init_state(self, size):\n        self.ema = torch.ones(size)\n        self.gain = 1.0\n\n"
+
+
+@pytest.mark.parametrize("assignment, helper, method", [
+    ("        for name in ('ema', 'gain'):\n            setattr(self, name, torch.ones(d_sae))\n", "", ""),
+    ("        object.__setattr__(self, 'ema', 1.0)\n        super().__setattr__('gain', 1.0)\n", "", ""),
+    ("        self.__dict__['ema'] = 1.0\n        self.__dict__['gain'] = 1.0\n", "", ""),
+    ("        self.register_buffer(name='ema', tensor=torch.ones(d_sae))\n"
+     "        for n in ['gain']:\n            self.register_parameter(n, nn.Parameter(torch.ones(d_sae)))\n", "", ""),
+    ("        init_state(self, d_sae)\n", HELPER, ""),
+    ("        self._init_state(d_sae)\n", "", METHOD),
+])
+def test_attributes_set_by_setattr_dict_registers_or_an_init_helper_pass(assignment, helper, method):
+    new = EXPERIMENT.replace("class CustomSAE(nn.Module):", helper + "class CustomSAE(nn.Module):")
+    new = new.replace("        self.dtype = torch.float32\n", "        self.dtype = torch.float32\n" + assignment)
+    new = new.replace("    def encode(self, input_acts):\n", method + "    def encode(self, input_acts):\n")
+    new = new.replace("        acts = torch.relu(pre_acts)\n",
+                      "        acts = torch.relu(pre_acts) * self.ema * self.gain\n")
+    assert gate(new, EXPERIMENT) == [], format_findings(gate(new, EXPERIMENT))
+    # Without the assignment the same reads are blocked: the test would see a gate that ignores them.
+    bare = new.replace(assignment, "").replace(method, "")
+    assert [f.code for f in blocking(gate(bare, EXPERIMENT))] == ["self-attribute"]
+
+
+def test_self_dict_update_makes_the_attributes_unknowable_and_the_check_steps_aside():
+    src = ("class Config:\n    def __init__(self, **kw):\n        self.__dict__.update(kw)\n\n"
+           "    def lr(self):\n        return self.learning_rate\n")
+    assert gate(src) == []
+
+
+def test_an_untouched_attribute_an_old_base_gave_is_not_reported_as_no_longer_assigned():
+    old = ("import torch.nn as nn\n\nclass SAE(nn.Module):\n    def forward(self, x):\n"
+           "        return x * 2 if self.training else x\n")
+    # The edit swaps the base for one from the workspace, which the gate cannot read; the line
+    # reading self.training is untouched and nothing that assigned it was removed.
+    new = old.replace("import torch.nn as nn\n", "import torch.nn as nn\nfrom harness import BaseSAE\n")
+    new = new.replace("class SAE(nn.Module):", "class SAE(BaseSAE):")
+    assert blocking(gate(new, old)) == []
+    # Removing a line that did assign it is still blamed on the edit.
+    old2 = old.replace("    def forward", "    def __init__(self):\n        self.scale = 2\n\n    def forward")
+    old2 = old2.replace("x * 2", "x * self.scale")
+    new2 = old2.replace("        self.scale = 2\n", "        super().__init__()\n")
+    (f,) = gate(new2, old2)
+    assert f.blocking and "self.scale is read but no longer assigned" in f.message
+
+
+def test_a_registered_first_definition_is_a_deliberate_override_not_a_duplicate():
+    src = ("VARIANTS = {}\n\ndef make_sae(d):\n    return ('relu', d)\n\nVARIANTS['relu'] = make_sae\n\n"
+           "def make_sae(d):\n    return ('topk', d)\n\nVARIANTS['topk'] = make_sae\n")
+    assert gate(src, "VARIANTS = {}\n") == []
+    # A call inside another function's body finds the last definition: that is no registration.
+    called = src.replace("VARIANTS['relu'] = make_sae\n", "def main():\n    return make_sae(1)\n")
+    assert [f.code for f in gate(called, "VARIANTS = {}\n")] == ["duplicate-definition"]
+
+
+def test_a_conditional_second_definition_is_not_a_duplicate():
+    src = ("import torch\n\ndef kernel(x):\n    return x\n\nif torch.cuda.is_available():\n"
+           "    def kernel(x):\n        return x.cuda()\n\ntry:\n    from fancy_kernels import fused\n"
+           "except ImportError:\n    def fused(x):\n        return x\n")
+    assert [f.code for f in gate(src, "import torch\n")] == []
+
+
+# ---------------------------------------------------------------- issue 10: failures the gate now catches
+
+
+def test_a_read_in_init_before_the_assignment_is_blocked():
+    new = EXPERIMENT.replace("        self.lr = lr\n", "        print('lr', self.lr)\n        self.lr = lr\n")
+    (f,) = gate(new, EXPERIMENT)
+    assert f.code == "self-attribute-order" and f.blocking and f.line == line_of(new, "print('lr'")
+    assert "self.lr is read in CustomTrainer.__init__, before __init__ assigns it" in f.message
+    # A loop's later iterations see what its body assigns; a guarded read is fine too.
+    ok = EXPERIMENT.replace("        self.lr = lr\n", "        for i in range(2):\n            if i:\n"
+                            "                print(self.lr)\n            self.lr = lr\n")
+    assert gate(ok, EXPERIMENT) == []
+
+
+def test_a_read_in_a_method_init_calls_before_the_attribute_is_set_is_blocked():
+    new = EXPERIMENT.replace("        self.optimizer = torch.optim.Adam(self.ae.parameters(), lr=lr)\n",
+                             "        self.optimizer = self._make_optimizer()\n")
+    new = new.replace("    def loss(self, x, logging=False, **kwargs):\n",
+                      "    def _make_optimizer(self):\n"
+                      "        return torch.optim.Adam(self.ae.parameters(), lr=self.lr * self.lr_scale)\n\n"
+                      "    def loss(self, x, logging=False, **kwargs):\n")
+    new = new.replace("        self.scheduler = torch", "        self.lr_scale = 1.0\n        self.scheduler = torch")
+    (f,) = gate(new, EXPERIMENT)
+    assert f.code == "self-attribute-order" and f.blocking
+    assert f.line == line_of(new, "lr=self.lr * self.lr_scale")
+    assert "self.lr_scale is read in _make_optimizer(), which CustomTrainer.__init__ calls at line " \
+           f"{line_of(new, 'self.optimizer = self._make_optimizer()')}" in f.message
+
+
+def test_a_read_through_an_object_whose_class_is_in_the_file_is_blocked():
+    new = EXPERIMENT.replace("        return loss\n\n    def update",
+                             "        loss = loss + self.ae.W_dec_norm.sum()\n        return loss\n\n    def update")
+    (f,) = gate(new, EXPERIMENT)
+    assert f.code == "object-attribute" and f.blocking and f.line == line_of(new, "W_dec_norm")
+    assert f.message == "self.ae.W_dec_norm is read but CustomSAE has no attribute W_dec_norm"
+    assert "'CustomSAE' object has no attribute 'W_dec_norm'" in f.why
+    # What CustomSAE and nn.Module do have passes; so does a local made from a file class.
+    fine = EXPERIMENT.replace("        return loss\n\n    def update",
+                              "        loss = loss + self.ae.W_dec.sum() * self.ae.training\n"
+                              "        return loss\n\n    def update")
+    assert gate(fine, EXPERIMENT) == []
+    local = EXPERIMENT.replace("    losses = [", "    print(trainer.ae, trainer.warmup)\n    losses = [")
+    (g,) = gate(local, EXPERIMENT)
+    assert g.message == "trainer.warmup is read but CustomTrainer has no attribute warmup"
+
+
+def test_an_attribute_only_read_by_its_own_augmented_assignment_is_blocked():
+    new = EXPERIMENT.replace("        self.scheduler.step()\n",
+                             "        self.scheduler.step()\n        self.streaks += 1\n")
+    (f,) = gate(new, EXPERIMENT)
+    assert f.code == "self-attribute" and f.blocking and f.line == line_of(new, "self.streaks += 1")
+    assert "self.streaks is read but never assigned in CustomTrainer" in f.message
+    started = new.replace("        self.lr = lr\n", "        self.lr = lr\n        self.streaks = 0\n")
+    assert gate(started, EXPERIMENT) == []
+
+
+def test_a_base_class_from_a_workspace_module_is_never_imported(tmp_path, monkeypatch):
+    """Only installed packages are imported to resolve a base: a workspace module is code the LLM
+    may have written, and the gate must not run it, even when it is on sys.path."""
+    marker = tmp_path / "ran"
+    (tmp_path / "evil_base_xyz.py").write_text(
+        f"open({str(marker)!r}, 'w').write('imported')\nclass Base:\n    pass\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    src = "from evil_base_xyz import Base\n\nclass A(Base):\n    def f(self):\n        return self.x\n"
+    (f,) = gate(src, workspace=tmp_path)
+    assert f.code == "self-attribute" and not f.blocking  # unknown base: a warning
+    assert not marker.exists() and "evil_base_xyz" not in sys.modules
+
+
+def test_without_torch_importable_nn_module_falls_back_to_what_it_is_known_to_give(monkeypatch):
+    from agent import checks
+    from agent.checks import classes
+
+    monkeypatch.setattr(classes, "real_class", lambda dotted: None)
+    checks.clear_caches()
+    src = ("import torch.nn as nn\n\nclass A(nn.Module):\n    def f(self, x):\n"
+           "        return x if self.training else self.gain\n")
+    (f,) = gate(src)
+    assert f.blocking and f.message.startswith("self.gain is read")
+    checks.clear_caches()
+
+
+def test_each_registered_rule_runs_alone_and_reports_only_its_own_codes(workspace):
+    from agent.checks import RULES
+
+    new = apply_seed("001").replace("import json\n", "import json\nimport no_such_pkg_xyz\n")
+    seen = set()
+    for rule in RULES:
+        codes = {f.code for f in check_source(new, EXPERIMENT, search_path=workspace, rules=(rule,))}
+        assert codes <= set(rule.codes), (rule.name, codes)
+        seen |= codes
+    # All of them together are what the gate reports by default.
+    assert seen == {f.code for f in gate(new, EXPERIMENT, workspace=workspace)}
+    assert {"placeholder", "duplicate-definition", "self-attribute", "unresolved-import"} <= seen

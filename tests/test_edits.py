@@ -180,7 +180,7 @@ def test_empty_search_creates_a_new_editable_file():
 
 
 def test_non_empty_search_on_a_missing_file_fails_with_a_hint():
-    _, (o,) = apply_reply(block("plot.py", "x = 1\n", "x = 2\n"), {"experiment.py": "x = 1\n"})
+    _, (o,) = apply_reply(block("plot.py", "x = 1\n", "x = 2\n"), {"experiment.py": "y = 1\n"})
     assert o.status == "failed" and "empty SEARCH" in o.message
 
 
@@ -325,3 +325,85 @@ def test_no_jumble_of_markers_crashes_the_parser():
         assert set(changed) <= {"experiment.py", "notes.txt"}
         assert all(o.status in {"applied", "failed", "refused", "malformed"} for o in outcomes)
         feedback(outcomes)
+
+
+# ---------------------------------------------------------------- issue 10: aider's semantics to the last line
+
+
+def test_search_ending_in_a_blank_line_is_matched_as_aider_does_so_a_deletion_keeps_it():
+    content = "import os\n\nx = 1\n\ny = 2\n"
+    # aider rejoins the SEARCH lines, dropping one trailing blank line: it searches for `x = 1\n`.
+    assert replace_once(content, "x = 1\n\n", "") == "import os\n\n\ny = 2\n"
+    # ... which also matches where the file has no blank line after it.
+    assert replace_once("x = 1\ny = 2\n", "x = 1\n\n", "x = 3\n\n") == "x = 3\ny = 2\n"
+    # Two trailing blank lines written: one is searched for and deleted, the other stays.
+    assert replace_once(content, "x = 1\n\n\n", "") == "import os\n\ny = 2\n"
+    assert replace_once("x = 1\n\n\ny = 2\n", "x = 1\n\n\n", "") == "\ny = 2\n"
+
+
+def test_a_block_carried_over_to_the_wrong_file_is_applied_where_its_search_matches():
+    reply = (block("notes.txt", "# Notes\n", "# Notes\nRun 1: tried tau.\n")
+             + "Now the trainer:\n\n```python\n<<<<<<< SEARCH\n        self.lr = lr\n=======\n"
+               "        self.lr = lr * 2\n>>>>>>> REPLACE\n```\n")
+    changed, outcomes = apply_reply(reply, {"experiment.py": TRAINER, "notes.txt": "# Notes\n"})
+    assert [(o.path, o.status) for o in outcomes] == [("notes.txt", "applied"), ("experiment.py", "applied")]
+    assert "self.lr = lr * 2" in changed["experiment.py"]
+    assert "not in notes.txt as the block says" in outcomes[1].message
+    assert "aider's fallback" in outcomes[1].message
+
+
+def test_a_block_named_for_a_file_that_is_not_editable_applies_to_the_one_that_matches():
+    reply = block("train.py", "        self.l1_penalty = 0.04\n", "        self.l1_penalty = 0.1\n")
+    changed, (o,) = apply_reply(reply, {"experiment.py": TRAINER, "notes.txt": "# Notes\n"})
+    assert o.status == "applied" and o.path == "experiment.py" and "train.py" in o.message
+    assert "self.l1_penalty = 0.1" in changed["experiment.py"]
+    # Matching in two editable files is not guessed at: the block stays refused.
+    _, (o,) = apply_reply(reply, {"experiment.py": TRAINER, "plot.py": TRAINER})
+    assert o.status == "refused"
+    # And a block that matches nowhere is still refused or failed as before.
+    _, (o,) = apply_reply(block("train.py", "nothing like it\n", "x\n"), {"experiment.py": TRAINER})
+    assert o.status == "refused"
+
+
+def test_closest_lines_on_a_big_file_does_bounded_work_and_still_finds_the_near_miss(monkeypatch):
+    import difflib
+
+    made = []  # every comparison difflib does: each costs up to O(len * len)
+
+    class Counting(difflib.SequenceMatcher):
+        def ratio(self):
+            made.append("ratio")
+            return super().ratio()
+
+        def quick_ratio(self):
+            made.append("quick")
+            return super().quick_ratio()
+
+    monkeypatch.setattr(difflib, "SequenceMatcher", Counting)
+    lines = [f"    value_{i} = compute(x, {i}) + offset_{i % 7}" for i in range(4000)]
+    near = ["    def loss(self, x):", "        x_hat, f = self.ae(x, output_features=True)",
+            "        l2_loss = torch.linalg.norm(x - x_hat, dim=-1).mean()"] * 14
+    content = "\n".join(lines[:2500] + near + lines[2500:]) + "\n"
+    search = "\n".join(near).replace("l2_loss", "l2").replace("self.ae", "self.sae") + "\n"
+    found = closest_lines(search, content)
+    assert "x_hat, f = self.ae(x, output_features=True)" in found
+    # One pass over the 4,042 windows, then comparisons of at most 8 of them.
+    assert made.count("ratio") <= 8 and made.count("quick") <= 8
+
+
+def test_a_divider_line_inside_replace_is_text_in_the_loop_and_ends_the_block_for_old_aider_logs():
+    reply = block("notes.txt", "# Notes\n", "# Notes\nResults\n=======\nrun 1 was better\n")
+    changed, (o,) = apply_reply(reply, {"notes.txt": "# Notes\n"})
+    assert o.status == "applied" and changed["notes.txt"] == "# Notes\nResults\n=======\nrun 1 was better\n"
+    # aider (0.57 on) ends the REPLACE at the second `=======` and reads the rest as plain text.
+    changed, outcomes = apply_reply(reply + block("notes.txt", "run\n", "run\n"),
+                                    {"notes.txt": "# Notes\nrun\n"}, aider_compat=True)
+    assert [o.status for o in outcomes] == ["applied", "applied"]
+    assert changed["notes.txt"] == "# Notes\nResults\nrun\n"
+
+
+def test_blank_lines_before_an_elision_belong_to_it_as_in_aider():
+    content = "def f():\n    a = 1\n\n    b = 2\n    return a + b\n"
+    search = "def f():\n\n...\n    return a + b\n"
+    replace = "def g():\n\n...\n    return a * b\n"
+    assert replace_once(content, search, replace) == "def g():\n    a = 1\n\n    b = 2\n    return a * b\n"
