@@ -93,6 +93,7 @@ class ExperimentLoop:
         self.state = state or LoopState()
         self.baseline = ws.baseline()
         self.baseline_seeds = ws.baseline_seeds()
+        self.baseline_frontier = ws.baseline_frontier()
         self.executor = execution.Executor(ws.path, ws.template, ws.profile, protected=ws.protected_files(),
                                            box=options.sandbox, timeout=options.timeout, on_line=view.log)
         self._step: execution.Step | None = None
@@ -288,7 +289,7 @@ class ExperimentLoop:
     def succeeded(self, out_dir: str, current: dict, seconds: float) -> None:
         st = self.state
         summary = results.subject_summary(self.baseline, current, self.baseline_seeds)
-        record = results.uncertainty_record(self.baseline_seeds, current)
+        record = results.uncertainty_record(self.baseline_seeds, current, self.baseline_frontier)
         (self.ws.path / out_dir / "intervals.json").write_text(json.dumps(record, indent=2) + "\n")
         self.view.say(f"[green]run {st.run} succeeded[/green]: {summary}")
         st.last_good_sha = self.commit(f"run {st.run}: {summary}", "success", seconds=seconds)
@@ -296,7 +297,8 @@ class ExperimentLoop:
         st.completed_runs.append(st.run)
         runs_left = self.opt.max_runs - st.run
         self.conv.add_user(prompts.RUN_SUCCEEDED.format(
-            run=st.run, comparison=results.compare(self.baseline, current, self.baseline_seeds), runs_left=runs_left,
+            run=st.run, comparison=results.compare(self.baseline, current, self.baseline_seeds, self.baseline_frontier),
+            runs_left=runs_left,
             next_command=self.ws.template.display_command(f"run_{st.run + 1}")))
         st.run, st.attempt, st.executions, st.fixes = st.run + 1, 0, 0, 0
 

@@ -181,7 +181,7 @@ def intervals(final_info: dict) -> dict[str, dict[str, stats.Interval]]:
     return out
 
 
-def uncertainty_record(seeds: list[dict], current: dict) -> dict:
+def uncertainty_record(seeds: list[dict], current: dict, frontier: list[dict] | None = None) -> dict:
     """`run_i/intervals.json`: each metric's interval and its change against the baseline, for plots,
     reports and trackers (the agent writes it; final_info.json stays the evaluator's own)."""
     diffs = differences(seeds, current)
@@ -191,6 +191,11 @@ def uncertainty_record(seeds: list[dict], current: dict) -> dict:
         out[key]["vs_baseline"] = {m: {"change": d.value, "half_width": d.half_width, "verdict": d.verdict,
                                        "baseline_seed_sd": d.seed_sd, "baseline_seeds": len(seeds)}
                                    for m, d in diffs.get(key, {}).items()}
+        matched = matched_sparsity(seeds, frontier or [], current).get(key, {})
+        out[key]["at_matched_sparsity"] = {
+            m: {"baseline": matched[f"{m}_baseline"], "change": matched[m].value,
+                "half_width": matched[m].half_width, "verdict": matched[m].verdict}
+            for m in MATCHED_METRICS if m in matched}
     return out
 
 
@@ -204,7 +209,92 @@ def sparsity_note(base_l0: float | None, cur_l0: float | None) -> str | None:
             "explained variance and accuracy are not like for like (a sparser SAE reconstructs worse)")
 
 
-def compare(baseline: dict, current: dict, seeds: list[dict] | None = None) -> str:
+MATCHED_METRICS = ("explained_variance", "sae_top_1_test_accuracy")
+
+
+def frontier_at(seeds: list[dict], frontier: list[dict], key: str, metric: str, l0: float) -> float | None:
+    """The baseline's `metric` interpolated at sparsity `l0` (linear in log L0) along its frontier:
+    the seeds' mean point and the frontier's points. None outside the frontier's range of L0."""
+    points = []
+    seed_points = [headline(b).get(key, {}) for b in seeds]
+    seed_points = [h for h in seed_points if h.get("l0") and h.get(metric) is not None]
+    if seed_points:
+        points.append((sum(h["l0"] for h in seed_points) / len(seed_points),
+                       sum(h[metric] for h in seed_points) / len(seed_points)))
+    for f in frontier:
+        h = headline(f).get(key, {})
+        if h.get("l0") and h.get(metric) is not None:
+            points.append((h["l0"], h[metric]))
+    points.sort()
+    if len(points) < 2 or not points[0][0] <= l0 <= points[-1][0]:
+        return None
+    for (x0, y0), (x1, y1) in zip(points, points[1:]):
+        if x0 <= l0 <= x1:
+            if x1 == x0:
+                return y0
+            t = (math.log(l0) - math.log(x0)) / (math.log(x1) - math.log(x0))
+            return y0 + t * (y1 - y0)
+    return None
+
+
+def matched_sparsity(seeds: list[dict], frontier: list[dict], current: dict) -> dict[str, dict]:
+    """Per SAE key: {"l0", "range", metric: Difference against the frontier at the run's own L0}.
+
+    The interval is the one of the plain comparison (test-set and seed noise at the baseline's own
+    setting), carried over to the interpolated point."""
+    out: dict[str, dict] = {}
+    if not frontier:
+        return out
+    diffs = differences(seeds, current)
+    for key, cur in headline(current).items():
+        l0 = cur.get("l0")
+        if not l0:
+            continue
+        l0s = [h[key]["l0"] for h in map(headline, seeds + frontier) if key in h and h[key].get("l0")]
+        entry: dict = {"l0": l0, "range": (min(l0s), max(l0s)) if l0s else None}
+        for metric in MATCHED_METRICS:
+            at = frontier_at(seeds, frontier, key, metric, l0)
+            plain = diffs.get(key, {}).get(metric)
+            if at is None or plain is None or cur.get(metric) is None:
+                continue
+            entry[metric] = stats.Difference(metric, cur[metric] - at, plain.half_width, plain.seed_sd,
+                                             _verdict(metric, cur[metric] - at, plain.half_width, plain.verdict))
+            entry[f"{metric}_baseline"] = at
+        out[key] = entry
+    return out
+
+
+def _verdict(metric: str, value: float, half: float, plain_verdict: str) -> str:
+    if plain_verdict == "no interval":
+        return plain_verdict
+    higher = stats.HIGHER_IS_BETTER.get(metric, True)
+    if value - half > 0:
+        return "better" if higher else "worse"
+    if value + half < 0:
+        return "worse" if higher else "better"
+    return "no detectable change"
+
+
+def matched_lines(seeds: list[dict], frontier: list[dict], current: dict, key: str) -> list[str]:
+    m = matched_sparsity(seeds, frontier, current).get(key)
+    if not m:
+        return []
+    lo_hi = m["range"]
+    if not any(metric in m for metric in MATCHED_METRICS):
+        span = f" (L0 {lo_hi[0]:.1f}–{lo_hi[1]:.1f})" if lo_hi else ""
+        return [f"  at matched sparsity: L0 {m['l0']:.1f} lies outside the baseline frontier{span}; "
+                "no like-for-like comparison, so no gain can be claimed"]
+    lines = [f"  at matched sparsity (the baseline frontier interpolated at this run's L0 {m['l0']:.1f}):"]
+    for metric in MATCHED_METRICS:
+        if metric in m:
+            d = m[metric]
+            lines.append(f"    {metric:<24}baseline {m[metric + '_baseline']:.3f}  change "
+                         f"{d.value:+.3f} ± {d.half_width:.3f}  {d.verdict}")
+    return lines
+
+
+def compare(baseline: dict, current: dict, seeds: list[dict] | None = None,
+            frontier: list[dict] | None = None) -> str:
     """A table of headline metrics, this run vs run 0, with each change's 95% interval and verdict."""
     seeds = seeds or [baseline]
     base_h, cur_h = headline(baseline), headline(current)
@@ -230,6 +320,7 @@ def compare(baseline: dict, current: dict, seeds: list[dict] | None = None) -> s
         note = sparsity_note(base.get("l0"), cur.get("l0"))
         if note and key in cur_h:
             lines.append(f"  note: {note}")
+            lines += matched_lines(seeds, frontier or [], current, key)
     return "\n".join(lines)
 
 

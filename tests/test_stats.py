@@ -104,3 +104,26 @@ def test_rescaling_latents_moves_no_probe_accuracy(probing):
         plain = probing._probe(classes, test, k, "t")
         big = probing._probe(*scaled, k, "t")
         assert {c: r["correct"] for c, r in plain.items()} == {c: r["correct"] for c, r in big.items()}
+
+
+def test_a_gain_that_is_only_lower_sparsity_vanishes_at_matched_sparsity():
+    # baseline at L0 30 (EV 0.80, three seeds); its frontier: L0 15 -> 0.70, L0 60 -> 0.88. A run at
+    # L0 45 with EV 0.847 looks better than run 0, but sits on the baseline's own curve.
+    seeds = [run(0.7, ev_err=20.0, l0=30.0), run(0.7, ev_err=19.5, l0=30.0, seed=9),
+             run(0.7, ev_err=20.5, l0=30.0, seed=10)]
+    frontier = [run(0.7, ev_err=30.0, l0=15.0), run(0.7, ev_err=12.0, l0=60.0)]
+    current = run(0.7, ev_err=15.3, l0=45.0, seed=4)
+    plain = results.differences(seeds, current)[KEY]["explained_variance"]
+    assert plain.verdict == "better"
+    matched = results.matched_sparsity(seeds, frontier, current)[KEY]
+    assert matched["explained_variance_baseline"] == pytest.approx(0.8468, abs=0.003)
+    assert matched["explained_variance"].verdict == "no detectable change"
+    text = results.compare(seeds[0], current, seeds, frontier)
+    assert "at matched sparsity" in text and "no detectable change" in text
+
+
+def test_a_run_outside_the_frontier_says_so_instead_of_claiming_a_gain():
+    seeds = [run(0.7, l0=30.0)]
+    frontier = [run(0.7, l0=15.0), run(0.7, l0=60.0)]
+    text = results.compare(seeds[0], run(0.9, seed=1, l0=120.0), seeds, frontier)
+    assert "outside the baseline frontier" in text and "no gain can be claimed" in text
