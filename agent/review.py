@@ -62,13 +62,19 @@ class Row:
     attempt: Attempt
     metrics: dict[str, dict[str, float | None]] = field(default_factory=dict)  # SAE key → metric
     delta: dict[str, dict[str, float | None]] = field(default_factory=dict)    # against run 0
+    intervals: dict = field(default_factory=dict)   # run_i/intervals.json: intervals and verdicts
 
     def to_json(self) -> dict:
         a = self.attempt
         return {"run": a.run, "attempt": a.attempt, "status": a.status, "commit": a.sha,
                 "date": a.date.isoformat(), "subject": a.subject, "duration_s": a.duration,
                 "cost_usd": a.cost, "tokens": a.tokens, "model": a.model, "profile": a.profile,
-                "error": a.error, "metrics": self.metrics, "delta_vs_run_0": self.delta}
+                "error": a.error, "metrics": self.metrics, "delta_vs_run_0": self.delta,
+                "intervals": self.intervals}
+
+    def change(self, sae: str, key: str) -> dict | None:
+        """The recorded change against the baseline's seeds, with its interval and verdict."""
+        return (self.intervals.get(sae) or {}).get("vs_baseline", {}).get(key)
 
 
 def final_info_at(repo, attempt: Attempt) -> dict | None:
@@ -101,12 +107,21 @@ def collect_rows(workspace: Path) -> tuple[list[Row], Row | None]:
     rows = []
     for a in attempts:
         metrics = headline_of(final_info_at(repo, a)) if a.status in RESULT_STATUSES else {}
-        rows.append(Row(a, metrics))
+        rows.append(Row(a, metrics, intervals=_intervals_at(repo, a) if metrics else {}))
     baseline = next((r for r in reversed(rows) if r.attempt.run == 0 and r.metrics), None)
     for r in rows:
         if baseline is not None and r.metrics:
             r.delta = _deltas(r.metrics, baseline.metrics)
     return rows, baseline
+
+
+def _intervals_at(repo, attempt: Attempt) -> dict:
+    text = history.file_at(repo, attempt.sha, f"run_{attempt.run}/intervals.json")
+    try:
+        data = json.loads(text) if text else {}
+    except ValueError:
+        return {}
+    return data if isinstance(data, dict) else {}
 
 
 def _deltas(current: dict, baseline: dict) -> dict:
@@ -166,7 +181,8 @@ def log_table(rows: list[Row], baseline: Row | None, title: str = "",
         body.append((cells, _first_line(a.error)))
     widths = [max([len(h)] + [len(ln) for cells, _ in body for ln in cells[i].splitlines()])
               for i, h in enumerate(headers)]
-    caption = (f"metrics: value and change against the baseline (commit {baseline.attempt.short_sha})"
+    caption = (f"metrics: value and change against the baseline (commit {baseline.attempt.short_sha}) "
+               "± its 95% interval; ▲/▼ better/worse, no mark: no detectable change"
                if baseline else None)
     table = Table(title=title or None, title_justify="left", caption=caption, caption_justify="left",
                   box=box.SIMPLE_HEAD, collapse_padding=True, pad_edge=False)
@@ -190,6 +206,10 @@ def metric_cell(row: Row, sae: str, key: str) -> str:
     if value is None:
         return "—" if row.metrics else ""
     text = _fmt(key, value)
+    change = row.change(sae, key)
+    if change and row.attempt.run != 0:   # the change against the seeds' mean, its interval, its verdict
+        mark = {"better": " ▲", "worse": " ▼"}.get(change.get("verdict"), "")
+        return text + f" {_fmt(key, change['change'], signed=True)}±{_fmt(key, change['half_width'])}{mark}"
     d = row.delta.get(sae, {}).get(key)
     if d is not None and row.attempt.run != 0:
         text += f" {_fmt(key, d, signed=True)}"
