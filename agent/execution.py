@@ -166,7 +166,6 @@ class Executor:
         run_dir.mkdir(parents=True)
         dirs = self.prepare(smoke)
         train_stage = self._stage(out_dir, "train")
-        eval_stage = None
         try:
             try:
                 files = {rel: sandbox.read_regular(self.path, rel) for rel in self.template.editable
@@ -196,28 +195,48 @@ class Executor:
             if not step.ok:
                 return step
 
-            eval_stage = self._stage(out_dir, "eval")
-            sandbox.stage_files(eval_stage, self.protected)
-            sandbox.copy_back(train_stage / out_dir, eval_stage / out_dir)
-            (eval_stage / EVAL_OUT).mkdir()
-            readable = [Path(p) for p in dirs["eval"]] + ([Path(dirs["models"])] if dirs.get("models") else [])
-            box = sandbox.Box(self.box, eval_stage, writable=[eval_stage / EVAL_OUT], readable=readable,
-                              network=self._network())
-            command = ["{python}", "-m", "harness.evaluate_run", "--run", out_dir, "--out", EVAL_OUT]
-            result = self._run(box, out_dir, command, run_dir / EVAL_LOG, smoke)
+            result, wrote = self._evaluate(out_dir, train_stage / out_dir, smoke, "test", run_dir / RESULT_FILE)
             step = Step(result, "evaluate", self.box, skipped=skipped)
-            produced = eval_stage / EVAL_OUT / RESULT_FILE
             if result.status == "ok":
-                if produced.is_file() and not produced.is_symlink():
-                    shutil.copyfile(produced, run_dir / RESULT_FILE)
+                if wrote:
                     step.results_sha256 = sha256_file(run_dir / RESULT_FILE)
                 else:
                     step.problem = "the evaluator wrote no final_info.json"
             return step
         finally:
             sandbox.remove_stage(train_stage)
-            if eval_stage is not None:
-                sandbox.remove_stage(eval_stage)
+
+    def _evaluate(self, out_dir: str, artefacts: Path, smoke: bool, split: str, dest: Path) -> tuple[RunResult, bool]:
+        """The harness's evaluator on the SAE saved in `artefacts`, in its own box; what it wrote is
+        copied to `dest` (the second value says whether it wrote anything)."""
+        dirs = self.prepare(smoke)
+        stage = self._stage(out_dir, f"eval-{split}")
+        try:
+            sandbox.stage_files(stage, self.protected)
+            sandbox.copy_back(artefacts, stage / out_dir)
+            (stage / EVAL_OUT).mkdir()
+            readable = [Path(p) for p in dirs["eval"]] + ([Path(dirs["models"])] if dirs.get("models") else [])
+            box = sandbox.Box(self.box, stage, writable=[stage / EVAL_OUT], readable=readable,
+                              network=self._network())
+            command = ["{python}", "-m", "harness.evaluate_run", "--run", out_dir, "--out", EVAL_OUT,
+                       "--split", split]
+            log = self.path / out_dir / (EVAL_LOG if split == "test" else f"eval_{split}_log.txt")
+            result = self._run(box, out_dir, command, log, smoke)
+            produced = stage / EVAL_OUT / (RESULT_FILE if split == "test" else f"{split}_split.json")
+            if result.status != "ok" or not produced.is_file() or produced.is_symlink():
+                return result, False
+            shutil.copyfile(produced, dest)
+            return result, True
+        finally:
+            sandbox.remove_stage(stage)
+
+    def evaluate_final(self, out_dir: str) -> Path | None:
+        """Score the SAE saved in `out_dir` on the final split into `out_dir/final_split.json`."""
+        if not self.evaluator:
+            return None
+        target = self.path / out_dir / "final_split.json"
+        _, wrote = self._evaluate(out_dir, self.path / out_dir, False, "final", target)
+        return target if wrote else None
 
 
 def override_assignments(source: bytes, values: dict[str, object]) -> bytes:

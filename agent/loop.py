@@ -357,8 +357,41 @@ class ExperimentLoop:
         self.notes_written = updated
         run = max(st.completed_runs)
         attempt = 1 + max(a.attempt for a in history.read_history(self.ws.path) if a.run == run)
+        final = self.score_final_split()
         self.commit(f"notes: {'updated' if updated else 'not updated'} after {len(st.completed_runs)} run(s)",
-                    "notes" if updated else "notes-missing", run=run, attempt=attempt)
+                    "notes" if updated else "notes-missing", run=run, attempt=attempt, body=final)
+
+    def score_final_split(self) -> str | None:
+        """Score the baseline's seeds and every completed run once on the final split, which the
+        coder never hears about: five rounds of tuning against the test split cannot overfit it.
+        Writes `final_split.json`; returns the lines for the commit body."""
+        st = self.state
+        self.view.set(phase="scoring the final split")
+        seeds = [self.executor.evaluate_final(d) for d in
+                 ["run_0"] + [f"run_0/seed_{s}" for s in self.ws.template.baseline_seeds[1:]]]
+        seeds = [json.loads(p.read_text()) for p in seeds if p is not None]
+        if not seeds:
+            return None
+        best_on_test = max(st.completed_runs, key=lambda r: self._top1(f"run_{r}"))
+        record, lines = {"baseline_seeds": len(seeds), "best_on_test": best_on_test, "runs": {}}, []
+        for run in st.completed_runs:
+            path = self.executor.evaluate_final(f"run_{run}")
+            if path is None:
+                continue
+            current = json.loads(path.read_text())
+            summary = results.subject_summary(seeds[0], current, seeds)
+            record["runs"][run] = results.uncertainty_record(seeds, current)
+            lines.append(f"run {run}{' (best on the test split)' if run == best_on_test else ''}: {summary}")
+        (self.ws.path / "final_split.json").write_text(json.dumps(record, indent=2) + "\n")
+        self.view.say("final split (never shown to the coder):\n  " + "\n  ".join(lines))
+        return "Final split (scored once, never shown to the coder):\n" + "\n".join(lines)
+
+    def _top1(self, out_dir: str) -> float:
+        try:
+            h = results.headline(results.load_results(self.ws.path / out_dir))
+        except results.ResultsError:
+            return float("-inf")
+        return next(iter(h.values())).get("sae_top_1_test_accuracy") or float("-inf")
 
     def interrupted(self) -> None:
         st = self.state
@@ -372,7 +405,8 @@ class ExperimentLoop:
         self.conv.save(self.ws.path)
 
     def commit(self, subject: str, status: str, *, error: str | None = None,
-               seconds: float | None = None, run: int | None = None, attempt: int | None = None) -> str:
+               seconds: float | None = None, run: int | None = None, attempt: int | None = None,
+               body: str | None = None) -> str:
         self.view.set(phase="committing")
         self.save_transcript()
         st = self.state
@@ -389,7 +423,7 @@ class ExperimentLoop:
             trailers["Sandbox"] = step.box
             if step.results_sha256:
                 trailers["Results-SHA256"] = step.results_sha256
-        return history.commit_attempt(self.ws.path, subject=subject[:200], trailers=trailers)
+        return history.commit_attempt(self.ws.path, subject=subject[:200], trailers=trailers, body=body or "")
 
 
 def rebuild_state(ws: Workspace) -> LoopState:

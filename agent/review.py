@@ -657,6 +657,9 @@ def report(workspace: Path, *, console: Console, out: Path | None = None,
     head = repo.head.commit.hexsha
     idea = history.file_at(repo, head, "idea.md") or "(no idea.md in this workspace)"
     notes = history.file_at(repo, head, "notes.txt")
+    final = final_split_lines(history.file_at(repo, head, "final_split.json"))
+    if final:   # shown with the notes: both are written once, at the end of the idea
+        notes = (notes or "").rstrip() + "\n\n" + "\n".join(final)
     plots, plot_note = collect_plots(repo, head, run_plot=run_plot)
     out = Path(out) if out else default_report_path(workspace)
     as_markdown = out.suffix.lower() in (".md", ".markdown")
@@ -667,6 +670,28 @@ def report(workspace: Path, *, console: Console, out: Path | None = None,
     console.print(f"wrote {out} ({len(rows)} attempts, {len(plots)} plot(s)"
                   + (f"; {plot_note}" if plot_note else "") + ")", soft_wrap=True)
     return 0
+
+
+def final_split_lines(text: str | None) -> list[str]:
+    """The final split's scores (never shown to the coder), one line per run."""
+    try:
+        record = json.loads(text) if text else None
+    except ValueError:
+        return []
+    if not isinstance(record, dict) or not record.get("runs"):
+        return []
+    lines = [f"Final split (scored once at the end, never shown to the coder; baseline: "
+             f"{record.get('baseline_seeds', 1)} seed(s)):"]
+    for run, saes in record["runs"].items():
+        for key, metrics in saes.items():
+            top1 = metrics.get("sae_top_1_test_accuracy") or {}
+            vs = (metrics.get("vs_baseline") or {}).get("sae_top_1_test_accuracy") or {}
+            if not top1 or not vs:
+                continue
+            best = " (best on the test split)" if str(record.get("best_on_test")) == str(run) else ""
+            lines.append(f"- run {run}{best}: sae_top_1 {top1['value']:.3f} "
+                         f"({vs['change']:+.3f} ± {vs['half_width']:.3f}, {vs['verdict']})")
+    return lines if len(lines) > 1 else []
 
 
 def collect_plots(repo, sha: str, *, run_plot: bool = True) -> tuple[list[tuple[str, bytes]], str]:
@@ -681,12 +706,13 @@ def collect_plots(repo, sha: str, *, run_plot: bool = True) -> tuple[list[tuple[
     if not run_plot:
         return [], "no PNG committed (plot.py not run)"
     import tempfile
-    from agent import runner
+    from agent import runner, sandbox
     with tempfile.TemporaryDirectory(prefix="sae-agent-report-") as tmp:
         root = Path(tmp) / "tree"
         extract_commit(repo, sha, root)
+        box = sandbox.Box(sandbox.choose(), root, writable=[root])   # plot.py is the LLM's code too
         result = runner.run_experiment(root, ".plot", command=["{python}", "plot.py"],
-                                       timeout=PLOT_TIMEOUT)
+                                       timeout=PLOT_TIMEOUT, wrap=box.wrap)
         made = sorted((p.relative_to(root).as_posix(), p.read_bytes()) for p in root.rglob("*.png"))
         if result.status != "ok":
             return made, f"plot.py failed: {result.error or result.status}"

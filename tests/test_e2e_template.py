@@ -19,12 +19,14 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(scope="module")
-def cache_dir(tmp_path_factory):
-    return tmp_path_factory.mktemp("sae-cache")
+def cache_dir(sae_cache):
+    return Path(sae_cache["SAE_CACHE_DIR"])
 
 
 def run_cli(*args, cache_dir, timeout=1800):
+    import os
     env = {"SAE_CACHE_DIR": str(cache_dir), "PATH": "/usr/bin:/bin", "HOME": str(cache_dir),
+           "SAE_MODEL_DIR": os.environ.get("SAE_MODEL_DIR", str(cache_dir / "models")),
            "LITELLM_LOCAL_MODEL_COST_MAP": "True", "HF_HUB_OFFLINE": "1", "COLUMNS": "160"}
     return subprocess.run([sys.executable, "-m", "agent", *args], cwd=REPO, env=env,
                           capture_output=True, text=True, timeout=timeout)
@@ -70,3 +72,42 @@ def test_other_reference_replays_apply_and_run(tmp_path, cache_dir, idea):
     (ws,) = list(out.iterdir())
     statuses = [a.status for a in history.read_history(ws)]
     assert statuses.count("success") >= 2 and "edit-failed" not in statuses, statuses
+
+
+def _verdicts(ws, run=1):
+    record = json.loads((ws / f"run_{run}" / "intervals.json").read_text())
+    (entry,) = record.values()
+    return entry["vs_baseline"]
+
+
+def test_known_positive_topk_beats_relu_at_matched_sparsity(tmp_path, cache_dir):
+    out = tmp_path / "results"
+    proc = run_cli("run", "ideas/topk_activation.md", "--profile", "tiny", "--results", str(out), cache_dir=cache_dir)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    (ws,) = list(out.iterdir())
+    vs = _verdicts(ws)
+    base, run1 = (results.headline(results.load_results(ws / d)) for d in ("run_0", "run_1"))
+    (key,) = run1
+    assert abs(run1[key]["l0"] - base[key]["l0"]) / base[key]["l0"] < 0.1      # matched sparsity
+    assert vs["explained_variance"]["verdict"] == "better", vs["explained_variance"]
+    assert vs["explained_variance"]["change"] - vs["explained_variance"]["half_width"] > 0
+
+
+def test_known_null_is_no_detectable_change(tmp_path, cache_dir):
+    out = tmp_path / "results"
+    proc = run_cli("run", "ideas/null_change.md", "--profile", "tiny", "--results", str(out), cache_dir=cache_dir)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    (ws,) = list(out.iterdir())
+    vs = _verdicts(ws)
+    assert {m: v["verdict"] for m, v in vs.items()} == {m: "no detectable change" for m in vs}, vs
+    subject = [a.subject for a in history.read_history(ws) if a.status == "success"][0]
+    assert "no detectable change" in subject
+    # the final split was scored once, at the end, and went into the notes commit, not to the coder
+    final = json.loads((ws / "final_split.json").read_text())
+    assert final["baseline_seeds"] == 3 and "1" in final["runs"]
+    notes_commit = git.Repo(ws).head.commit.message
+    assert "Final split" in notes_commit
+    assert not any("Final split" in m.get("content", "") for m in json.loads((ws / "transcript.json").read_text())["messages"])
+    log = run_cli("log", str(ws), cache_dir=cache_dir)
+    row = next(line for line in log.stdout.splitlines() if line.split()[:3] == ["1", "1", "success"])
+    assert "±" in row and "▲" not in row and "▼" not in row    # intervals shown, no false finding

@@ -36,7 +36,7 @@ import torch
 from harness import data
 from harness.profiles import Profile, cache_dir
 
-CACHE_VERSION = 3
+CACHE_VERSION = 4
 STORE_DTYPE = torch.float16   # scaled activations are O(1): float16 holds them with 3 significant digits
 
 
@@ -217,9 +217,9 @@ class ActivationStore:
         exclude = set()
         for name in p.probing.dataset_names:
             if name in data.SUITE:
-                train, test = data.probing_split(name, p.probing.train_per_class, p.probing.test_per_class,
-                                                 p.probing.random_seed)
-                for split in (train, test):
+                splits = data.probing_split(name, p.probing.train_per_class, p.probing.test_per_class,
+                                            p.probing.random_seed, p.probing.final_per_class)
+                for split in splits.values():
                     for texts in split.values():
                         exclude.update(texts)
         texts = data.training_texts(exclude)
@@ -292,10 +292,10 @@ class ActivationStore:
         p, hook, started = self.profile, self.profile.hook_name(layer), time.time()
         out = {}
         for name in p.probing.dataset_names:
-            train, test = data.probing_split(name, p.probing.train_per_class, p.probing.test_per_class,
-                                             p.probing.random_seed)
+            splits = data.probing_split(name, p.probing.train_per_class, p.probing.test_per_class,
+                                        p.probing.random_seed, p.probing.final_per_class)
             out[name] = {}
-            for split, classes in (("train", train), ("test", test)):
+            for split, classes in splits.items():
                 out[name][split] = {}
                 for cls, texts in classes.items():
                     texts = sorted(texts, key=len)      # similar lengths per batch: less padding

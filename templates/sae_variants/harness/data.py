@@ -84,22 +84,30 @@ EXTRA_TRAINING = ["94_ai_gen", "100_news_fake", "111_yelp_data", "110_aimade_hum
                   "161_agnews_0", "157_amazon_5star", "64_wikidata_occupation_isresearcher"]
 
 
-def probing_split(name: str, train_per_class: int, test_per_class: int, seed: int
-                  ) -> tuple[dict[str, list[str]], dict[str, list[str]]]:
-    """Disjoint train/test texts per class, sampled with a fixed seed."""
+def probing_split(name: str, train_per_class: int, test_per_class: int, seed: int, final_per_class: int = 0
+                  ) -> dict[str, dict[str, list[str]]]:
+    """Disjoint train/test(/final) texts per class, sampled with a fixed seed.
+
+    `final` is the split the coder never hears about: scored once, at the end of an idea, so that
+    rounds of tuning against the test split cannot overfit what is reported last."""
     if name not in SUITE:
         raise KeyError(f"unknown probing data set {name!r}; known: {', '.join(SUITE)}")
     classes = SUITE[name][1]()
     rng = random.Random(f"{seed}-{name}")
-    train, test = {}, {}
+    sizes = {"train": train_per_class, "test": test_per_class, "final": final_per_class}
+    splits: dict[str, dict[str, list[str]]] = {split: {} for split, n in sizes.items() if n > 0}
     for cls, texts in classes.items():
         texts = sorted(set(texts))
-        need = train_per_class + test_per_class
+        need = sum(sizes.values())
         if len(texts) < need:
             raise ValueError(f"{name}/{cls}: {len(texts)} texts, need {need}")
         chosen = rng.sample(texts, need)
-        train[cls], test[cls] = chosen[:train_per_class], chosen[train_per_class:]
-    return train, test
+        start = 0
+        for split, n in sizes.items():
+            if n > 0:
+                splits[split][cls] = chosen[start:start + n]
+                start += n
+    return splits
 
 
 def training_texts(exclude: set[str], seed: int = 0) -> list[str]:

@@ -123,6 +123,23 @@ def evaluate(sae, store, layer: int, training: dict, log=print) -> dict:
     }
 
 
+def evaluate_final(sae, store, layer: int) -> dict:
+    """Sparse probing on the final split (probes trained on the usual training split): scored once,
+    at the end of an idea, for the runs the loop reports; the coder never sees these numbers."""
+    profile: Profile = store.profile
+    _, scale = store.heldout(layer)
+    probe_acts = store.probing(layer, scale)
+    missing = [name for name, splits in probe_acts.items() if "final" not in splits]
+    if missing:
+        raise ValueError(f"the profile {profile.name} has no final split for {', '.join(missing)}")
+    names = profile.probing.dataset_names
+    sae_res = probing.sae_results(sae, probe_acts, profile.probing.k_values, test_split="final")
+    _, sae_m, details, _, correct = probing.aggregate({n: {} for n in names}, sae_res, names)
+    return {"eval_type_id": "sparse_probing", "split": "final", "eval_config": _eval_config(profile),
+            "eval_result_metrics": {"sae": sae_m, "llm": {}}, "eval_result_details": details,
+            "per_example": {"probing": correct}}
+
+
 def _json_safe(value):
     if isinstance(value, float) and not math.isfinite(value):
         return None
@@ -133,10 +150,10 @@ def _json_safe(value):
     return value
 
 
-def write_final_info(out_dir: str | Path, entries: dict[str, dict]) -> Path:
+def write_final_info(out_dir: str | Path, entries: dict[str, dict], name: str = "final_info.json") -> Path:
     """`out_dir/final_info.json`: {"<model>/<hook>": entry}."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    path = out / "final_info.json"
+    path = out / name
     path.write_text(json.dumps(_json_safe(entries), indent=2))
     return path

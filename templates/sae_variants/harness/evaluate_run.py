@@ -16,7 +16,7 @@ import torch
 
 from harness.activations import ActivationStore
 from harness.artifacts import load_sae
-from harness.evaluate import evaluate, write_final_info
+from harness.evaluate import evaluate, evaluate_final, write_final_info
 from harness.profiles import load_profile
 
 
@@ -24,6 +24,8 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--run", required=True, help="the run folder experiment.py wrote its SAE into")
     parser.add_argument("--out", required=True, help="where final_info.json goes")
+    parser.add_argument("--split", choices=("test", "final"), default="test",
+                        help="final: only sparse probing on the final split, into final_split.json")
     args = parser.parse_args(argv)
     started = time.time()
     torch.manual_seed(0)
@@ -36,8 +38,11 @@ def main(argv=None) -> int:
         except FileNotFoundError as exc:
             print(f"evaluation: {exc}", file=sys.stderr)
             return 3
-        entries[profile.sae_key(layer)] = evaluate(sae, store, layer, claims.get("training") or {})
-    path = write_final_info(args.out, entries)
+        if args.split == "final":
+            entries[profile.sae_key(layer)] = evaluate_final(sae, store, layer)
+        else:
+            entries[profile.sae_key(layer)] = evaluate(sae, store, layer, claims.get("training") or {})
+    path = write_final_info(args.out, entries, "final_split.json" if args.split == "final" else "final_info.json")
     print(f"[harness] evaluation wrote {path} in {time.time() - started:.1f}s")
     return 0
 

@@ -111,11 +111,13 @@ def llm_results(probe_acts: dict, k_values, cache_file) -> dict:
     return out
 
 
-def sae_results(sae, probe_acts: dict, k_values) -> dict:
+def sae_results(sae, probe_acts: dict, k_values, test_split: str = "test") -> dict:
+    """Per data set: {metric: {class: {"accuracy", "correct"}}}; probes train on "train" and are
+    scored on `test_split` ("test", or "final" at the end of an idea)."""
     out = {}
     for name, splits in probe_acts.items():
         train = {cls: encode_means(sae, a, c) for cls, (a, c) in splits["train"].items()}
-        test = {cls: encode_means(sae, a, c) for cls, (a, c) in splits["test"].items()}
+        test = {cls: encode_means(sae, a, c) for cls, (a, c) in splits[test_split].items()}
         out[name] = _metrics("sae", train, test, k_values, name)
     return out
 

@@ -36,6 +36,7 @@ class Probing:
     context_length: int
     k_values: tuple[int, ...] = K_VALUES
     random_seed: int = 42
+    final_per_class: int = 0   # the final split, scored only at the end of an idea
 
 
 @dataclass(frozen=True)
@@ -98,7 +99,7 @@ PROFILES: dict[str, Profile] = {
         layers=(3,), d_model=640, dtype="float32",
         train_tokens=24_000, train_context=64, train_source="sae-probes", llm_batch_size=16,
         probing=Probing(("code_language", "news_topic", "review_sentiment"),
-                        train_per_class=48, test_per_class=24, context_length=32),
+                        train_per_class=48, test_per_class=24, context_length=32, final_per_class=24),
         probing_backend="harness", ce_sequences=4, ce_context=32,
         dict_size=512, batch_size=256,
     ),
@@ -107,7 +108,8 @@ PROFILES: dict[str, Profile] = {
         name="cpu", model_name="google/gemma-3-270m", model_source="gemma3-270m-gguf",
         layers=(6,), d_model=640, dtype="float32",
         train_tokens=64_000, train_context=128, train_source="sae-probes", llm_batch_size=16,
-        probing=Probing(OFFLINE_SUITE, train_per_class=40, test_per_class=20, context_length=64),
+        probing=Probing(OFFLINE_SUITE, train_per_class=40, test_per_class=20, context_length=64,
+                        final_per_class=20),
         probing_backend="harness", ce_sequences=8, ce_context=64,
         dict_size=2560, batch_size=512,
     ),
@@ -171,7 +173,8 @@ def smoke(profile: Profile) -> Profile:
         profile, smoke=True,
         train_tokens=min(profile.train_tokens, 4096), train_context=min(profile.train_context, 32),
         probing=dataclasses.replace(profile.probing, dataset_names=profile.probing.dataset_names[:1],
-                                    train_per_class=8, test_per_class=8, context_length=16),
+                                    train_per_class=8, test_per_class=8, context_length=16,
+                                    final_per_class=0),
         ce_sequences=0, dict_size=min(profile.dict_size, 512), batch_size=min(profile.batch_size, 256),
     )
 
