@@ -21,3 +21,9 @@ def fake_llm(monkeypatch):
     server = FakeLLM().start()
     yield server
     server.stop()
+
+
+@pytest.fixture(autouse=True)
+def _history_backups(tmp_path_factory, monkeypatch):
+    """The agent's history backups (agent/gitguard.py) go to a scratch folder, never ~/.cache."""
+    monkeypatch.setenv("SAE_HISTORY_DIR", str(tmp_path_factory.mktemp("history-backups")))
