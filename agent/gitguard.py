@@ -172,6 +172,7 @@ class Seen:
     branch: str | None = None
     tip: str | None = None
     files: dict[str, bytes | None] = field(default_factory=dict)
+    hooks: dict[str, bytes | None] = field(default_factory=dict)  # a person's own (they never run)
 
 
 class Guard:
@@ -182,43 +183,47 @@ class Guard:
         self.git_dir = self.workspace / ".git"
         self.backup = backup_path(self.workspace)
         self.seen: Seen | None = None
+        self.tampering: list[str] = []  # what open() had to restore
 
     # -- at the start of a session ---------------------------------------------------------
 
     def open(self, fresh: bool = False) -> list[str]:
-        """Adopt the repository as it stands (restoring `.git` from the backup if it is gone);
-        return warnings about what had to be cleaned or restored. `fresh`: a history that
-        starts now (just `git init`), whose first commit replaces any stale backup."""
-        warnings: list[str] = []
+        """Adopt the repository as it stands and return warnings about what had to be fixed.
+
+        A `.git` that is gone, or a branch that lost commits the backup holds, is restored from
+        the backup; those findings (a run's doing, between sessions) are also kept in
+        `self.tampering`. Config keys that could run code and stale locks are dropped with a
+        warning only: a person may have set them. `fresh`: a history that starts now (just
+        `git init`), whose first commit replaces any stale backup at the same path.
+        """
+        self.tampering = []
         if fresh:
-            self.seen = Seen(_branch_of(self.git_dir), None,
-                             {rel: _read(self.git_dir / rel) for rel in WATCHED})
+            self.record()
             return []
         if not git_dir_ok(self.workspace):
             if not self._backup_tip():
                 self.seen = None
                 return []  # not (yet) a repository and nothing to restore: nothing to guard
+            # The work tree stays as it is: it holds the attempt that was under way.
             self._restore_git_dir(self._backup_branch(), self._backup_tip())
-            warnings.append(f".git was missing or replaced; restored from the backup {self.backup}")
-        warnings += self._sanitize_config()
-        warnings += self._remove_hooks() + self._remove_locks()
+            self.tampering.append(f".git (missing or replaced; restored from the backup {self.backup})")
+        warnings = self._sanitize_config() + self._remove_locks()
         grafts = self.git_dir / "info" / "grafts"
         if grafts.exists() or grafts.is_symlink():
             grafts.unlink()
-            warnings.append(".git/info/grafts (rewrites parents) removed")
+            self.tampering.append(".git/info/grafts (it rewrites parents; removed)")
         branch, tip = _branch_of(self.git_dir), self._tip()
         backup_tip = self._backup_tip()
         if backup_tip and (branch is None or not self._contains(tip, backup_tip)):
-            displaced = tip
-            self._restore_branch(self._backup_branch(), backup_tip, keep=None)
-            warnings.append(f"the branch had lost attempts (it no longer contained {backup_tip[:8]}); "
-                            f"restored from the backup" + (f", the other tip kept as "
-                                                           f"refs/sae-agent/displaced/{displaced[:8]}"
-                                                           if displaced else ""))
-            if displaced:
-                self._git("update-ref", f"refs/sae-agent/displaced/{displaced[:8]}", displaced)
+            self._restore_branch(self._backup_branch(), backup_tip, keep=[])
+            kept = ""
+            if tip:
+                self._git("update-ref", f"refs/sae-agent/displaced/{tip[:12]}", tip)
+                kept = f"; its tip {tip[:8]} kept as refs/sae-agent/displaced/{tip[:12]}"
+            self.tampering.append(f"the branch (it no longer held {backup_tip[:8]}; restored from "
+                                  f"the backup{kept})")
         self.record()
-        return warnings
+        return warnings + self.tampering
 
     # -- before each commit ---------------------------------------------------------------
 
@@ -256,7 +261,8 @@ class Guard:
     def record(self) -> None:
         """Remember the repository as it is now and copy the branch into the backup."""
         branch, tip = _branch_of(self.git_dir), self._tip()
-        self.seen = Seen(branch, tip, {rel: _read(self.git_dir / rel) for rel in WATCHED})
+        self.seen = Seen(branch, tip, {rel: _read(self.git_dir / rel) for rel in WATCHED},
+                         self._hooks())
         if tip and branch:
             self._push_backup(branch)
 
@@ -371,7 +377,15 @@ class Guard:
         return [f".git/config: dropped {', '.join(bad[:8])}" + (" …" if len(bad) > 8 else "")
                 + " (the agent reads no settings that could run code)"]
 
+    def _hooks(self) -> dict[str, bytes | None]:
+        hooks = self.git_dir / "hooks"
+        if hooks.is_symlink() or not hooks.is_dir():
+            return {}
+        return {p.name: _read(p) if p.is_file() else None for p in hooks.iterdir()
+                if not (p.name.endswith(".sample") and p.is_file() and not p.is_symlink())}
+
     def _remove_hooks(self) -> list[str]:
+        """Hooks that appeared (or changed) since record(): removed. They could not run anyway."""
         hooks = self.git_dir / "hooks"
         found = []
         if hooks.is_symlink():
@@ -379,8 +393,11 @@ class Guard:
             return [".git/hooks (a link; removed)"]
         if not hooks.is_dir():
             return []
+        known = self.seen.hooks if self.seen else {}
         for p in sorted(hooks.iterdir()):
             if p.name.endswith(".sample") and p.is_file() and not p.is_symlink():
+                continue
+            if p.name in known and known[p.name] is not None and _read(p) == known[p.name]:
                 continue
             if p.is_dir() and not p.is_symlink():
                 shutil.rmtree(p)

@@ -23,8 +23,9 @@ AGENT_EMAIL = "sae-agent@localhost"
 # The order trailers are written in; any others follow in the order given.
 TRAILER_ORDER = ("Run", "Attempt", "Status", "Duration", "Model", "Cost", "Tokens", "Error",
                  "Profile", "Signature", "Tampered")
-# The Error of an attempt whose run changed the repository (see agent/gitguard.py).
-TAMPERED = "the run tampered with the git history"
+# The Error of an attempt whose run changed the repository or other files it must not touch
+# (agent/gitguard.py, Workspace.restore_after_run); the findings follow it.
+TAMPERED = "the run changed what it must not"
 
 LINK_MODE = 0o120000  # git's mode for a symbolic link
 
