@@ -303,7 +303,8 @@ class Guard:
             self.backup.parent.mkdir(parents=True, exist_ok=True)
             run_git(["init", "--quiet", "--bare", str(self.backup)])
             run_git(["--git-dir", str(self.backup), "config", "core.hooksPath", os.devnull])
-        run_git(["--git-dir", str(self.backup), "symbolic-ref", "HEAD", f"refs/heads/{branch}"])
+        if _branch_of(self.backup) != branch:
+            run_git(["--git-dir", str(self.backup), "symbolic-ref", "HEAD", f"refs/heads/{branch}"])
         out = self._git("push", "--quiet", "--force", "--no-verify", str(self.backup),
                         f"HEAD:refs/heads/{branch}", check=False)
         if out.returncode != 0:
