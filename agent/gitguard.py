@@ -18,6 +18,7 @@ Generated code may reach the workspace (the fallback box, or a bug). Two defence
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import re
 import shutil
@@ -27,6 +28,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import git
+
+log = logging.getLogger(__name__)
 
 # Command-line config wins over every file. These keys run programs or change what git reads.
 SAFE_CONFIG = {
@@ -254,6 +257,8 @@ class Guard:
                 where = (f"HEAD moved to {(tip or 'nothing')[:8]}" if branch == self.seen.branch
                          else f"HEAD switched to {branch or 'a detached commit'}")
                 self._restore_branch(self.seen.branch, self.seen.tip, keep=keep)
+                if tip and tip != self.seen.tip:  # nothing is lost: what it pointed at stays reachable
+                    self._git("update-ref", f"refs/sae-agent/displaced/{tip[:12]}", tip, check=False)
                 found.append(f"the branch {self.seen.branch} ({where}; restored to "
                              f"{self.seen.tip[:8]})")
         return found
@@ -264,7 +269,10 @@ class Guard:
         self.seen = Seen(branch, tip, {rel: _read(self.git_dir / rel) for rel in WATCHED},
                          self._hooks())
         if tip and branch:
-            self._push_backup(branch)
+            try:
+                self._push_backup(branch)
+            except (GuardError, OSError) as exc:  # the attempt is committed; say so, go on
+                log.warning("%s", exc)
 
     # -- pieces ---------------------------------------------------------------------------
 

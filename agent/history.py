@@ -125,7 +125,10 @@ def commit_attempt(workspace: Path, *, subject: str, trailers: dict[str, str], b
     as failed with what was found (`Tampered:`), whatever its status was going to be.
     """
     guard = gitguard.guard(workspace)
-    findings = guard.check()
+    try:
+        findings = guard.check()
+    except gitguard.GuardError as exc:
+        raise HistoryError(f"the history of {workspace} cannot be restored: {exc}") from None
     if findings:
         subject, trailers = tampered(subject, trailers, findings)
     repo = gitguard.repo_at(workspace)

@@ -96,7 +96,10 @@ class Workspace:
         editable = set(self.template.editable)
         # Put back by the guard only if it had to restore the history: never the run's output,
         # the files as run (compared below) or the transcript (saved again before the commit).
-        found = gitguard.guard(self.path).check(keep=[out_dir, *sorted(editable), *TRANSCRIPTS])
+        try:
+            found = gitguard.guard(self.path).check(keep=[out_dir, *sorted(editable), *TRANSCRIPTS])
+        except gitguard.GuardError as exc:
+            raise history.HistoryError(f"the history of {self.path} cannot be restored: {exc}") from None
         repo = history.repo_at(self.path)
         repo.git.reset("--quiet")  # the index as committed: a run may have staged things
         for _ in range(2):  # twice: a restored .gitignore can reveal files it hid

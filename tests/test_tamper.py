@@ -303,3 +303,46 @@ def test_replay_and_report_work_on_a_commit_that_holds_a_link_to_outside(tmp_pat
     assert "NfN" not in text.replace("\n", " ").split("replay output")[0] or "planted failure 42" in text
     assert review.report(ws, console=Console(file=io.StringIO()), out=tmp_path / "r.html") == 0
     assert SECRET not in (tmp_path / "r.html").read_text()
+
+
+def _repo_with_attempt(tmp_path):
+    ws = tmp_path / "ws"
+    history.init_repo(ws)
+    (ws / "a.txt").write_text("a\n")
+    history.commit_attempt(ws, subject="run 0: baseline", trailers={"Run": "0", "Status": "baseline"})
+    return ws
+
+
+def test_a_persons_commit_and_a_stale_lock_between_sessions_are_no_tampering(tmp_path):
+    ws = _repo_with_attempt(tmp_path)
+    (ws / "a.txt").write_text("by hand\n")
+    subprocess.run(["git", "-C", str(ws), "-c", "user.name=me", "-c", "user.email=me@x", "commit",
+                    "-qam", "a manual tweak"], check=True)
+    (ws / ".git" / "index.lock").write_text("")  # git was killed mid-command
+    guard, warnings = gitguard.open_guard(ws)
+    assert guard.tampering == [] and any("index.lock" in w for w in warnings)
+    assert git.Repo(ws).head.commit.message.startswith("a manual tweak"), "the person's commit stays"
+    assert git.Repo(gitguard.backup_path(ws)).head.commit.message.startswith("a manual tweak")
+
+
+def test_a_history_lost_with_its_backup_is_a_clear_error_not_a_traceback(tmp_path):
+    ws = _repo_with_attempt(tmp_path)
+    shutil.rmtree(ws / ".git")
+    shutil.rmtree(gitguard.backup_path(ws))
+    with pytest.raises(history.HistoryError, match="cannot be restored"):
+        history.commit_attempt(ws, subject="run 1 attempt 1: failed", trailers={"Run": "1", "Status": "failed"})
+
+
+def test_a_commit_the_run_added_on_top_is_taken_off_the_branch_but_kept(tmp_path):
+    ws = _repo_with_attempt(tmp_path)
+    good = git.Repo(ws).head.commit.hexsha
+    (ws / "a.txt").write_text("forged\n")
+    subprocess.run(["git", "-C", str(ws), "-c", "user.name=x", "-c", "user.email=y", "commit", "-qam",
+                    "run 1: sae_top_1 0.999\n\nRun: 1\nAttempt: 1\nStatus: success"], check=True)
+    forged = git.Repo(ws).head.commit.hexsha
+    found = gitguard.guard(ws).check(keep=[])
+    assert found and "the branch" in found[0]
+    repo = git.Repo(ws)
+    assert repo.head.commit.hexsha == good and (ws / "a.txt").read_text() == "a\n"
+    assert forged in repo.git.for_each_ref("refs/sae-agent/displaced", format="%(objectname)")
+    assert [a.status for a in history.read_history(ws)] == ["baseline"]
