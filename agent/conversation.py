@@ -180,7 +180,17 @@ class Conversation:
         if path.is_dir():
             path = path / TRANSCRIPT_JSON
         try:
-            data = json.loads(path.read_text())
+            text = path.read_text(encoding="utf-8")
+        except (OSError, ValueError) as e:
+            raise ConversationError(f"cannot load transcript {path}: {e}") from e
+        return cls.loads(text, source=str(path))
+
+    @classmethod
+    def loads(cls, text: str, source: str = TRANSCRIPT_JSON) -> "Conversation":
+        """The same from the text of a transcript.json (a file, or as committed)."""
+        path = source
+        try:
+            data = json.loads(text)
             messages = data["messages"]
             conv = cls(data["system"])
             conv._log = _drop_empty_replies([_plain(m) for m in messages[1:]])

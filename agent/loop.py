@@ -18,7 +18,7 @@ from rich.markup import escape
 
 from agent import checks, edits, history, prompts, results, runner
 from agent.coder import BudgetExceeded, LLMError
-from agent.conversation import Conversation
+from agent.conversation import TRANSCRIPT_JSON, Conversation, ConversationError
 from agent.workspace import TRANSCRIPTS, Workspace
 
 DONE_MARKER = "ALL_COMPLETED"
@@ -76,7 +76,7 @@ def files_text(ws: Workspace, names: list[str] | None = None) -> str:
     names = names or [n for n in ws.template.editable if n.endswith(".py")]
     dumps = []
     for name in names:
-        if (ws.path / name).exists():
+        if ws.regular_file(name):  # never a link: its target may be outside the workspace
             dumps.append(prompts.FILE_DUMP.format(
                 name=name, lang=LANGS.get(Path(name).suffix, ""), content=ws.read(name).rstrip("\n")))
     return "\n".join(dumps)
@@ -482,6 +482,24 @@ def rebuild_state(ws: Workspace) -> LoopState:
     return st
 
 
+def load_transcript(ws: Workspace, repo) -> Conversation | None:
+    """The saved conversation: transcript.json as a regular file in the workspace (it holds the
+    latest reply, which may not be committed yet), else as last committed; never through a link."""
+    file = ws.regular_file(TRANSCRIPT_JSON)
+    if file is not None:
+        try:
+            return Conversation.load(file)
+        except ConversationError:
+            pass  # a run wrote over it, or it was cut short: the committed one is the truth
+    text = history.file_at(repo, "HEAD", TRANSCRIPT_JSON)
+    if text:
+        try:
+            return Conversation.loads(text, source=f"{TRANSCRIPT_JSON} as last committed")
+        except ConversationError:
+            return None
+    return None
+
+
 def prepare_resume(ws: Workspace, max_runs: int) -> tuple[LoopState, Conversation, str | None]:
     """Commit a half-written attempt as interrupted, then rebuild state and conversation.
 
@@ -489,16 +507,16 @@ def prepare_resume(ws: Workspace, max_runs: int) -> tuple[LoopState, Conversatio
     resume without --model goes on with the same coder.
     """
     repo = history.open_workspace(ws.path)
-    transcript = ws.path / "transcript.json"
-    conv = Conversation.load(transcript) if transcript.exists() else start_conversation(ws, max_runs)
-    attempts = history.read_history(ws.path)
-    model = (conv.usage[-1].get("model") if conv.usage else None) or next(
-        (a.model for a in reversed(attempts) if a.model and a.model != "template"), None)
     state = rebuild_state(ws)
     # What a run left behind when the agent was stopped: a restored history, changed settings or
     # harness, links or bad bytes in the editable files. All put back and named in the commit.
     found = ws.tampering + ws.restore_after_run(None, f"run_{state.run}") + ws.repair_leftovers()
-    if found or repo.is_dirty(untracked_files=True):
+    dirty = bool(found) or repo.is_dirty(untracked_files=True)
+    conv = load_transcript(ws, repo) or start_conversation(ws, max_runs)
+    attempts = history.read_history(ws.path)
+    model = (conv.usage[-1].get("model") if conv.usage else None) or next(
+        (a.model for a in reversed(attempts) if a.model and a.model != "template"), None)
+    if dirty:
         # A half-written attempt: keep it, as interrupted, or as failed when its run tampered.
         state.attempt += 1
         subject = f"run {state.run} attempt {state.attempt}: interrupted — found uncommitted on resume"
@@ -506,6 +524,7 @@ def prepare_resume(ws: Workspace, max_runs: int) -> tuple[LoopState, Conversatio
                     "Model": model or "unknown", "Profile": str(ws.profile), "Error": "interrupted"}
         if found:
             subject, trailers = history.tampered(subject, trailers, found)
+        conv.save(ws.path)  # the conversation the agent goes on with is the one committed
         history.commit_attempt(ws.path, subject=subject, trailers=trailers)
     if not conv.pending_user:
         conv.add_user(prompts.RESUMED.format(run=state.run, files=files_text(ws)))

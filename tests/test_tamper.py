@@ -269,6 +269,8 @@ def test_leftovers_from_a_stopped_session_are_put_back_on_resume(fake_llm, idea,
     (ws / "plot.py").symlink_to(outside)
     (ws / "notes.txt").write_bytes(b"# Notes\n\xff\xfe\n")
     (ws / ".git" / "index.lock").write_text("")
+    (ws / "transcript.json").unlink()
+    (ws / "transcript.json").symlink_to(outside)
 
     plot_edit = "Plot.\n\n" + block('print("no plots in the mini template")\n', 'print("plots")\n', path="plot.py")
     fake_llm.script([plot_edit, "ALL_COMPLETED", NOTES])
@@ -276,7 +278,8 @@ def test_leftovers_from_a_stopped_session_are_put_back_on_resume(fake_llm, idea,
     resumed = history.read_history(ws)[done]
     assert resumed.status == "failed" and "plot.py" in resumed.error and "notes.txt" in resumed.error
     assert SECRET not in all_sent(fake_llm)
-    assert not (ws / "plot.py").is_symlink()
+    assert not (ws / "plot.py").is_symlink() and not (ws / "transcript.json").is_symlink()
+    assert "Raise the accuracy" in json.dumps(fake_llm.requests[-1].messages), "the conversation went on"
     assert_history_sound(ws)
 
 
