@@ -235,7 +235,8 @@ class Guard:
 
         When the branch or `.git` itself had to be restored and `keep` is given, the tracked
         files are put back as the agent left them too, except the paths in `keep` (the run's
-        output folder); with `keep=None` only the repository is restored.
+        output folder); with `keep=None` (a check before a commit, not after a run) only the
+        repository is restored and stale locks are removed without counting as findings.
         """
         if self.seen is None:
             return []
@@ -250,7 +251,12 @@ class Guard:
             if now != then:
                 found.append(f".git/{rel} ({self._describe_change(rel, then, now)}; restored)")
                 self._put_file(rel, then)
-        found += self._remove_hooks() + self._remove_locks()
+        found += self._remove_hooks()
+        locks = self._remove_locks()
+        if keep is not None:
+            found += locks  # right after a run: the run left them
+        elif locks:  # before a commit: most likely the agent's own git, killed by a Ctrl-C
+            log.warning("removed %s", "; ".join(locks))
         if self.seen.tip:
             branch, tip = _branch_of(self.git_dir), self._tip()
             if branch != self.seen.branch or tip != self.seen.tip:

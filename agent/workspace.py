@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from agent import gitguard, history, results, runner
+from agent import edits, gitguard, history, results, runner
 from agent.idea import Idea
 from agent.template import Template, TemplateError, load_template, parse_template
 
@@ -80,6 +80,8 @@ class Workspace:
     def snapshot(self) -> TreeSnapshot:
         editable = {}
         for rel in self.template.editable:
+            if rel.endswith("/"):  # a folder entry: its files are compared through git status
+                continue
             file = self.regular_file(rel)
             editable[rel] = file.read_bytes() if file else None
         untracked = {rel for code, rel in self._status() if code == "??"}
@@ -105,7 +107,8 @@ class Workspace:
         for _ in range(2):  # twice: a restored .gitignore can reveal files it hid
             removed, restored = [], []
             for code, rel in self._status():
-                if rel == out_dir or rel.startswith(out_dir + "/") or rel in TRANSCRIPTS or rel in editable:
+                if rel == out_dir or rel.startswith(out_dir + "/") or rel in TRANSCRIPTS \
+                        or rel in editable or edits.allowed(rel, self.template.editable):
                     continue
                 if code == "??":
                     if before is not None and rel not in before.untracked:
