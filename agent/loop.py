@@ -140,6 +140,7 @@ class ExperimentLoop:
         """One reply from the coder and everything that follows from it."""
         st = self.state
         st.attempt += 1
+        self._before_run = None  # set just before this reply's run, if it gets one
         self.view.set(run=st.run, attempt=st.attempt, phase="waiting for the LLM")
         reply = self.ask()
         self.view.set(phase="applying edits")
@@ -423,6 +424,12 @@ class ExperimentLoop:
     def interrupted(self) -> None:
         st = self.state
         self.view.say("[yellow]interrupted: committing the attempt as it stands[/yellow]")
+        # Interrupted mid-run: what the run changed so far is put back and named, as after any run.
+        tampered = self.restore_protected() if self._before_run is not None else []
+        if tampered:
+            self.commit(f"run {st.run} attempt {max(st.attempt, 1)}: failed — {history.TAMPERED}", "failed",
+                        error=f"{history.TAMPERED}: {'; '.join(tampered)} (then interrupted by the user)")
+            return
         self.commit(f"run {st.run} attempt {max(st.attempt, 1)}: interrupted", "interrupted",
                     error="interrupted by the user")
 

@@ -349,3 +349,31 @@ def test_a_commit_the_run_added_on_top_is_taken_off_the_branch_but_kept(tmp_path
     assert repo.head.commit.hexsha == good and (ws / "a.txt").read_text() == "a\n"
     assert forged in repo.git.for_each_ref("refs/sae-agent/displaced", format="%(objectname)")
     assert [a.status for a in history.read_history(ws)] == ["baseline"]
+
+
+def test_a_run_interrupted_after_it_tampered_is_put_back_and_named(fake_llm, idea, tmp_path):
+    import signal
+    import threading
+    results = tmp_path / "results"
+    outside = _outside_secret(tmp_path)
+    attack, _ = hostile(results, "os.remove(os.path.join(ws, 'plot.py'))",
+                        f"os.symlink({str(outside)!r}, os.path.join(ws, 'plot.py'))",
+                        "import time; time.sleep(20)")
+    fake_llm.script([attack])
+
+    def interrupt_once_linked():
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            if any(p.is_symlink() for p in results.glob("*/plot.py")):
+                break
+            time.sleep(0.05)
+        time.sleep(0.2)
+        os.kill(os.getpid(), signal.SIGINT)
+
+    threading.Thread(target=interrupt_once_linked, daemon=True).start()
+    assert run_agent(idea, results, "--no-smoke", fake=fake_llm) == 130
+    ws = workspace_of(results)
+    last = history.read_history(ws)[-1]
+    assert last.status == "failed" and "plot.py" in last.error and "interrupted" in last.error
+    assert not (ws / "plot.py").is_symlink()
+    assert_history_sound(ws)
