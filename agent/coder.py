@@ -203,7 +203,18 @@ class LiteLLMCoder(_Coder):
                     time.sleep(wait)
                     continue
                 raise _as_llm_error(e, self.model, kind, attempt + 1) from e
-            return self._accept(conv, self._reply(response, time.monotonic() - started))
+            reply = self._reply(response, time.monotonic() - started)
+            if not reply.text.strip():  # never stored: a strict provider refuses it ever after
+                self._count(reply.prompt_tokens + reply.completion_tokens, reply.cost)
+                if attempt + 1 < self.max_attempts:
+                    wait = self._backoff(attempt, Exception())
+                    attempt += 1
+                    self.on_retry(f"empty reply: retry {attempt} of {self.max_attempts - 1} in {wait:.1f}s")
+                    time.sleep(wait)
+                    continue
+                raise LLMError(f"{self.model}: the provider sent an empty reply {attempt + 1} times "
+                               "in a row (nothing was stored; try again later or another model)")
+            return self._accept(conv, reply)
 
     def _call(self, messages: list[dict]):
         litellm = _litellm()
@@ -262,6 +273,9 @@ class ReplayCoder(_Coder):
         else:
             text = self.replies[self.played]
             self.played += 1
+            if not text.strip():
+                raise LLMError(f"recorded reply {self.played} of {self.path} is empty; an empty "
+                               "reply is never stored (edit the replay file)")
         return self._accept(conv, Reply(text, 0, 0, 0.0, self.name, 0.0))
 
 

@@ -76,6 +76,8 @@ class Conversation:
         if not self.pending_user:
             raise ConversationError("add_assistant() without a pending user turn")
         text = _as_text(text)
+        if not text.strip():  # strict providers refuse an empty assistant turn on every later call
+            raise ConversationError("an empty reply is never stored: retry the call or stop")
         self._context.append({"role": "assistant", "content": text})
         self._log.append({"role": "assistant", "content": text})
 
@@ -178,11 +180,21 @@ class Conversation:
         if path.is_dir():
             path = path / TRANSCRIPT_JSON
         try:
-            data = json.loads(path.read_text())
+            text = path.read_text(encoding="utf-8")
+        except (OSError, ValueError) as e:
+            raise ConversationError(f"cannot load transcript {path}: {e}") from e
+        return cls.loads(text, source=str(path))
+
+    @classmethod
+    def loads(cls, text: str, source: str = TRANSCRIPT_JSON) -> "Conversation":
+        """The same from the text of a transcript.json (a file, or as committed)."""
+        path = source
+        try:
+            data = json.loads(text)
             messages = data["messages"]
             conv = cls(data["system"])
-            conv._log = [_plain(m) for m in messages[1:]]
-            conv._context = [_plain(m) for m in data.get("context", messages[1:])]
+            conv._log = _drop_empty_replies([_plain(m) for m in messages[1:]])
+            conv._context = _drop_empty_replies([_plain(m) for m in data.get("context", messages[1:])])
         except (OSError, ValueError, KeyError, TypeError, IndexError) as e:
             raise ConversationError(f"cannot load transcript {path}: {e}") from e
         conv.usage = list(data.get("usage", []))
@@ -269,6 +281,23 @@ def _as_text(text) -> str:
     if not isinstance(text, str):
         raise ConversationError(f"message content must be text, got {type(text).__name__}")
     return text
+
+
+def _drop_empty_replies(turns: list[dict]) -> list[dict]:
+    """Transcripts saved before empty replies were refused may hold one (content "" or null):
+    drop it and merge the user turn after it into the one before, so alternation holds."""
+    out: list[dict] = []
+    dropped = False
+    for m in turns:
+        if m["role"] == "assistant" and not (m["content"] or "").strip():
+            dropped = True
+            continue
+        if dropped and m["role"] == "user" and out and out[-1]["role"] == "user":
+            out[-1] = {"role": "user", "content": out[-1]["content"] + MERGE_SEPARATOR + m["content"]}
+        else:
+            out.append(m)
+        dropped = False
+    return out
 
 
 def _plain(m: dict) -> dict:

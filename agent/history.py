@@ -15,12 +15,19 @@ from pathlib import Path
 
 import git
 
+from agent import gitguard
+
 AGENT_NAME = "sae-agent"
 AGENT_EMAIL = "sae-agent@localhost"
 
 # The order trailers are written in; any others follow in the order given.
 TRAILER_ORDER = ("Run", "Attempt", "Status", "Duration", "Model", "Cost", "Tokens", "Error",
-                 "Profile")
+                 "Profile", "Signature", "Tampered")
+# The Error of an attempt whose run changed the repository or other files it must not touch
+# (agent/gitguard.py, Workspace.restore_after_run); the findings follow it.
+TAMPERED = "the run changed what it must not"
+
+LINK_MODE = 0o120000  # git's mode for a symbolic link
 
 _TRAILER_KEY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9-]*$")
 # Field and record separators for `git log --format`: bytes that never occur in a message.
@@ -60,24 +67,32 @@ class Attempt:
 # -- writing ------------------------------------------------------------------------------
 
 def init_repo(path: Path) -> git.Repo:
-    """`git init` at `path` (created if missing), with a local identity if none is configured."""
+    """`git init` at `path` (created if missing), with a local identity; a new history to guard."""
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
-    repo = git.Repo.init(path)
+    gitguard.safe_git(git.Git(path)).init("--quiet", f"--initial-branch={gitguard.default_branch()}")
+    repo = gitguard.repo_at(path)
     ensure_identity(repo)
+    gitguard.open_guard(path, fresh=True)
     return repo
 
 
+def repo_at(path) -> git.Repo:
+    """The repository at `path` for reading; every git command runs with gitguard's options."""
+    return gitguard.repo_at(path)
+
+
 def ensure_identity(repo: git.Repo) -> None:
-    """Give the repo a local user.name/email when git has none, so commits work on bare CI."""
-    reader = repo.config_reader()  # all levels: system, global, repository
-    missing = [key for key in ("name", "email") if not reader.get_value("user", key, default="")]
+    """Write user.name/email into the repo's own config when it has none: the agent's git reads
+    no global config (gitguard), so the user's identity, if any, is copied, else the agent's."""
+    local = repo.config_reader("repository")
+    missing = [key for key in ("name", "email") if not local.get_value("user", key, default="")]
     if missing:
+        reader = repo.config_reader()  # parsed by gitpython, never run: global identity, if any
+        defaults = {"name": AGENT_NAME, "email": AGENT_EMAIL}
         with repo.config_writer("repository") as w:
-            if "name" in missing:
-                w.set_value("user", "name", AGENT_NAME)
-            if "email" in missing:
-                w.set_value("user", "email", AGENT_EMAIL)
+            for key in missing:
+                w.set_value("user", key, reader.get_value("user", key, default="") or defaults[key])
 
 
 def format_message(subject: str, trailers: dict[str, str], body: str = "") -> str:
@@ -105,9 +120,18 @@ def commit_attempt(workspace: Path, *, subject: str, trailers: dict[str, str], b
     """Commit the workspace as one attempt and return the new sha.
 
     Stages everything (additions, changes, deletions) or only `paths`; commits even when nothing
-    changed, because an attempt is an event whether or not it touched a file.
+    changed, because an attempt is an event whether or not it touched a file. First the guard
+    puts back anything a run changed in `.git`; if it found something, the attempt is recorded
+    as failed with what was found (`Tampered:`), whatever its status was going to be.
     """
-    repo = git.Repo(Path(workspace))
+    guard = gitguard.guard(workspace)
+    try:
+        findings = guard.check()
+    except gitguard.GuardError as exc:
+        raise HistoryError(f"the history of {workspace} cannot be restored: {exc}") from None
+    if findings:
+        subject, trailers = tampered(subject, trailers, findings)
+    repo = gitguard.repo_at(workspace)
     ensure_identity(repo)
     if paths is None:
         repo.git.add("--all")
@@ -120,7 +144,21 @@ def commit_attempt(workspace: Path, *, subject: str, trailers: dict[str, str], b
         # --cleanup=whitespace: keep lines starting with '#' (LLM text quotes Python comments).
         repo.git.commit("--allow-empty", "--no-verify", "--no-gpg-sign", "--cleanup=whitespace",
                         "-F", str(message_file))
+    guard.record()
     return repo.head.commit.hexsha
+
+
+def tampered(subject: str, trailers: dict[str, str], findings: list[str]) -> tuple[str, dict[str, str]]:
+    """An attempt's subject and trailers once tampering was found: failed, saying what."""
+    what = "; ".join(findings)
+    error = f"{TAMPERED}: {what}"
+    if trailers.get("Error") and TAMPERED not in trailers["Error"]:
+        error += f" (besides: {trailers['Error']})"
+    out = dict(trailers, Error=error, Tampered=what)
+    if "Run" in trailers:
+        out["Status"] = "failed"
+        subject = f"run {trailers['Run']} attempt {trailers.get('Attempt', '1')}: failed — {TAMPERED}"
+    return subject, out
 
 
 def _ordered(trailers: dict[str, str]):
@@ -152,8 +190,12 @@ def open_workspace(path) -> git.Repo:
     if not path.is_dir():
         raise HistoryError(f"{path} is not a workspace: it is a file, not a folder")
     try:
-        repo = git.Repo(path)  # no search upwards: a folder inside another repo is not a workspace
+        repo = gitguard.repo_at(path)  # no search upwards: a folder inside another repo is not one
     except (git.InvalidGitRepositoryError, git.NoSuchPathError):
+        backup = gitguard.backup_path(path)
+        if (backup / "HEAD").is_file():
+            raise HistoryError(f"{path} has lost its .git; its history is backed up in {backup}: "
+                               f"`python -m agent resume {path}` restores it") from None
         raise HistoryError(f"{path} is not a workspace: no git repository there "
                            "(workspaces are made by `python -m agent run`)") from None
     if repo.bare or Path(repo.working_tree_dir).resolve() != path.resolve():
@@ -307,6 +349,6 @@ def file_at(repo: git.Repo, sha: str, path: str) -> str | None:
         blob = repo.commit(sha).tree / path
     except KeyError:
         return None
-    if blob.type != "blob":
+    if blob.type != "blob" or blob.mode == LINK_MODE:  # a committed symlink is not a file's text
         return None
     return blob.data_stream.read().decode("utf-8", errors="replace")

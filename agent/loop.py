@@ -9,16 +9,22 @@ edits never reached a run (failed blocks, gate findings, a file that already fai
 from __future__ import annotations
 
 import json
+import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from rich.markup import escape
+
 from agent import checks, edits, execution, history, prompts, results, runner
 from agent.coder import BudgetExceeded, LLMError
-from agent.conversation import Conversation
-from agent.workspace import Workspace
+from agent.conversation import TRANSCRIPT_JSON, Conversation, ConversationError
+from agent.workspace import TRANSCRIPTS, Workspace
 
 DONE_MARKER = "ALL_COMPLETED"
+# The marker ends the idea only on a line of its own (markdown emphasis or a full stop allowed):
+# prose that mentions it ("I will say ALL_COMPLETED when ...") does not.
+_DONE_LINE = re.compile(r"^[ \t>]*[*_`]*" + DONE_MARKER + r"[*_`]*[ \t.!]*$", re.M)
 NOTES_FILE = "notes.txt"
 LANGS = {".py": "python", ".txt": "text", ".md": "markdown", ".json": "json"}
 
@@ -63,11 +69,15 @@ class Stop(Exception):
         self.reason, self.ok = reason, ok
 
 
+def says_done(reply: str) -> bool:
+    return bool(_DONE_LINE.search(reply))
+
+
 def files_text(ws: Workspace, names: list[str] | None = None) -> str:
     names = names or [n for n in ws.template.editable if n.endswith(".py")]
     dumps = []
     for name in names:
-        if (ws.path / name).exists():
+        if ws.regular_file(name):  # never a link: its target may be outside the workspace
             dumps.append(prompts.FILE_DUMP.format(
                 name=name, lang=LANGS.get(Path(name).suffix, ""), content=ws.read(name).rstrip("\n")))
     return "\n".join(dumps)
@@ -100,10 +110,14 @@ class ExperimentLoop:
         self._reply_cost = 0.0
         self._reply_tokens = 0
         self.notes_written = False
+        self._before_run = None    # the workspace just before the current run (TreeSnapshot)
+        self._tampered: list[str] = []  # what the last run changed outside its output folder
 
     # -- the loop -------------------------------------------------------------------------
 
     def run(self) -> LoopOutcome:
+        for warning in self.ws.warnings:
+            self.view.say(f"[yellow]workspace:[/yellow] {escape(warning)}")
         try:
             try:
                 while self.state.run <= self.opt.max_runs:
@@ -114,9 +128,10 @@ class ExperimentLoop:
                     raise
                 reason = stop.reason
             self.write_notes(reason)
+            self.settle()
             return self._outcome(reason, ok=True)
         except Stop as stop:
-            self.save_transcript()
+            self.settle()
             self.view.say(f"[red]stopped:[/red] {stop.reason}")
             return self._outcome(stop.reason, ok=False)
         except KeyboardInterrupt:
@@ -130,17 +145,20 @@ class ExperimentLoop:
         """One reply from the coder and everything that follows from it."""
         st = self.state
         st.attempt += 1
+        self._before_run = None  # set just before this reply's run, if it gets one
         self.view.set(run=st.run, attempt=st.attempt, phase="waiting for the LLM")
         reply = self.ask()
         self.view.set(phase="applying edits")
         before = self.ws.editable_files()
         new_files, outcomes = edits.apply_reply(reply, before, self.ws.template.editable)
-        self.write_files(new_files)
-        done = DONE_MARKER in reply
+        unwritable = self.write_files(new_files)
+        if unwritable:
+            self.conv.add_user(prompts.EDITS_FAILED.format(feedback="\n".join(unwritable)))
+            return self.refuse(unwritable[0], new_files, before, status="edit-failed")
+        done = says_done(reply)
         problems = [o for o in outcomes if o.status != "applied"]
         if problems:
-            self.conv.add_user(prompts.EDITS_FAILED.format(feedback=edits.feedback(outcomes)))
-            return self.no_run("edit-failed", edits.feedback(problems).splitlines()[0])
+            return self.edits_failed(outcomes, problems, new_files, before)
         if done and "experiment.py" not in new_files:
             # AI-Scientist's contract: ALL_COMPLETED ends the experiments; notes may come with it.
             if NOTES_FILE in new_files and st.completed_runs:
@@ -155,11 +173,15 @@ class ExperimentLoop:
         if runner.content_hash(code) in st.failed_hashes:
             self.conv.add_user(prompts.ALREADY_FAILED.format(file="experiment.py", files=files_text(self.ws)))
             return self.refuse("this exact experiment.py already failed", new_files, before)
+        self._before_run = self.ws.snapshot()  # restore_protected compares the run's leftovers with it
         self.execute(code)
         if done and st.executions == 0:  # the run worked (a success resets the count)
             raise Stop("the coder reported ALL_COMPLETED")
 
     def ask(self) -> str:
+        # Tokens and cost belong to the reply that is coming: a Ctrl-C while waiting must not
+        # commit the previous reply's again.
+        self._reply_tokens, self._reply_cost = 0, 0.0
         try:
             before_tokens, before_cost = self.coder.total_tokens, self.coder.total_cost or 0.0
             reply = self.coder.complete(self.conv)
@@ -173,20 +195,56 @@ class ExperimentLoop:
             self.save_transcript()
         return reply.text
 
-    def write_files(self, new_files: dict[str, str]) -> None:
+    def write_files(self, new_files: dict[str, str]) -> list[str]:
+        """Write the edited files; return why any could not be written (nothing raises).
+
+        An editable file that a run replaced by a link is replaced by a regular file (the link
+        is removed, never followed); a path that leads outside the workspace is refused.
+        """
+        refused = []
         for rel, text in new_files.items():
-            target = edits.safe_path(self.ws.path, rel, self.ws.template.editable)
+            link = self.ws.path / rel
+            if link.is_symlink() and edits.allowed(rel, self.ws.template.editable):
+                link.unlink()
+            try:
+                target = edits.safe_path(self.ws.path, rel, self.ws.template.editable)
+            except edits.EditRefused as exc:
+                refused.append(str(exc))
+                continue
             target.parent.mkdir(parents=True, exist_ok=True)
             target.write_text(text, encoding="utf-8")
+        return refused
 
     # -- checks ---------------------------------------------------------------------------
 
-    def gate_passes(self, new_files: dict[str, str], before: dict[str, str]) -> bool:
+    def gate_findings(self, new_files: dict[str, str], before: dict[str, str]) -> list:
         self.view.set(phase="checking the edit")
         findings = []
         for rel, text in new_files.items():
             if rel.endswith(".py"):
                 findings += checks.check_source(text, before.get(rel), path=rel, search_path=self.ws.path)
+        return findings
+
+    def edits_failed(self, outcomes, problems, new_files: dict[str, str], before: dict[str, str]) -> None:
+        """Some blocks did not apply. The ones that did are checked by the gate too, and the
+        LLM hears both in one turn: what failed, and what the gate found in what applied."""
+        error = edits.feedback(problems).splitlines()[0]
+        findings = self.gate_findings(new_files, before) if new_files else []
+        blocking = [f for f in findings if f.blocking]
+        if blocking:
+            self.refuse(error, new_files, before, status="edit-failed")
+            self.conv.add_user(prompts.EDITS_FAILED_AND_GATE.format(
+                feedback=edits.feedback(problems), findings=checks.format_findings(findings),
+                files=files_text(self.ws)))
+            return None
+        feedback = edits.feedback(outcomes)
+        if findings:
+            feedback += "\n" + prompts.GATE_NOTES.format(findings=checks.format_findings(findings))
+        self.conv.add_user(prompts.EDITS_FAILED.format(feedback=feedback))
+        return self.no_run("edit-failed", error)
+
+    def gate_passes(self, new_files: dict[str, str], before: dict[str, str]) -> bool:
+        findings = self.gate_findings(new_files, before)
         blocking = [f for f in findings if f.blocking]
         if not blocking:
             if findings:
@@ -198,13 +256,28 @@ class ExperimentLoop:
         self.conv.add_user(prompts.GATE_FAILED.format(findings=report, files=files_text(self.ws)))
         return False
 
-    def refuse(self, error: str, new_files: dict[str, str], before: dict[str, str]) -> None:
+    def refuse(self, error: str, new_files: dict[str, str], before: dict[str, str],
+               status: str = "gate-failed") -> None:
         """Commit code that will not be run (history shows what was tried), then put the files
-        back: a gutted or known-broken file must not be what the next edit builds on."""
+        back: a gutted or known-broken file must not be what the next edit builds on. The
+        putting back is committed too, so the work tree is never left dirty (a resume would take
+        it for an interrupted attempt)."""
         try:
-            self.no_run("gate-failed", error)
+            self.no_run(status, error)
         finally:
-            self.write_files({rel: before.get(rel, "") for rel in new_files})
+            self.put_back(before, new_files)
+
+    def put_back(self, before: dict[str, str], new_files: dict[str, str]) -> None:
+        for rel in new_files:
+            if rel in before:
+                self.write_files({rel: before[rel]})
+            else:  # the reply created it
+                (self.ws.path / rel).unlink(missing_ok=True)
+        st = self.state
+        history.commit_attempt(self.ws.path, subject=f"restore the files as they were before run "
+                               f"{st.run} attempt {max(st.attempt, 1)}",
+                               trailers={"Restores": f"{st.run}.{max(st.attempt, 1)}"},
+                               paths=sorted(new_files))
 
     def no_run(self, status: str, error: str) -> None:
         """A reply whose code never ran: commit it and charge the fix budget."""
@@ -275,16 +348,13 @@ class ExperimentLoop:
         return self.run_step(out_dir, smoke=True)
 
     def restore_protected(self) -> list[str]:
-        """Harness files the run changed are flagged and put back, so the next run is fair."""
-        protected = list(self.ws.template.protected)
-        if not protected:
-            return []
-        repo = history.open_workspace(self.ws.path)
-        changed = [line[3:] for line in repo.git.status("--porcelain", "--", *protected).splitlines()]
-        if changed:
-            repo.git.checkout("HEAD", "--", *protected)
-            repo.git.clean("-fdq", "--", *protected)
-        return changed
+        """Whatever the run changed outside its output folder is flagged and put back, so the
+        next run is fair and the history true: the git history itself (a moved branch, a
+        removed .git, planted hooks), the harness and settings, the editable files as they were
+        run, new files, links in the output folder."""
+        before, self._before_run = self._before_run, None
+        self._tampered = self.ws.restore_after_run(before, f"run_{self.state.run}")
+        return list(self._tampered)
 
     def succeeded(self, out_dir: str, current: dict, seconds: float) -> None:
         st = self.state
@@ -308,7 +378,7 @@ class ExperimentLoop:
         self.view.say(f"[red]run {st.run} attempt {st.attempt} failed[/red]: {error}")
         st.failed_hashes.add(runner.content_hash(code))
         self.commit(f"run {st.run} attempt {st.attempt}: failed — {error}", "failed",
-                    error=error, seconds=seconds)
+                    error=error, seconds=seconds, signature=signature)
         if signature and signature == st.last_signature:
             # The restored files replace the failing ones in the message: no stale file dump.
             feedback = self.restore_last_good(signature) + "\n\nThe error, for reference:\n\n" + (detail or error)
@@ -393,9 +463,24 @@ class ExperimentLoop:
             return float("-inf")
         return next(iter(h.values())).get("sae_top_1_test_accuracy") or float("-inf")
 
+    def settle(self) -> None:
+        """The idea ends: commit the conversation's last turns (a final ALL_COMPLETED, a failed
+        call's pending turn) so the work tree is clean and a resume finds no phantom attempt."""
+        self.save_transcript()
+        repo = history.repo_at(self.ws.path)
+        if repo.git.status("--porcelain", "--", *TRANSCRIPTS):
+            history.commit_attempt(self.ws.path, subject="transcript: the conversation as the idea ended",
+                                   trailers={}, paths=list(TRANSCRIPTS))
+
     def interrupted(self) -> None:
         st = self.state
         self.view.say("[yellow]interrupted: committing the attempt as it stands[/yellow]")
+        # Interrupted mid-run: what the run changed so far is put back and named, as after any run.
+        tampered = self.restore_protected() if self._before_run is not None else []
+        if tampered:
+            self.commit(f"run {st.run} attempt {max(st.attempt, 1)}: failed — {history.TAMPERED}", "failed",
+                        error=f"{history.TAMPERED}: {'; '.join(tampered)} (then interrupted by the user)")
+            return
         self.commit(f"run {st.run} attempt {max(st.attempt, 1)}: interrupted", "interrupted",
                     error="interrupted by the user")
 
@@ -406,7 +491,7 @@ class ExperimentLoop:
 
     def commit(self, subject: str, status: str, *, error: str | None = None,
                seconds: float | None = None, run: int | None = None, attempt: int | None = None,
-               body: str | None = None) -> str:
+               body: str | None = None, signature: str | None = None) -> str:
         self.view.set(phase="committing")
         self.save_transcript()
         st = self.state
@@ -423,7 +508,14 @@ class ExperimentLoop:
             trailers["Sandbox"] = step.box
             if step.results_sha256:
                 trailers["Results-SHA256"] = step.results_sha256
-        return history.commit_attempt(self.ws.path, subject=subject[:200], trailers=trailers, body=body or "")
+        if signature:  # the "same error twice" key, so a resume compares with it too
+            trailers["Signature"] = signature
+        if self._tampered:
+            trailers["Tampered"] = "; ".join(self._tampered)
+            self._tampered = []
+        sha = history.commit_attempt(self.ws.path, subject=subject[:200], trailers=trailers, body=body or "")
+        self._reply_tokens, self._reply_cost = 0, 0.0  # charged once, to the first commit after the reply
+        return sha
 
 
 def rebuild_state(ws: Workspace) -> LoopState:
@@ -445,9 +537,30 @@ def rebuild_state(ws: Workspace) -> LoopState:
                 code = history.file_at(repo, a.sha, "experiment.py")
                 if code is not None:
                     st.failed_hashes.add(runner.content_hash(code))
+                # As `failed` does it: the same signature twice restored the code and reset it.
+                signature = a.trailers.get("Signature") or None
+                st.last_signature = None if signature and signature == st.last_signature else signature
             elif a.status != "interrupted":
                 st.fixes += 1
     return st
+
+
+def load_transcript(ws: Workspace, repo) -> Conversation | None:
+    """The saved conversation: transcript.json as a regular file in the workspace (it holds the
+    latest reply, which may not be committed yet), else as last committed; never through a link."""
+    file = ws.regular_file(TRANSCRIPT_JSON)
+    if file is not None:
+        try:
+            return Conversation.load(file)
+        except ConversationError:
+            pass  # a run wrote over it, or it was cut short: the committed one is the truth
+    text = history.file_at(repo, "HEAD", TRANSCRIPT_JSON)
+    if text:
+        try:
+            return Conversation.loads(text, source=f"{TRANSCRIPT_JSON} as last committed")
+        except ConversationError:
+            return None
+    return None
 
 
 def prepare_resume(ws: Workspace, max_runs: int) -> tuple[LoopState, Conversation, str | None]:
@@ -457,19 +570,25 @@ def prepare_resume(ws: Workspace, max_runs: int) -> tuple[LoopState, Conversatio
     resume without --model goes on with the same coder.
     """
     repo = history.open_workspace(ws.path)
-    transcript = ws.path / "transcript.json"
-    conv = Conversation.load(transcript) if transcript.exists() else start_conversation(ws, max_runs)
+    state = rebuild_state(ws)
+    # What a run left behind when the agent was stopped: a restored history, changed settings or
+    # harness, links or bad bytes in the editable files. All put back and named in the commit.
+    found = ws.tampering + ws.restore_after_run(None, f"run_{state.run}") + ws.repair_leftovers()
+    dirty = bool(found) or repo.is_dirty(untracked_files=True)
+    conv = load_transcript(ws, repo) or start_conversation(ws, max_runs)
     attempts = history.read_history(ws.path)
     model = (conv.usage[-1].get("model") if conv.usage else None) or next(
         (a.model for a in reversed(attempts) if a.model and a.model != "template"), None)
-    state = rebuild_state(ws)
-    if repo.is_dirty(untracked_files=True):  # a half-written attempt: keep it, as interrupted
+    if dirty:
+        # A half-written attempt: keep it, as interrupted, or as failed when its run tampered.
         state.attempt += 1
-        history.commit_attempt(ws.path, subject=f"run {state.run} attempt {state.attempt}: "
-                               "interrupted — found uncommitted on resume",
-                               trailers={"Run": str(state.run), "Attempt": str(state.attempt),
-                                         "Status": "interrupted", "Model": model or "unknown",
-                                         "Profile": str(ws.profile), "Error": "interrupted"})
+        subject = f"run {state.run} attempt {state.attempt}: interrupted — found uncommitted on resume"
+        trailers = {"Run": str(state.run), "Attempt": str(state.attempt), "Status": "interrupted",
+                    "Model": model or "unknown", "Profile": str(ws.profile), "Error": "interrupted"}
+        if found:
+            subject, trailers = history.tampered(subject, trailers, found)
+        conv.save(ws.path)  # the conversation the agent goes on with is the one committed
+        history.commit_attempt(ws.path, subject=subject, trailers=trailers)
     if not conv.pending_user:
         conv.add_user(prompts.RESUMED.format(run=state.run, files=files_text(ws)))
     return state, conv, model

@@ -160,6 +160,24 @@ not finish, so its results are lost. The files as they stand now are below. Cont
 {files}"""
 
 PROTECTED_MODIFIED = """\
-The run modified protected harness files ({files}). They were restored, and this run does not \
-count. The harness (activations, training driver, evaluation, result file) must stay as it is: \
-change only the editable files."""
+The run changed things outside its output folder: {files}. They were put back, and this run \
+does not count. A run may write only in its output folder (`--out_dir`): the harness, the \
+workspace's settings, its other files and its git history must stay as they are. Change only \
+the editable files, with SEARCH/REPLACE blocks."""
+
+EDITS_FAILED_AND_GATE = """\
+{feedback}
+The blocks that did apply were checked too, and a check found problems that would break the \
+code:
+
+{findings}
+
+So none of your edits were kept: the files are back to how they were before your reply. Send \
+all the blocks again, fixed, against the current files:
+
+{files}"""
+
+GATE_NOTES = """\
+The check of the blocks that did apply found these (not blocking):
+
+{findings}"""

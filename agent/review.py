@@ -53,6 +53,9 @@ STATUS_STYLE = {"success": "green", "baseline": "cyan", "failed": "red", "gate-f
 RAN_STATUSES = ("success", "baseline", "untrained", "failed", "interrupted")
 RESULT_STATUSES = ("success", "baseline", "untrained")
 PLOT_TIMEOUT = 300
+# What `show` prints is bounded: a run can print a multi-megabyte line, a reply can be huge.
+SHOW_LINE_CHARS = 400      # a longer line is cut, saying how much was left out
+SHOW_BLOCK_CHARS = 20000   # a longer text (a reply, the diff, a traceback) keeps its start and end
 
 
 # -- rows: one attempt with its metrics ---------------------------------------------------
@@ -291,16 +294,17 @@ def attempt_detail(workspace: Path, spec: str) -> AttemptDetail:
     prev = history.previous_attempt(attempts, a)
     said = new_assistant_messages(repo, prev.sha if prev else None, a.sha)
     if prev is not None:
-        diff = repo.git.diff(prev.sha, a.sha, "--", ".", *DIFF_EXCLUDES)
+        diff = repo.git.diff("--no-ext-diff", "--no-textconv", prev.sha, a.sha, "--", ".", *DIFF_EXCLUDES)
     else:
         diff = ""
     log_text = history.file_at(repo, a.sha, f"run_{a.run}/log.txt")
     traceback = log_tail = None
     if a.status not in RESULT_STATUSES and log_text:
         from agent import runner
-        traceback = runner.parse_failure(log_text)[0]
+        tail = log_text[-2 * SHOW_BLOCK_CHARS:]  # a traceback is at the end; never parse megabytes
+        traceback = runner.parse_failure(tail)[0]
         if traceback is None:
-            log_tail = "\n".join(log_text.rstrip().splitlines()[-20:])
+            log_tail = "\n".join(tail.rstrip().splitlines()[-20:])
     rows, _ = collect_rows(workspace)
     row = next((r for r in rows if r.attempt.sha == a.sha), None)
     body = _message_body(repo.commit(a.sha).message)
@@ -337,6 +341,20 @@ def _message_body(message: str) -> str:
     return "\n\n".join(paragraphs).strip()
 
 
+def bound_text(text: str, line_chars: int = SHOW_LINE_CHARS, block_chars: int = SHOW_BLOCK_CHARS) -> str:
+    """`text` cut to print in a blink: long lines shortened, a long text kept at both ends."""
+    if len(text) > block_chars:
+        head = block_chars // 4
+        text = (f"{text[:head]}\n[... {len(text) - block_chars:,} characters left out ...]\n"
+                f"{text[-(block_chars - head):]}")
+    lines = []
+    for line in text.split("\n"):
+        if len(line) > line_chars:
+            line = f"{line[:line_chars]} [... {len(line) - line_chars:,} more characters]"
+        lines.append(line)
+    return "\n".join(lines)
+
+
 def show(workspace: Path, spec: str, *, console: Console) -> int:
     d = attempt_detail(workspace, spec)
     a = d.attempt
@@ -350,19 +368,19 @@ def show(workspace: Path, spec: str, *, console: Console) -> int:
     console.print(" · ".join(facts))
     console.print(Text(a.subject, style="bold"))
     if d.body:
-        console.print(Text(d.body))
+        console.print(Text(bound_text(d.body)))
 
     console.rule("what the LLM said")
     if d.said:
         for text in d.said:
-            console.print(Markdown(text))
+            console.print(Markdown(bound_text(text, line_chars=4 * SHOW_LINE_CHARS)))
     else:
         console.print("(no reply in this commit: the baseline, or a commit made without the LLM)")
 
     against = f"run {d.previous.run} attempt {d.previous.attempt}" if d.previous else "nothing"
     console.rule(f"code diff against {against}")
     if d.diff.strip():
-        console.print(Syntax(d.diff, "diff", word_wrap=True))
+        console.print(Syntax(bound_text(d.diff), "diff", word_wrap=True))
     else:
         console.print("(no change to the code)" if d.previous else "(the first commit: no diff)")
 
@@ -372,10 +390,10 @@ def show(workspace: Path, spec: str, *, console: Console) -> int:
     elif a.status in RESULT_STATUSES:
         console.print(f"no readable run_{a.run}/final_info.json in this commit")
     if d.traceback:
-        console.print(Syntax(d.traceback, "pytb", word_wrap=True))
+        console.print(Syntax(bound_text(d.traceback), "pytb", word_wrap=True))
     elif d.log_tail:
         console.print(f"last lines of run_{a.run}/log.txt:")
-        console.print(Text(d.log_tail))
+        console.print(Text(bound_text(d.log_tail)))
     if a.error:
         console.print(Text(f"error: {a.error}", style="red"))
     return 0
@@ -404,8 +422,10 @@ class ReplayVerdict:
     profile: str | None
     recorded_status: str
     replay_status: str
-    recorded_signature: str | None = None
+    recorded_signature: str | None = None  # the comparison key (digits masked)
     replay_signature: str | None = None
+    recorded_error: str | None = None      # the real error lines, as printed
+
     replay_error: str | None = None
     metric_checks: list[dict] = field(default_factory=list)
     tolerance: dict = field(default_factory=dict)
@@ -448,12 +468,18 @@ def replay(workspace: Path, spec: str, *, console: Console, timeout: float | Non
     while dest.exists():
         n += 1
         dest = dest.with_name(f"{out_dir}.{a.attempt}_{time.strftime('%Y%m%d_%H%M%S')}_{n}")
-    extract_commit(repo, a.sha, dest)
+    skipped = extract_commit(repo, a.sha, dest)
+    if skipped:
+        console.print(Text(f"not extracted (links or special files): {', '.join(skipped[:10])}",
+                           style="yellow"), soft_wrap=True)
     if (dest / out_dir).exists():
         (dest / out_dir).rename(dest / f"{out_dir}.recorded")
 
-    profile = a.profile if a.profile not in (None, "None") else _profile_file(dest)
-    _command, _env_allow, smoke = _run_settings(dest, profile)
+    # The settings are the workspace's own, from its baseline commit: never a template.json or
+    # profile.json that a run may have rewritten in the commit being replayed.
+    root = repo.git.rev_list("--max-parents=0", a.sha).split()[-1]
+    profile = a.profile if a.profile not in (None, "None") else _profile_at(repo, root)
+    _command, _env_allow, smoke = _run_settings(repo, root, dest, profile)
     if timeout is None:
         timeout = max(600.0, 3 * (a.duration or 1200.0))
     console.print(f"replaying run {a.run} attempt {a.attempt} (commit {a.short_sha}, recorded "
@@ -484,12 +510,12 @@ def replay(workspace: Path, spec: str, *, console: Console, timeout: float | Non
 
 def _replay_run(repo, sha: str, dest: Path, out_dir: str, profile, smoke: bool, timeout: float, on_line,
                 box: str | None):
-    """The attempt run again the way the loop runs it: the same box, the pristine harness of the
-    workspace's first commit, the profile's limits, training then the harness's evaluation."""
+    """The attempt run again the way the loop runs it: the same box, the settings and pristine
+    harness of the workspace's first commit, the profile's limits, training then evaluation."""
     from agent import execution
-    from agent.template import load_template
-    template = load_template(dest)
-    root = repo.git.rev_list("--max-parents=0", sha).split()[0]
+    from agent.template import parse_template
+    root = repo.git.rev_list("--max-parents=0", sha).split()[-1]
+    template = parse_template(dest, history.file_at(repo, root, "template.json") or "{}")
     executor = execution.Executor(dest, template, profile, timeout=timeout, on_line=on_line, box=box,
                                   protected=execution.protected_from_commit(repo, root, template.protected))
     step = executor.run(out_dir, smoke=True) if smoke else None
@@ -501,35 +527,62 @@ def _replay_run(repo, sha: str, dest: Path, out_dir: str, profile, smoke: bool, 
     return result
 
 
-def extract_commit(repo, sha: str, dest: Path) -> None:
-    """Write the tree of `sha` into `dest` via `git archive`: the workspace is only read."""
+def extract_commit(repo, sha: str, dest: Path) -> list[str]:
+    """Write the tree of `sha` into `dest` via `git archive`: the workspace is only read.
+
+    Links are never written (a run may have left one pointing outside, e.g. `plot.py` →
+    `/etc/passwd`), nor anything else tarfile's data filter refuses; their names are returned.
+    """
     buffer = io.BytesIO()
     repo.archive(buffer, treeish=sha, format="tar")
     buffer.seek(0)
     dest.mkdir(parents=True)
+    skipped: list[str] = []
+
+    def plain_files_only(member: tarfile.TarInfo, path: str):
+        if member.issym() or member.islnk() or not (member.isfile() or member.isdir()):
+            skipped.append(member.name)
+            return None
+        if not hasattr(tarfile, "data_filter"):  # Python < 3.10.12: no absolute or .. paths here
+            return member
+        try:
+            return tarfile.data_filter(member, path)
+        except tarfile.FilterError:
+            skipped.append(member.name)
+            return None
+
     with tarfile.open(fileobj=buffer) as tar:
-        if hasattr(tarfile, "data_filter"):
-            tar.extractall(dest, filter="data")
-        else:  # Python < 3.10.12: git archive output holds no absolute or .. paths anyway
-            tar.extractall(dest)
+        for member in tar.getmembers():
+            kept = plain_files_only(member, str(dest))
+            if kept is not None:
+                tar.extract(kept, dest, set_attrs=kept.isfile(), **_no_filter())
+    return skipped
 
 
-def _profile_file(root: Path) -> str | None:
+def _no_filter() -> dict:
+    # Members are filtered above; tell tarfile so (3.12+ warns, 3.14 defaults to refusing).
+    return {"filter": "fully_trusted"} if hasattr(tarfile, "data_filter") else {}
+
+
+def _profile_at(repo, sha: str) -> str | None:
     try:
-        return json.loads((root / "profile.json").read_text()).get("profile")
-    except (OSError, ValueError, AttributeError):
+        return json.loads(history.file_at(repo, sha, "profile.json") or "").get("profile")
+    except (ValueError, AttributeError):
         return None
 
 
-def _run_settings(root: Path, profile: str | None):
-    """(command, allowed env names, smoke first?) from the template.json committed there."""
-    from agent.template import TemplateError, load_template
+def _run_settings(repo, root_sha: str, dest: Path, profile: str | None):
+    """(command, allowed env names, smoke first?) from the template.json of the baseline commit."""
+    from agent.template import TemplateError, parse_template
+    spec = history.file_at(repo, root_sha, "template.json")
+    if spec is None:
+        return None, (), False
     try:
-        t = load_template(root)
+        t = parse_template(dest, spec)
     except TemplateError:
         return None, (), False
     smoke = t.smoke_profiles is None or profile in t.smoke_profiles
-    return list(t.command), t.allowed_env(profile), smoke and (root / "experiment.py").exists()
+    return list(t.command), t.allowed_env(profile), smoke and (dest / "experiment.py").exists()
 
 
 def recorded_signature(log_text: str | None, error: str | None) -> str | None:
@@ -554,6 +607,7 @@ def recorded_signature(log_text: str | None, error: str | None) -> str | None:
 
 def _judge_failure(v: ReplayVerdict, a: Attempt, recorded_log: str | None, result) -> None:
     v.recorded_signature = recorded_signature(recorded_log, a.error)
+    v.recorded_error = _recorded_error_line(recorded_log) or a.error
     if result.status == "ok":
         v.summary = "not reproduced: the recorded run failed, the replay succeeded"
     elif v.recorded_signature is None:
@@ -561,10 +615,19 @@ def _judge_failure(v: ReplayVerdict, a: Attempt, recorded_log: str | None, resul
                      f"compare; the replay failed with {result.error}")
     elif result.signature == v.recorded_signature:
         v.reproduced = True
-        v.summary = f"reproduced: same exception and frame ({result.signature})"
+        where = result.signature.split(" | ")[0]
+        v.summary = f"reproduced: same exception and frame ({where}): {result.error or result.signature}"
     else:
-        v.summary = (f"not reproduced: recorded {v.recorded_signature}, "
-                     f"replay {result.signature or result.error}")
+        v.summary = (f"not reproduced: recorded {v.recorded_error or v.recorded_signature}, "
+                     f"replay {result.error or result.signature}")
+
+
+def _recorded_error_line(log_text: str | None) -> str | None:
+    """The recorded run's own error line (the signature masks its digits)."""
+    from agent import runner
+    if not log_text:
+        return None
+    return runner.parse_failure(log_text[-2 * SHOW_BLOCK_CHARS:])[1]
 
 
 def _judge_success(v: ReplayVerdict, recorded_info: dict | None, run_dir: Path, result,
@@ -625,8 +688,8 @@ def _print_verdict(console: Console, v: ReplayVerdict) -> None:
         console.print(table)
         console.print("tolerance: " + "; ".join(f"{k} {t}" for k, t in v.tolerance.items()))
     elif v.recorded_signature or v.replay_signature:
-        console.print(f"recorded: {v.recorded_signature or '—'}\nreplay:   "
-                      f"{v.replay_signature or v.replay_error or v.replay_status}")
+        console.print(Text(f"recorded: {v.recorded_error or v.recorded_signature or '—'}\nreplay:   "
+                           f"{v.replay_error or v.replay_signature or v.replay_status}"), soft_wrap=True)
     style = "green" if v.reproduced else "red"
     console.print(Text(v.summary, style=f"bold {style}"), soft_wrap=True)
     console.print(f"replay output kept in {v.replay_dir} (log: run_*/log.txt, verdict: replay.json)",
@@ -698,7 +761,7 @@ def collect_plots(repo, sha: str, *, run_plot: bool = True) -> tuple[list[tuple[
     """PNGs committed at `sha`; if there are none, those plot.py makes in a scratch copy."""
     tree = repo.commit(sha).tree
     committed = [(b.path, b.data_stream.read()) for b in tree.traverse()
-                 if b.type == "blob" and b.path.lower().endswith(".png")]
+                 if b.type == "blob" and b.mode != history.LINK_MODE and b.path.lower().endswith(".png")]
     if committed:
         return sorted(committed), ""
     if not any(b.path == "plot.py" for b in tree.traverse() if b.type == "blob"):

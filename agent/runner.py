@@ -110,6 +110,7 @@ def limits_preexec(max_memory_bytes: int | None, max_cpu_seconds: int | None):
     """
 
     def apply() -> None:
+        _hold_sigint(False)   # the parent held Ctrl-C back while starting us; the child gets it normally
         _die_with_parent()
         import resource
         if max_memory_bytes is not None:
@@ -119,6 +120,12 @@ def limits_preexec(max_memory_bytes: int | None, max_cpu_seconds: int | None):
             # error), SIGKILL only if the child ignores it.
             resource.setrlimit(resource.RLIMIT_CPU, (max_cpu_seconds, max_cpu_seconds + 5))
     return apply
+
+
+def _hold_sigint(hold: bool) -> None:
+    """Block or unblock SIGINT in this thread (a no-op where signal masks do not exist)."""
+    if hasattr(signal, "pthread_sigmask"):
+        signal.pthread_sigmask(signal.SIG_BLOCK if hold else signal.SIG_UNBLOCK, {signal.SIGINT})
 
 
 def _die_with_parent() -> None:
@@ -328,14 +335,22 @@ def run_experiment(
     # Unbuffered: `tail -f run_i/log.txt` and a crash of the agent itself still see every line.
     with open(log_path, "wb", buffering=0) as log_file:
         sink = OutputSink(log_file, keep_bytes, on_line)
-        proc = subprocess.Popen(
-            argv, cwd=cwd or workspace, env=child_env(env_allow, extra_env),
-            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-            start_new_session=True, preexec_fn=limits_preexec(max_memory_bytes, max_cpu_seconds),
-        )
+        # A Ctrl-C in the middle of fork/exec hangs Popen (the child dies in its preexec before it
+        # can report); held back until the child is started, it is handled like any other.
+        _hold_sigint(True)
+        try:
+            proc = subprocess.Popen(
+                argv, cwd=cwd or workspace, env=child_env(env_allow, extra_env),
+                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                start_new_session=True, preexec_fn=limits_preexec(max_memory_bytes, max_cpu_seconds),
+            )
+        except BaseException:
+            _hold_sigint(False)
+            raise
         fd = proc.stdout.fileno()
         try:
             try:
+                _hold_sigint(False)   # a Ctrl-C that came during the start is delivered here
                 status = stream_until_done(proc, fd, sink, start + timeout)
             except KeyboardInterrupt:
                 status = "interrupted"

@@ -93,13 +93,22 @@ def load_template(root: Path) -> Template:
     root = Path(root)
     spec_file = root / "template.json"
     try:
-        spec = json.loads(spec_file.read_text())
+        text = spec_file.read_text()
     except FileNotFoundError:
         raise TemplateError(f"{root} is not a template: it has no template.json") from None
+    return parse_template(root, text, source=str(spec_file))
+
+
+def parse_template(root: Path, text: str, source: str = "template.json") -> Template:
+    """A Template from the text of a template.json (a file, or a workspace's baseline commit)."""
+    try:
+        spec = json.loads(text)
     except json.JSONDecodeError as exc:
-        raise TemplateError(f"{spec_file} is not valid JSON: {exc}") from None
+        raise TemplateError(f"{source} is not valid JSON: {exc}") from None
+    if not isinstance(spec, dict):
+        raise TemplateError(f"{source} must hold a JSON object")
     return Template(
-        root=root,
+        root=Path(root),
         editable=tuple(spec.get("editable", DEFAULT_EDITABLE)),
         protected=tuple(spec.get("protected", ())),
         command=tuple(spec.get("command", DEFAULT_COMMAND)),

@@ -11,15 +11,19 @@ import json
 import os
 import shutil
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from agent import execution, history, results
+from agent import edits, execution, gitguard, history, results
 from agent.idea import Idea
-from agent.template import Template, load_template
+from agent.template import Template, TemplateError, load_template, parse_template
 
 BASELINE_RUN = "run_0"
+# The agent rewrites these before every commit; a run's changes to them are overwritten anyway.
+TRANSCRIPTS = ("transcript.json", "transcript.md")
+# At most this many findings are named one by one; the rest are counted.
+MAX_NAMED = 12
 # Bytecode is not part of an attempt; model checkpoints are too big for git history.
 WORKSPACE_GITIGNORE = "__pycache__/\n*.pyc\n*.pt\n*.pt2\n*.safetensors\n"
 
@@ -29,22 +33,167 @@ class WorkspaceError(Exception):
 
 
 @dataclass
+class TreeSnapshot:
+    """The workspace just before a run: what the run may not change, to compare with after."""
+    editable: dict[str, bytes | None]  # each editable file's bytes as run (None: absent)
+    untracked: set[str]                # untracked files that were already there
+
+
+@dataclass
 class Workspace:
     path: Path
     idea: Idea
     template: Template
     profile: str | None
+    warnings: list[str] = field(default_factory=list)   # what reopening had to fix
+    tampering: list[str] = field(default_factory=list)  # the part of it a run must have done
 
     @property
     def name(self) -> str:
         return self.path.name
 
-    def read(self, rel: str) -> str:
+    def regular_file(self, rel: str) -> Path | None:
+        """`rel` when it is a regular file inside the workspace: never a link, never outside."""
         file = self.path / rel
-        return file.read_text(encoding="utf-8") if file.exists() else ""
+        try:
+            if file.is_symlink() or not file.is_file():
+                return None
+            if not file.resolve().is_relative_to(self.path.resolve()):  # under a linked folder
+                return None
+        except OSError:
+            return None
+        return file
+
+    def read(self, rel: str) -> str:
+        """The file's text; "" for a link or anything not a regular file (a run may leave one);
+        bytes that are not UTF-8 come back as U+FFFD instead of crashing the loop."""
+        file = self.regular_file(rel)
+        if file is None:
+            return ""
+        return file.read_bytes().decode("utf-8", errors="replace")
 
     def editable_files(self) -> dict[str, str]:
-        return {rel: self.read(rel) for rel in self.template.editable if (self.path / rel).exists()}
+        return {rel: self.read(rel) for rel in self.template.editable if self.regular_file(rel)}
+
+    # -- what a run may change: only its output folder ------------------------------------
+
+    def snapshot(self) -> TreeSnapshot:
+        editable = {}
+        for rel in self.template.editable:
+            if rel.endswith("/"):  # a folder entry: its files are compared through git status
+                continue
+            file = self.regular_file(rel)
+            editable[rel] = file.read_bytes() if file else None
+        untracked = {rel for code, rel in self._status() if code == "??"}
+        return TreeSnapshot(editable, untracked)
+
+    def restore_after_run(self, before: TreeSnapshot | None, out_dir: str) -> list[str]:
+        """Put back everything a run changed outside `out_dir`; one line per thing put back.
+
+        The git history first (gitguard: branch, `.git`, hooks, config, locks), then tracked
+        files (the harness, settings, earlier runs), the editable files as they were run, files
+        the run created, and links or special files inside `out_dir`. Without `before` only the
+        history and the tracked files are checked.
+        """
+        editable = set(self.template.editable)
+        # Put back by the guard only if it had to restore the history: never the run's output,
+        # the files as run (compared below) or the transcript (saved again before the commit).
+        try:
+            found = gitguard.guard(self.path).check(keep=[out_dir, *sorted(editable), *TRANSCRIPTS])
+        except gitguard.GuardError as exc:
+            raise history.HistoryError(f"the history of {self.path} cannot be restored: {exc}") from None
+        repo = history.repo_at(self.path)
+        repo.git.reset("--quiet")  # the index as committed: a run may have staged things
+        for _ in range(2):  # twice: a restored .gitignore can reveal files it hid
+            removed, restored = [], []
+            for code, rel in self._status():
+                if rel == out_dir or rel.startswith(out_dir + "/") or rel in TRANSCRIPTS \
+                        or rel in editable or edits.allowed(rel, self.template.editable):
+                    continue
+                if code == "??":
+                    if before is not None and rel not in before.untracked:
+                        removed.append(rel)
+                else:
+                    restored.append(rel)
+            for rel in removed:
+                _remove(self.path / rel)
+            if restored:
+                repo.git.checkout("HEAD", "--", *restored)
+            found += [f"{rel} (created by the run; removed)" for rel in removed]
+            found += [f"{rel} (changed by the run; restored)" for rel in restored]
+        if before is not None:
+            found += self._restore_editable(before)
+        found += self._clear_links(out_dir)
+        return _bounded(found)
+
+    def _restore_editable(self, before: TreeSnapshot) -> list[str]:
+        found = []
+        for rel, want in before.editable.items():
+            file = self.path / rel
+            regular = self.regular_file(rel)
+            have = regular.read_bytes() if regular else None
+            if regular is None and (file.exists() or file.is_symlink()):
+                how = "replaced by a link" if file.is_symlink() else "replaced by something not a file"
+            elif have == want:
+                continue
+            else:
+                how = "removed" if have is None else "created" if want is None else "changed"
+            _remove(file)
+            if want is not None:
+                file.parent.mkdir(parents=True, exist_ok=True)
+                file.write_bytes(want)
+            found.append(f"{rel} ({how} by the run; restored as it was run)")
+        return found
+
+    def _clear_links(self, out_dir: str) -> list[str]:
+        """A run's output folder holds plain files and folders only: links could point a later
+        reader (results, replay, report) at a file outside the workspace."""
+        root = self.path / out_dir
+        if root.is_symlink() or (root.exists() and not root.is_dir()):
+            _remove(root)
+            return [f"{out_dir} (not a folder; removed)"]
+        found = []
+        for folder, dirs, files in os.walk(root):
+            for name in dirs + files:
+                p = Path(folder) / name
+                if p.is_symlink() or not (p.is_file() or p.is_dir()):
+                    _remove(p)
+                    found.append(f"{p.relative_to(self.path).as_posix()} (a link or special file; removed)")
+        return found
+
+    def _status(self) -> list[tuple[str, str]]:
+        """(code, path) per changed or untracked file, from `git status` (ignored files aside)."""
+        out = history.repo_at(self.path).git.status("--porcelain=v1", "-z", "--untracked-files=all",
+                                                    "--no-renames")
+        return [(entry[:2], entry[3:]) for entry in out.split("\0") if len(entry) > 3]
+
+    def repair_leftovers(self) -> list[str]:
+        """On reopening: editable files that a run left as links, special files or bytes that
+        are not UTF-8 are put back as last committed; one line per file."""
+        repo = history.repo_at(self.path)
+        found = []
+        for rel in self.template.editable:
+            file = self.path / rel
+            regular = self.regular_file(rel)
+            if regular is not None:
+                try:
+                    regular.read_bytes().decode("utf-8")
+                    continue
+                except UnicodeDecodeError:
+                    how = "not UTF-8"
+            elif file.exists() or file.is_symlink():
+                how = "a link" if file.is_symlink() else "not a file"
+            else:
+                continue
+            committed = history.file_at(repo, "HEAD", rel)
+            if committed is None:  # a link was committed before: the baseline's version
+                root = repo.git.rev_list("--max-parents=0", "HEAD").split()[-1]
+                committed = history.file_at(repo, root, rel)
+            _remove(file)
+            if committed is not None:
+                file.write_text(committed, encoding="utf-8")
+            found.append(f"{rel} ({how}; put back as last committed)")
+        return found
 
     def run_env(self) -> dict[str, str]:
         return {"SAE_PROFILE": self.profile} if self.profile else {}
@@ -85,6 +234,20 @@ class Workspace:
 
 def frontier_dir(knob: str, value) -> str:
     return f"{BASELINE_RUN}/frontier_{knob}_{value}"
+
+
+def _remove(path: Path) -> None:
+    """Remove a file, link or folder without following a link."""
+    if path.is_symlink() or (path.exists() and not path.is_dir()):
+        path.unlink()
+    elif path.is_dir():
+        shutil.rmtree(path)
+
+
+def _bounded(found: list[str]) -> list[str]:
+    if len(found) <= MAX_NAMED:
+        return found
+    return found[:MAX_NAMED] + [f"and {len(found) - MAX_NAMED} more"]
 
 
 def cache_dir() -> Path:
@@ -191,18 +354,37 @@ def _commit_baseline(ws: Workspace, status: str, seconds: float, *, error: str |
 
 
 def open_workspace(path: Path) -> Workspace:
-    """Reopen an existing workspace (resume, replay)."""
+    """Reopen an existing workspace (resume): its `.git` restored from the backup if a run
+    removed it, and its settings (idea, template, profile) read from the baseline commit, never
+    from files a run could have rewritten."""
     path = Path(path)
-    if not (path / "idea.json").is_file() or not (path / ".git").exists():
-        raise WorkspaceError(f"{path} is not a workspace (it needs idea.json and a git repository); "
-                             "give a folder made by `python -m agent run`.")
+    if not path.is_dir():
+        raise WorkspaceError(f"{path} is not a workspace (no such folder); give a folder made by "
+                             "`python -m agent run`.")
     try:
-        data = json.loads((path / "idea.json").read_text())
+        _, warnings = gitguard.open_guard(path)
+        repo = history.open_workspace(path)
+    except (history.HistoryError, gitguard.GuardError) as exc:
+        raise WorkspaceError(f"{exc}; give a folder made by `python -m agent run`.") from None
+    guard = gitguard.guard(path)
+    root = repo.git.rev_list("--max-parents=0", "HEAD").split()[-1]
+    where = f"the baseline commit {root[:8]} of {path}"
+    try:
+        data = json.loads(history.file_at(repo, root, "idea.json") or "")
         data["path"] = Path(data["path"])
         idea = Idea(**data)
-    except (OSError, ValueError, TypeError) as exc:
-        raise WorkspaceError(f"{path}/idea.json is missing or unreadable ({exc}); is this a workspace?") from None
-    template = load_template(path)  # the workspace carries its template.json
-    profile = json.loads((path / "profile.json").read_text()).get("profile") \
-        if (path / "profile.json").exists() else None
-    return Workspace(path=path, idea=idea, template=template, profile=profile)
+    except (ValueError, TypeError, KeyError) as exc:
+        raise WorkspaceError(f"idea.json in {where} is missing or unreadable ({exc}); "
+                             "is this a workspace made by `python -m agent run`?") from None
+    spec = history.file_at(repo, root, "template.json")
+    try:
+        template = parse_template(path, spec, source=f"template.json in {where}") if spec \
+            else load_template(idea.template_dir)  # the agent's own copy of the template
+    except TemplateError as exc:
+        raise WorkspaceError(str(exc)) from None
+    try:
+        profile = json.loads(history.file_at(repo, root, "profile.json") or "{}").get("profile")
+    except (ValueError, AttributeError):
+        profile = None
+    return Workspace(path=path, idea=idea, template=template, profile=profile,
+                     warnings=warnings, tampering=list(guard.tampering))

@@ -41,3 +41,9 @@ def sae_cache(tmp_path_factory):
             os.environ.pop(k, None)
         else:
             os.environ[k] = v
+
+
+@pytest.fixture(autouse=True)
+def _history_backups(tmp_path_factory, monkeypatch):
+    """The agent's history backups (agent/gitguard.py) go to a scratch folder, never ~/.cache."""
+    monkeypatch.setenv("SAE_HISTORY_DIR", str(tmp_path_factory.mktemp("history-backups")))
