@@ -23,7 +23,7 @@ def cache_dir(sae_cache):
     return Path(sae_cache["SAE_CACHE_DIR"])
 
 
-def run_cli(*args, cache_dir, timeout=1800):
+def run_cli(*args, cache_dir, timeout=3600):
     import os
     env = {"SAE_CACHE_DIR": str(cache_dir), "PATH": "/usr/bin:/bin", "HOME": str(cache_dir),
            "SAE_MODEL_DIR": os.environ.get("SAE_MODEL_DIR", str(cache_dir / "models")),
