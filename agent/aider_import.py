@@ -32,8 +32,7 @@ from rich.text import Text
 from agent import edits, history
 from agent.conversation import Conversation
 from agent.history import HistoryError
-
-REPO_ROOT = Path(__file__).resolve().parent.parent
+from agent.ui import prog
 MODEL = "aider-import"
 SYSTEM_NOTE = ("(imported from an aider chat log: the system prompt and aider's file listings "
                "are not in the log)")
@@ -273,7 +272,7 @@ def import_log(log: Path, onto: Path, out: Path | None = None,
     if not any(t.outcomes for t in turns):
         raise AiderImportError(f"{log} has {len(replies)} assistant turn(s) but no SEARCH/REPLACE "
                                "edit blocks: nothing to import")
-    out = Path(out) if out else REPO_ROOT / "results" / f"imported_{_slug(log.stem)}"
+    out = Path(out) if out else Path("results") / f"imported_{_slug(log.stem)}"  # in the current directory
     if out.exists() and any(out.iterdir()):
         raise AiderImportError(f"{out} already exists and is not empty; choose another --out")
 
@@ -427,7 +426,7 @@ def _clip(text: str, limit: int) -> str:
 
 
 def print_summary(s: ImportSummary, console: Console) -> None:
-    console.print(f"imported {len(s.turns)} assistant turn(s) onto {s.target}", soft_wrap=True)
+    console.print(Text(f"imported {len(s.turns)} assistant turn(s) onto {s.target}"), soft_wrap=True)
     rows = [(str(t.number), f"{t.run}.{t.attempt}", t.status, _edit_summary(t)) for t in s.turns]
     headers = ("turn", "run.att", "status", "edit blocks")
     table = Table(box=box.SIMPLE_HEAD, collapse_padding=True, pad_edge=False)
@@ -439,7 +438,8 @@ def print_summary(s: ImportSummary, console: Console) -> None:
     console.print(table)
     for t in s.turns:
         if t.feedback:
-            console.print(f"[yellow]turn {t.number}: not every block applied[/yellow] — aider would say:")
+            console.print(Text.assemble((f"turn {t.number}: not every block applied", "yellow"),
+                                        " — aider would say:"))
             console.print(Text(t.feedback.rstrip()))
-    console.print(f"workspace {s.workspace}: {s.commits} commits; "
-                  f"review with `python -m agent log {s.workspace}`", soft_wrap=True)
+    console.print(Text(f"workspace {s.workspace}: {s.commits} commits; "
+                       f"review with `{prog()} log {s.workspace}`"), soft_wrap=True)

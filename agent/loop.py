@@ -112,7 +112,7 @@ class ExperimentLoop:
             return self._outcome(reason, ok=True)
         except Stop as stop:
             self.save_transcript()
-            self.view.say(f"[red]stopped:[/red] {stop.reason}")
+            self.view.say(("stopped:", "red"), f" {stop.reason}")
             return self._outcome(stop.reason, ok=False)
         except KeyboardInterrupt:
             self.interrupted()
@@ -188,7 +188,7 @@ class ExperimentLoop:
                 self.view.say(checks.format_findings(findings))
             return True
         report = checks.format_findings(findings)
-        self.view.say(f"[yellow]gate: the edit was not run[/yellow]\n{report}")
+        self.view.say(("gate: the edit was not run", "yellow"), f"\n{report}")
         self.refuse(f"{blocking[0].path}:{blocking[0].line}: {blocking[0].message}", new_files, before)
         self.conv.add_user(prompts.GATE_FAILED.format(findings=report, files=files_text(self.ws)))
         return False
@@ -274,7 +274,7 @@ class ExperimentLoop:
     def succeeded(self, out_dir: str, current: dict, seconds: float) -> None:
         st = self.state
         summary = results.subject_summary(self.baseline, current)
-        self.view.say(f"[green]run {st.run} succeeded[/green]: {summary}")
+        self.view.say((f"run {st.run} succeeded", "green"), f": {summary}")
         st.last_good_sha = self.commit(f"run {st.run}: {summary}", "success", seconds=seconds)
         st.last_good_run, st.last_signature = st.run, None
         st.completed_runs.append(st.run)
@@ -287,7 +287,7 @@ class ExperimentLoop:
     def failed(self, code: str, out_dir: str, seconds: float, error: str, feedback: str,
                signature: str | None, detail: str | None = None) -> None:
         st = self.state
-        self.view.say(f"[red]run {st.run} attempt {st.attempt} failed[/red]: {error}")
+        self.view.say((f"run {st.run} attempt {st.attempt} failed", "red"), f": {error}")
         st.failed_hashes.add(runner.content_hash(code))
         self.commit(f"run {st.run} attempt {st.attempt}: failed — {error}", "failed",
                     error=error, seconds=seconds)
@@ -308,8 +308,8 @@ class ExperimentLoop:
         text = history.file_at(repo, sha, "experiment.py")
         if text is not None:
             (self.ws.path / "experiment.py").write_text(text, encoding="utf-8")
-        self.view.say(f"[yellow]same error twice ({signature}): experiment.py restored "
-                      f"from run {self.state.last_good_run}[/yellow]")
+        self.view.say(f"same error twice ({signature}): experiment.py restored "
+                      f"from run {self.state.last_good_run}", style="yellow")
         return prompts.RESTORED.format(signature=signature, file="experiment.py",
                                        restored_run=self.state.last_good_run, run=self.state.run,
                                        files=files_text(self.ws))
@@ -326,7 +326,7 @@ class ExperimentLoop:
         try:
             reply = self.ask()
         except Stop as stop:
-            self.view.say(f"[yellow]notes not written: {stop.reason}[/yellow]")
+            self.view.say(f"notes not written: {stop.reason}", style="yellow")
             return
         files = {NOTES_FILE: self.ws.read(NOTES_FILE)}
         new_files, outcomes = edits.apply_reply(reply, files, [NOTES_FILE])
@@ -344,7 +344,7 @@ class ExperimentLoop:
 
     def interrupted(self) -> None:
         st = self.state
-        self.view.say("[yellow]interrupted: committing the attempt as it stands[/yellow]")
+        self.view.say("interrupted: committing the attempt as it stands", style="yellow")
         self.commit(f"run {st.run} attempt {max(st.attempt, 1)}: interrupted", "interrupted",
                     error="interrupted by the user")
 

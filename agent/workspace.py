@@ -18,6 +18,7 @@ from typing import Callable
 from agent import history, results, runner
 from agent.idea import Idea
 from agent.template import Template, load_template
+from agent.ui import prog
 
 BASELINE_RUN = "run_0"
 # Bytecode is not part of an attempt; model checkpoints are too big for git history.
@@ -144,7 +145,7 @@ def open_workspace(path: Path) -> Workspace:
     path = Path(path)
     if not (path / "idea.json").is_file() or not (path / ".git").exists():
         raise WorkspaceError(f"{path} is not a workspace (it needs idea.json and a git repository); "
-                             "give a folder made by `python -m agent run`.")
+                             f"give a folder made by `{prog()} run`.")
     try:
         data = json.loads((path / "idea.json").read_text())
         data["path"] = Path(data["path"])

@@ -179,7 +179,8 @@ def test_log_table_shows_metrics_change_against_run_0(workspace):
 
 def test_log_on_a_narrow_terminal_lists_errors_under_the_table(workspace):
     buffer = io.StringIO()
-    assert review.log(workspace, console=Console(file=buffer, width=110, color_system=None)) == 0
+    terminal = Console(file=buffer, width=110, color_system=None, force_terminal=True)
+    assert review.log(workspace, console=terminal) == 0
     text = buffer.getvalue()
     assert "1.1: AttributeError: 'Trainer' object has no attribute 'ae'" in text
     assert max(len(ln) for ln in text.splitlines()) <= 110
