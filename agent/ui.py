@@ -123,7 +123,7 @@ class LiveView:
         self.attempt = self.attempt if attempt is None else attempt
         if phase and phase != self.phase:
             self.phase = phase
-            view_log.debug("%s", self.status_line())
+            view_log.info("%s", self.status_line())
             if not self._live and not self.quiet:
                 self.console.print(Text(self.status_line(), style="dim"))
 
