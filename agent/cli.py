@@ -302,7 +302,8 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=prog, formatter_class=_HelpFormatter,
                                      description="An autonomous, git-recorded experiment loop for SAE research.")
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND",
+                                help="what to do; `COMMAND --help` for its options")
 
     def command(name: str, help_text: str) -> argparse.ArgumentParser:
         return sub.add_parser(name, help=help_text, description=help_text, parents=[common],
@@ -323,7 +324,7 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_resume)
 
     p = sub.add_parser("ideas", help="manage idea files", formatter_class=_HelpFormatter)
-    isub = p.add_subparsers(dest="ideas_command", required=True, metavar="SUBCOMMAND")
+    isub = p.add_subparsers(dest="ideas_command", required=True, metavar="SUBCOMMAND", help="import")
     ip = isub.add_parser("import", help="convert an AI-Scientist ideas.json into idea files",
                          parents=[common], formatter_class=_HelpFormatter)
     ip.add_argument("json", help="an AI-Scientist ideas.json (a list of objects with Name, Title, ...)")
