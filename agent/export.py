@@ -294,6 +294,7 @@ def to_wandb(records: list[AttemptRecord], *, directory: Path, project: str) -> 
     except ImportError:
         raise ExportError("wandb is not installed: pip install 'sae-agent[track]' (or wandb)") from None
     mode = wandb_mode()
+    os.environ.setdefault("WANDB_SILENT", "true")  # its artefact code prints progress otherwise
     directory = Path(directory).resolve()
     directory.mkdir(parents=True, exist_ok=True)
     out = []
