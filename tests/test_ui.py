@@ -151,3 +151,12 @@ def test_cli_errors_stay_on_one_line_without_a_terminal(tmp_path):
                           capture_output=True, text=True, cwd=REPO, env=env)
     assert proc.returncode == 2
     assert lines_with(proc.stderr, "error:", str(bad), "not a positive whole number"), proc.stderr
+
+
+def test_verbose_shows_info_records_on_stderr(fake_llm, idea, tmp_path, capsys):
+    fake_llm.script([GOOD, NOTES])
+    assert run(idea, tmp_path / "results", fake_llm, "-v") == 0
+    err = capsys.readouterr().err
+    assert lines_with(err, "INFO", f"reply from {MODEL}: 100 prompt + 20 completion tokens"), err
+    log = (workspace_of(tmp_path / "results") / "agent.log").read_text()
+    assert lines_with(log, "agent.coder", "reply from")
