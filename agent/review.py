@@ -157,17 +157,18 @@ def log_table(rows: list[Row], baseline: Row | None, title: str = "",
     left. On a terminal too narrow for a useful error column, the errors come back as lines to
     print under the table instead."""
     many_saes = len({sae for r in rows for sae in r.metrics}) > 1
-    headers = ["run", "att", "status"] + (["SAE"] if many_saes else []) + \
-        [name for _, name in METRICS] + ["time", "cost", "commit"]
+    # The commit right after the status: on a narrow terminal rich crops the rightmost columns.
+    headers = ["run", "att", "status", "commit"] + (["SAE"] if many_saes else []) + \
+        [name for _, name in METRICS] + ["time", "cost"]
     body = []
     for r in rows:
         a = r.attempt
         saes = sorted(r.metrics) or [""]
-        cells = [str(a.run), str(a.attempt), a.status]
+        cells = [str(a.run), str(a.attempt), a.status, a.short_sha]
         if many_saes:
             cells.append("\n".join(_short_sae(s) for s in saes))  # cells become Text: no markup
         cells += ["\n".join(metric_cell(r, sae, key) for sae in saes) for key, _ in METRICS]
-        cells += [_duration(a.duration), _cost(a.cost), a.short_sha]
+        cells += [_duration(a.duration), _cost(a.cost)]
         body.append((cells, _first_line(a.error)))
     widths = [max([len(h)] + [len(ln) for cells, _ in body for ln in cells[i].splitlines()])
               for i, h in enumerate(headers)]
