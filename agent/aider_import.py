@@ -272,7 +272,7 @@ def import_log(log: Path, onto: Path, out: Path | None = None,
     if not any(t.outcomes for t in turns):
         raise AiderImportError(f"{log} has {len(replies)} assistant turn(s) but no SEARCH/REPLACE "
                                "edit blocks: nothing to import")
-    out = Path(out) if out else Path("results") / f"imported_{_slug(log.stem)}"  # in the current directory
+    out = Path(out) if out else Path.cwd() / "results" / f"imported_{_slug(log.stem)}"
     if out.exists() and any(out.iterdir()):
         raise AiderImportError(f"{out} already exists and is not empty; choose another --out")
 

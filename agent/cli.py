@@ -114,8 +114,8 @@ def _run_one(idea, coder, args):
     with LiveView(console, idea.name, opts.max_runs, coder, quiet=_verbosity(args) < 0) as view:
         view.set(phase="making the workspace and the baseline")
         try:
-            ws = workspace.create(idea, Path(args.results), args.profile, timeout=args.timeout,
-                                  on_line=view.log)
+            ws = workspace.create(idea, Path(args.results).resolve(), args.profile,
+                                  timeout=args.timeout, on_line=view.log)
         except workspace.WorkspaceError as exc:
             _print_error(exc)
             return None

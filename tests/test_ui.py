@@ -160,3 +160,13 @@ def test_verbose_shows_info_records_on_stderr(fake_llm, idea, tmp_path, capsys):
     assert lines_with(err, "INFO", f"reply from {MODEL}: 100 prompt + 20 completion tokens"), err
     log = (workspace_of(tmp_path / "results") / "agent.log").read_text()
     assert lines_with(log, "agent.coder", "reply from")
+
+
+def test_workspaces_go_under_the_current_directory_by_default(fake_llm, idea, tmp_path, monkeypatch):
+    here = tmp_path / "elsewhere"
+    here.mkdir()
+    monkeypatch.chdir(here)
+    fake_llm.script([GOOD, NOTES])
+    assert main(["run", str(idea), "--model", MODEL, "--api-base", fake_llm.url, "--no-smoke"]) == 0
+    (ws,) = (here / "results").iterdir()
+    assert ws.name.endswith("_mini_idea") and (ws / "agent.log").is_file()
