@@ -33,6 +33,7 @@ from agent import edits, history
 from agent.conversation import Conversation
 from agent.history import HistoryError
 from agent.ui import prog
+
 MODEL = "aider-import"
 SYSTEM_NOTE = ("(imported from an aider chat log: the system prompt and aider's file listings "
                "are not in the log)")

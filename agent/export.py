@@ -202,7 +202,7 @@ def _is_file_store(uri: str | None) -> bool:
 
 def to_mlflow(records: list[AttemptRecord], *, uri: str | None, experiment: str) -> list[Exported]:
     try:
-        from mlflow.entities import Metric, Param, RunTag
+        from mlflow.entities import Metric, Param
         from mlflow.exceptions import MlflowException
         from mlflow.tracking import MlflowClient
     except ImportError:
