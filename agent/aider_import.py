@@ -32,8 +32,8 @@ from rich.text import Text
 from agent import edits, history
 from agent.conversation import Conversation
 from agent.history import HistoryError
+from agent.ui import prog
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
 MODEL = "aider-import"
 SYSTEM_NOTE = ("(imported from an aider chat log: the system prompt and aider's file listings "
                "are not in the log)")
@@ -323,7 +323,7 @@ def import_log(log: Path, onto: Path, out: Path | None = None,
     editable = tuple(dict.fromkeys((target,) + edits.DEFAULT_EDITABLE))
     turns = plan_turns(messages, {p: t for p, t in files.items() if p in editable}, editable)
     note = None if any(t.outcomes for t in turns) else _no_edit_note(messages, replies)
-    out = Path(out) if out else REPO_ROOT / "results" / f"imported_{_slug(log.stem)}"
+    out = Path(out) if out else Path.cwd() / "results" / f"imported_{_slug(log.stem)}"
     if out.exists() and any(out.iterdir()):
         raise AiderImportError(f"{out} already exists and is not empty; choose another --out")
 
@@ -490,13 +490,13 @@ def _clip(text: str, limit: int) -> str:
 
 
 def print_summary(s: ImportSummary, console: Console) -> None:
-    console.print(f"imported {len(s.turns)} assistant turn(s) onto {s.target}", soft_wrap=True)
+    console.print(Text(f"imported {len(s.turns)} assistant turn(s) onto {s.target}"), soft_wrap=True)
     if s.turns:
         _print_turns(s, console)
     if s.note:
-        console.print(f"[yellow]{s.note}[/yellow]", soft_wrap=True)
-    console.print(f"workspace {s.workspace}: {s.commits} commits; "
-                  f"review with `python -m agent log {s.workspace}`", soft_wrap=True)
+        console.print(Text(s.note, style="yellow"), soft_wrap=True)
+    console.print(Text(f"workspace {s.workspace}: {s.commits} commits; "
+                       f"review with `{prog()} log {s.workspace}`"), soft_wrap=True)
 
 
 def _print_turns(s: ImportSummary, console: Console) -> None:
@@ -511,5 +511,6 @@ def _print_turns(s: ImportSummary, console: Console) -> None:
     console.print(table)
     for t in s.turns:
         if t.feedback:
-            console.print(f"[yellow]turn {t.number}: not every block applied[/yellow] — aider would say:")
+            console.print(Text.assemble((f"turn {t.number}: not every block applied", "yellow"),
+                                        " — aider would say:"))
             console.print(Text(t.feedback.rstrip()))

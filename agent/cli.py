@@ -12,13 +12,15 @@ from pathlib import Path
 
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # litellm must not reach the network
 
-from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_RESULTS = REPO_ROOT / "results"
-console = Console(highlight=False)
-err_console = Console(stderr=True, highlight=False)
+from agent import __version__, ui
+
+# Relative to the current directory, not the checkout: an installed package has no checkout.
+DEFAULT_RESULTS = "results"
+console = ui.make_console()
+err_console = ui.make_console(stderr=True)
 
 
 class UsageError(Exception):
@@ -41,14 +43,22 @@ def _coder_for(idea, args):
 
 
 def _banner(coder, idea) -> None:
+    say = ui.message
     if coder.name.startswith("replay:"):
-        console.print(f"[bold yellow]offline replay — no LLM is called[/bold yellow] "
-                      f"(recorded replies: {coder.name[len('replay:'):]})")
+        console.print(say(("offline replay — no LLM is called", "bold yellow"),
+                          f" (recorded replies: {coder.name[len('replay:'):]})"))
     else:
-        console.print(f"coder: [bold]{coder.name}[/bold]")
+        console.print(say("coder: ", (coder.name, "bold")))
     for note in getattr(coder, "notes", None) or []:
-        console.print(f"[dim]note: {note}[/dim]")
-    console.print(f"idea: [bold]{idea.title}[/bold] ({idea.path})")
+        console.print(say(f"note: {note}", style="dim"))
+    console.print(say("idea: ", (idea.title, "bold"), f" ({idea.path})"))
+
+
+def _check_results_dir(results: str) -> None:
+    path = Path(results)
+    if path.exists() and not path.is_dir():
+        raise UsageError(f"--results {results} is a file, not a folder: give the folder that "
+                         "should hold the workspaces (it is made if missing)")
 
 
 def cmd_run(args) -> int:
@@ -56,7 +66,8 @@ def cmd_run(args) -> int:
 
     from agent.template import load_template
 
-    ideas = [load_idea(p) for p in args.ideas]  # every idea is checked before any work,
+    _check_results_dir(args.results)
+    ideas = [load_idea(_idea_path(p)) for p in args.ideas]  # every idea is checked before any work,
     for idea in ideas:  # its profile too
         load_template(idea.template_dir).choose_profile(args.profile or idea.profile)
     coders = [_coder_for(idea, args) for idea in ideas]  # and every model, before any workspace
@@ -66,6 +77,21 @@ def cmd_run(args) -> int:
     if len(ideas) > 1:
         _summary(outcomes)
     return 0 if all(o is not None and o.ok for _, o in outcomes) else 1
+
+
+def _idea_path(given: str) -> Path:
+    """The idea file as given; if there is none, a shipped idea of that name (`ideas/x.md` or `x`)."""
+    path = Path(given)
+    if path.exists():
+        return path
+    from agent.resources import ideas_dir
+    name = path.name if path.suffix == ".md" else f"{path.name}.md"
+    shipped = ideas_dir() / name
+    return shipped if shipped.is_file() else path
+
+
+def _verbosity(args) -> int:
+    return -1 if getattr(args, "quiet", False) else getattr(args, "verbose", 0) or 0
 
 
 def _options(args, idea):
@@ -91,30 +117,38 @@ def _run_one(idea, coder, args):
     from agent.loop import ExperimentLoop
     from agent.ui import LiveView
 
+    from agent.logs import workspace_log
+
     _banner(coder, idea)
     opts = _options(args, idea)
-    with LiveView(console, idea.name, opts.max_runs, coder) as view:
+    with LiveView(console, idea.name, opts.max_runs, coder, quiet=_verbosity(args) < 0) as view:
         view.set(phase="making the workspace and the baseline")
         try:
-            ws = workspace.create(idea, Path(args.results), args.profile, timeout=args.timeout,
-                                  on_line=view.log, sandbox=opts.sandbox)
+            ws = workspace.create(idea, Path(args.results).resolve(), args.profile,
+                                  timeout=args.timeout, on_line=view.log, sandbox=opts.sandbox)
         except workspace.WorkspaceError as exc:
-            err_console.print(f"[red]error:[/red] {exc}")
+            _print_error(exc)
             return None
-        console.print(f"workspace: {ws.path} (profile {ws.profile})")
-        outcome = ExperimentLoop(ws, coder, view, opts).run()
+        console.print(Text(f"workspace: {ws.path} (profile {ws.profile})"))
+        with workspace_log(ws.path, _verbosity(args)):
+            outcome = ExperimentLoop(ws, coder, view, opts).run()
     _report_outcome(outcome)
     return outcome
 
 
 def _report_outcome(outcome) -> None:
-    colour = "green" if outcome.ok else "red"
-    console.print(f"[{colour}]{outcome.stopped_because}[/{colour}] — {outcome.runs_completed} run(s) "
-                  f"completed; history: python -m agent log {outcome.workspace}")
+    prog = ui.prog()
+    console.print(ui.message((outcome.stopped_because, "green" if outcome.ok else "red"),
+                             f" — {outcome.runs_completed} run(s) completed; history: "
+                             f"{prog} log {outcome.workspace}"))
     if not outcome.ok:
-        console.print(f"to look at the last attempt: python -m agent show {outcome.workspace} "
-                      f"{outcome.runs_completed + 1}; to go on (any model): python -m agent resume "
-                      f"{outcome.workspace} [--model M]")
+        console.print(Text(f"to look at the last attempt: {prog} show {outcome.workspace} "
+                           f"{outcome.runs_completed + 1}; to go on (any model): {prog} resume "
+                           f"{outcome.workspace} [--model M]"))
+
+
+def _print_error(exc: BaseException) -> None:
+    err_console.print(ui.message(("error:", "red"), f" {exc}"))
 
 
 def _summary(outcomes) -> None:
@@ -123,17 +157,18 @@ def _summary(outcomes) -> None:
         table.add_column(col)
     for idea, o in outcomes:
         if o is None:
-            table.add_row(idea.name, "-", "0", "[red]no workspace[/red]")
+            table.add_row(Text(idea.name), "-", "0", Text("no workspace", style="red"))
         else:
-            table.add_row(idea.name, str(o.workspace), str(o.runs_completed),
-                          ("[green]" if o.ok else "[red]") + o.stopped_because)
-    console.print(table)
+            table.add_row(Text(idea.name), Text(str(o.workspace)), str(o.runs_completed),
+                          Text(o.stopped_because, style="green" if o.ok else "red"))
+    ui.print_unclipped(console, table)
 
 
 # -- resume -------------------------------------------------------------------------------
 
 def cmd_resume(args) -> int:
     from agent import workspace
+    from agent.logs import workspace_log
     from agent.loop import ExperimentLoop, prepare_resume
     from agent.ui import LiveView
 
@@ -148,9 +183,12 @@ def cmd_resume(args) -> int:
     coder.count_usage(conv.usage)  # the caps count what the idea has spent already
     if hasattr(coder, "played"):  # a replay continues after the replies already played
         coder.played = len(conv.assistant_replies())
-    console.print(f"resuming {ws.path} at run {state.run} "
-                  f"({len(state.completed_runs)} run(s) already done) with {coder.name}")
-    with LiveView(console, ws.idea.name, opts.max_runs, coder) as view:
+    console.print(Text(f"resuming {ws.path} at run {state.run} "
+                       f"({len(state.completed_runs)} run(s) already done) with {coder.name}"))
+    quiet = _verbosity(args) < 0
+    # The log opens after prepare_resume: lines set aside last time must not look half-written.
+    with LiveView(console, ws.idea.name, opts.max_runs, coder, quiet=quiet) as view, \
+            workspace_log(ws.path, _verbosity(args)):
         outcome = ExperimentLoop(ws, coder, view, opts, conv=conv, state=state).run()
     _report_outcome(outcome)
     return 0 if outcome.ok else 1
@@ -201,7 +239,7 @@ def cmd_ideas_import(args) -> int:
     from agent.idea import import_ideas
 
     for path in import_ideas(args.json, args.out):
-        console.print(f"wrote {path}")
+        console.print(Text(f"wrote {path}"))
     return 0
 
 
@@ -224,107 +262,201 @@ def cmd_import(args) -> int:
     return import_command(args, console)
 
 
+def cmd_export(args) -> int:
+    from agent import export
+
+    results = export.export_workspace(Path(args.workspace), args.to, uri=args.uri,
+                                      project=args.project)
+    for r in results:
+        console.print(Text(f"{r.label}: {'already exported' if r.existed else 'exported'} "
+                           f"as {args.to} run {r.run_id}"))
+    created = sum(1 for r in results if not r.existed)
+    console.print(Text(f"{created} new run(s), {len(results) - created} already there; "
+                       f"{export.where(args.to, args.uri, results)}"))
+    return 0
+
+
 # -- parser -------------------------------------------------------------------------------
+
+class _HelpFormatter(argparse.HelpFormatter):
+    """Appends "(default: X)" where an option has a real default its help does not already state."""
+
+    def _get_help_string(self, action):
+        help_text = action.help or ""
+        if ("default" in help_text or action.default in (None, False, argparse.SUPPRESS)
+                or not action.option_strings):
+            return help_text
+        return f"{help_text} (default: %(default)s)"
+
+
+def _positive(kind):
+    """An argparse type: a number above zero, else exit 2 with the reason."""
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a {'whole ' if kind is int else ''}number") from None
+        if not value > 0:
+            raise argparse.ArgumentTypeError(f"must be above 0, got {text}")
+        return value
+    parse.__name__ = f"positive {kind.__name__}"
+    return parse
+
+
+def _non_negative(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {text}")
+    return value
+
+
+def _output_args() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    group = common.add_mutually_exclusive_group()
+    group.add_argument("-v", "--verbose", action="count", default=0,
+                       help="more detail: -v info messages, -vv debug (also in the workspace's agent.log)")
+    group.add_argument("-q", "--quiet", action="store_true",
+                       help="only results and errors: no run output, phase lines or warnings")
+    return common
+
+
+WORKSPACE_HELP = "a workspace folder made by `run` (results/<timestamp>_<idea>)"
+
 
 def _model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", help="any litellm model string (deepseek/deepseek-reasoner, anthropic/..., "
                    "ollama_chat/...), or replay:PATH; default $AGENT_MODEL, else the idea's recorded replies")
     p.add_argument("--api-base", help="an OpenAI-compatible server (default $AGENT_API_BASE)")
-    p.add_argument("--max-runs", type=int, help="runs after the baseline (default: the idea's, else 5)")
-    p.add_argument("--max-attempts", type=int, help="executions of one run before giving up (default 4)")
-    p.add_argument("--timeout", type=float, default=3600, help="seconds for one run (default 3600)")
-    p.add_argument("--llm-timeout", type=float, default=600, help="seconds for one LLM call (default 600)")
-    p.add_argument("--max-cost", type=float, help="stop the idea cleanly past this many dollars")
-    p.add_argument("--max-tokens", type=int, help="stop the idea cleanly past this many tokens")
+    p.add_argument("--max-runs", type=_positive(int), metavar="N",
+                   help="runs after the baseline (default: the idea's, else 5)")
+    p.add_argument("--max-attempts", type=_positive(int), metavar="N",
+                   help="executions of one run before giving up (default: the idea's, else 4)")
+    p.add_argument("--timeout", type=_positive(float), default=3600, metavar="SECONDS",
+                   help="seconds for one run")
+    p.add_argument("--llm-timeout", type=_positive(float), default=600, metavar="SECONDS",
+                   help="seconds for one LLM call")
+    p.add_argument("--max-cost", type=_positive(float), metavar="DOLLARS",
+                   help="stop the idea cleanly past this many dollars (default: no limit)")
+    p.add_argument("--max-tokens", type=_positive(int), metavar="N",
+                   help="stop the idea cleanly past this many tokens (default: no limit)")
     p.add_argument("--no-smoke", action="store_true", help="skip the few-steps smoke run before each run")
     p.add_argument("--sandbox", choices=("bwrap", "staged"),
                    help="the box generated code runs in (default $AGENT_SANDBOX, else bwrap where it works)")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m agent",
+def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
+    prog = prog or ui.prog()
+    common = _output_args()
+    parser = argparse.ArgumentParser(prog=prog, formatter_class=_HelpFormatter,
                                      description="An autonomous, git-recorded experiment loop for SAE research.")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND",
+                                help="what to do; `COMMAND --help` for its options")
 
-    p = sub.add_parser("run", help="run one or more ideas, each in its own workspace")
-    p.add_argument("ideas", nargs="+", help="idea markdown files (ideas/*.md)")
-    p.add_argument("--results", default=str(DEFAULT_RESULTS), help="parent folder of workspaces")
+    def command(name: str, help_text: str) -> argparse.ArgumentParser:
+        return sub.add_parser(name, help=help_text, description=help_text, parents=[common],
+                              formatter_class=_HelpFormatter)
+
+    p = command("run", "run one or more ideas, each in its own workspace")
+    p.add_argument("ideas", nargs="+", metavar="IDEA",
+                   help="idea markdown files, or the name of a shipped idea (lateral_inhibition)")
+    p.add_argument("--results", default=DEFAULT_RESULTS, metavar="DIR",
+                   help="parent folder of the workspaces, relative to the current directory")
     p.add_argument("--profile", help="template profile: tiny, cpu, gemma-2-2b (default: cpu, or the GPU one)")
     _model_args(p)
     p.set_defaults(func=cmd_run)
 
-    p = sub.add_parser("resume", help="continue an idea that stopped (Ctrl-C, crash, budget)")
-    p.add_argument("workspace")
+    p = command("resume", "continue an idea that stopped (Ctrl-C, crash, budget)")
+    p.add_argument("workspace", help=WORKSPACE_HELP)
     _model_args(p)
     p.set_defaults(func=cmd_resume)
 
-    p = sub.add_parser("ideas", help="manage idea files")
-    isub = p.add_subparsers(dest="ideas_command", required=True, metavar="SUBCOMMAND")
-    ip = isub.add_parser("import", help="convert an AI-Scientist ideas.json into idea files")
-    ip.add_argument("json")
-    ip.add_argument("--out", default=str(REPO_ROOT / "ideas"), help="folder for the .md files")
+    p = sub.add_parser("ideas", help="manage idea files", formatter_class=_HelpFormatter)
+    isub = p.add_subparsers(dest="ideas_command", required=True, metavar="SUBCOMMAND", help="import")
+    ip = isub.add_parser("import", help="convert an AI-Scientist ideas.json into idea files",
+                         parents=[common], formatter_class=_HelpFormatter)
+    ip.add_argument("json", help="an AI-Scientist ideas.json (a list of objects with Name, Title, ...)")
+    ip.add_argument("--out", default=".", metavar="DIR", help="folder for the .md files")
     ip.set_defaults(func=cmd_ideas_import)
 
-    p = sub.add_parser("check", help="the pre-run gate on a file: exit 1 if a finding would block a run")
-    p.add_argument("file")
+    p = command("check", "the pre-run gate on a file: exit 1 if a finding would block a run")
+    p.add_argument("file", help="a Python file, e.g. a workspace's experiment.py")
     p.add_argument("--before", help="the file before the edit: report only what the edit introduced")
     p.set_defaults(func=cmd_check)
 
-    p = sub.add_parser("log", help="a table of every attempt in a workspace")
-    p.add_argument("workspace")
+    p = command("log", "a table of every attempt in a workspace")
+    p.add_argument("workspace", help=WORKSPACE_HELP)
     p.add_argument("--json", action="store_true", help="print JSON for scripts")
     p.set_defaults(func=_review("log_command"))
 
-    p = sub.add_parser("show", help="what the LLM said, the diff, and the outcome of one attempt")
-    p.add_argument("workspace")
+    p = command("show", "what the LLM said, the diff, and the outcome of one attempt")
+    p.add_argument("workspace", help=WORKSPACE_HELP)
     p.add_argument("run", help="RUN or RUN.ATTEMPT, e.g. 2 or 2.1")
     p.set_defaults(func=_review("show_command"))
 
-    p = sub.add_parser("prepare", help="compute the cached activations a profile needs (run also does it)")
+    p = command("prepare", "compute the cached activations a profile needs (run also does it when needed)")
     p.add_argument("--profile", help="tiny | cpu | gemma-2-2b (default: the template's)")
-    p.add_argument("--template", default="sae_variants", help="the template (default sae_variants)")
+    p.add_argument("--template", default="sae_variants", help="the template")
     p.set_defaults(func=cmd_prepare)
 
-    p = sub.add_parser("replay", help="re-run an attempt in a scratch copy beside the workspace and compare")
-    p.add_argument("workspace")
-    p.add_argument("run", help="RUN or RUN.ATTEMPT")
-    p.add_argument("--timeout", type=float, help="seconds (default: 3x the recorded duration, at least 600)")
-    p.add_argument("--tolerance", type=float, default=0.02,
-                   help="absolute tolerance for accuracies and explained variance (default 0.02)")
+    p = command("replay", "re-run an attempt in a scratch copy beside the workspace and compare")
+    p.add_argument("workspace", help=WORKSPACE_HELP)
+    p.add_argument("run", help="RUN or RUN.ATTEMPT, e.g. 2 or 2.1")
+    p.add_argument("--timeout", type=_positive(float), metavar="SECONDS",
+                   help="seconds (default: 3x the recorded duration, at least 600)")
+    p.add_argument("--tolerance", type=_non_negative, default=0.02,
+                   help="absolute tolerance for accuracies and explained variance")
     p.add_argument("--sandbox", choices=("bwrap", "staged"), help="the box the replay runs in (default: the strongest here)")
     p.set_defaults(func=_review("replay_command"))
 
-    p = sub.add_parser("report", help="write a self-contained report of a workspace")
-    p.add_argument("workspace")
+    p = command("report", "write a self-contained report of a workspace")
+    p.add_argument("workspace", help=WORKSPACE_HELP)
     p.add_argument("--out", help="output file: .html or .md (default <workspace>.report.html beside it)")
     p.set_defaults(func=_review("report_command"))
 
-    p = sub.add_parser("import", help="turn an AI-Scientist/aider chat log into a workspace")
-    p.add_argument("log")
+    p = command("import", "turn an AI-Scientist/aider chat log into a workspace")
+    p.add_argument("log", help="an aider chat history (.aider.chat.history.md)")
     p.add_argument("--onto", required=True, help="the file the log's edits were written against")
-    p.add_argument("--out", help="workspace folder (default results/imported_<log name>)")
+    p.add_argument("--out", metavar="DIR",
+                   help="workspace folder (default: results/imported_<log name> in the current directory)")
     p.set_defaults(func=cmd_import)
+
+    p = command("export", "copy a workspace's attempts to an experiment tracker, one tracked run each")
+    p.add_argument("workspace", help=WORKSPACE_HELP)
+    p.add_argument("--to", required=True, choices=("mlflow", "wandb"), help="the tracker")
+    p.add_argument("--uri", help="MLflow: tracking URI (default $MLFLOW_TRACKING_URI, else MLflow's "
+                   "own default); wandb: the run directory (default: the current directory)")
+    p.add_argument("--project", help="MLflow experiment / wandb project (default: sae-agent)")
+    p.set_defaults(func=cmd_export)
     return parser
 
 
 def user_errors() -> tuple[type[Exception], ...]:
+    from agent.export import ExportError
     from agent.history import HistoryError
     from agent.idea import IdeaError
     from agent.sandbox import SandboxError
     from agent.template import TemplateError
     from agent.workspace import WorkspaceError
 
-    return (UsageError, IdeaError, HistoryError, SandboxError, TemplateError, WorkspaceError)
+    return (UsageError, IdeaError, HistoryError, SandboxError, TemplateError, WorkspaceError, ExportError)
 
 
 def main(argv: list[str] | None = None) -> int:
+    from agent.logs import setup_logging
+
+    ui.set_prog(ui.program_name())
     args = build_parser().parse_args(argv)
+    setup_logging(_verbosity(args), err_console)
     try:
         return args.func(args)
     except KeyboardInterrupt:
-        err_console.print("[yellow]interrupted[/yellow] — the attempt was committed; "
-                          "continue with `python -m agent resume WORKSPACE`")
+        err_console.print(ui.message(("interrupted", "yellow"), " — the attempt was committed; "
+                                     f"continue with `{ui.prog()} resume WORKSPACE`"))
         return 130
     except user_errors() as exc:
-        err_console.print(f"[red]error:[/red] {exc}")
+        _print_error(exc)
         return 2

@@ -161,6 +161,9 @@ class _Coder:
                           completion_tokens=reply.completion_tokens, cost=reply.cost,
                           seconds=round(reply.seconds, 3))
         self._count(reply.prompt_tokens + reply.completion_tokens, reply.cost)
+        log.info("reply from %s: %d prompt + %d completion tokens, %s, %.1fs", reply.model,
+                 reply.prompt_tokens, reply.completion_tokens,
+                 "unpriced" if reply.cost is None else f"${reply.cost:.4f}", reply.seconds)
         return reply
 
 

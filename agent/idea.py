@@ -28,7 +28,9 @@ import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-TEMPLATES_DIR = Path(__file__).resolve().parent.parent / "templates"
+from agent.resources import templates_dir
+
+TEMPLATES_DIR = templates_dir()  # in the installed package, else the checkout's templates/
 DEFAULT_TEMPLATE = "sae_variants"
 
 # Section headings we accept for each part (lower-cased, compared after stripping).

@@ -14,7 +14,6 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from rich.markup import escape
 
 from agent import checks, edits, execution, history, prompts, results, runner
 from agent.coder import BudgetExceeded, LLMError
@@ -117,7 +116,7 @@ class ExperimentLoop:
 
     def run(self) -> LoopOutcome:
         for warning in self.ws.warnings:
-            self.view.say(f"[yellow]workspace:[/yellow] {escape(warning)}")
+            self.view.say(("workspace:", "yellow"), f" {warning}")
         try:
             try:
                 while self.state.run <= self.opt.max_runs:
@@ -132,7 +131,7 @@ class ExperimentLoop:
             return self._outcome(reason, ok=True)
         except Stop as stop:
             self.settle()
-            self.view.say(f"[red]stopped:[/red] {stop.reason}")
+            self.view.say(("stopped:", "red"), f" {stop.reason}")
             return self._outcome(stop.reason, ok=False)
         except KeyboardInterrupt:
             self.interrupted()
@@ -251,7 +250,7 @@ class ExperimentLoop:
                 self.view.say(checks.format_findings(findings))
             return True
         report = checks.format_findings(findings)
-        self.view.say(f"[yellow]gate: the edit was not run[/yellow]\n{report}")
+        self.view.say(("gate: the edit was not run", "yellow"), f"\n{report}")
         self.refuse(f"{blocking[0].path}:{blocking[0].line}: {blocking[0].message}", new_files, before)
         self.conv.add_user(prompts.GATE_FAILED.format(findings=report, files=files_text(self.ws)))
         return False
@@ -361,7 +360,7 @@ class ExperimentLoop:
         summary = results.subject_summary(self.baseline, current, self.baseline_seeds)
         record = results.uncertainty_record(self.baseline_seeds, current, self.baseline_frontier)
         (self.ws.path / out_dir / "intervals.json").write_text(json.dumps(record, indent=2) + "\n")
-        self.view.say(f"[green]run {st.run} succeeded[/green]: {summary}")
+        self.view.say((f"run {st.run} succeeded", "green"), f": {summary}")
         st.last_good_sha = self.commit(f"run {st.run}: {summary}", "success", seconds=seconds)
         st.last_good_run, st.last_signature = st.run, None
         st.completed_runs.append(st.run)
@@ -375,7 +374,7 @@ class ExperimentLoop:
     def failed(self, code: str, out_dir: str, seconds: float, error: str, feedback: str,
                signature: str | None, detail: str | None = None) -> None:
         st = self.state
-        self.view.say(f"[red]run {st.run} attempt {st.attempt} failed[/red]: {error}")
+        self.view.say((f"run {st.run} attempt {st.attempt} failed", "red"), f": {error}")
         st.failed_hashes.add(runner.content_hash(code))
         self.commit(f"run {st.run} attempt {st.attempt}: failed — {error}", "failed",
                     error=error, seconds=seconds, signature=signature)
@@ -396,8 +395,8 @@ class ExperimentLoop:
         text = history.file_at(repo, sha, "experiment.py")
         if text is not None:
             (self.ws.path / "experiment.py").write_text(text, encoding="utf-8")
-        self.view.say(f"[yellow]same error twice ({signature}): experiment.py restored "
-                      f"from run {self.state.last_good_run}[/yellow]")
+        self.view.say(f"same error twice ({signature}): experiment.py restored "
+                      f"from run {self.state.last_good_run}", style="yellow")
         return prompts.RESTORED.format(signature=signature, file="experiment.py",
                                        restored_run=self.state.last_good_run, run=self.state.run,
                                        files=files_text(self.ws))
@@ -414,7 +413,7 @@ class ExperimentLoop:
         try:
             reply = self.ask()
         except Stop as stop:
-            self.view.say(f"[yellow]notes not written: {stop.reason}[/yellow]")
+            self.view.say(f"notes not written: {stop.reason}", style="yellow")
             return
         files = {NOTES_FILE: self.ws.read(NOTES_FILE)}
         new_files, outcomes = edits.apply_reply(reply, files, [NOTES_FILE])
@@ -474,7 +473,7 @@ class ExperimentLoop:
 
     def interrupted(self) -> None:
         st = self.state
-        self.view.say("[yellow]interrupted: committing the attempt as it stands[/yellow]")
+        self.view.say("interrupted: committing the attempt as it stands", style="yellow")
         # Interrupted mid-run: what the run changed so far is put back and named, as after any run.
         tampered = self.restore_protected() if self._before_run is not None else []
         if tampered:

@@ -31,6 +31,7 @@ from rich.text import Text
 
 from agent import history
 from agent.history import Attempt, HistoryError
+from agent.ui import message, print_unclipped
 
 # Headline metrics: (key in results.headline(), column title). Higher is better for all but L0
 # and frac_dead, where the sign of the change is left for the reader to judge.
@@ -46,7 +47,7 @@ L0_RELATIVE_TOLERANCE = 0.05
 
 # What `show` leaves out of the code diff: run outputs and the bookkeeping the loop writes.
 DIFF_EXCLUDES = (":(exclude)run_*", ":(exclude)transcript.json", ":(exclude)transcript.md",
-                 ":(exclude).agent")
+                 ":(exclude).agent", ":(exclude)agent.log", ":(exclude)packages.json")
 STATUS_STYLE = {"success": "green", "baseline": "cyan", "failed": "red", "gate-failed": "yellow",
                 "interrupted": "magenta", "notes": "blue", "notes-missing": "blue"}
 # Attempts whose code was executed, and those among them that left results to compare.
@@ -56,6 +57,7 @@ PLOT_TIMEOUT = 300
 # What `show` prints is bounded: a run can print a multi-megabyte line, a reply can be huge.
 SHOW_LINE_CHARS = 400      # a longer line is cut, saying how much was left out
 SHOW_BLOCK_CHARS = 20000   # a longer text (a reply, the diff, a traceback) keeps its start and end
+UNBOUNDED = 1_000_000  # the width `log` lays its table out for when the output is not a terminal
 
 
 # -- rows: one attempt with its metrics ---------------------------------------------------
@@ -155,12 +157,14 @@ def log(workspace: Path, *, as_json: bool = False, console: Console) -> int:
                 "attempts": [r.to_json() for r in rows]}
         console.file.write(json.dumps(data, indent=2) + "\n")
         return 0
-    table, errors = log_table(rows, baseline, width=console.width)
+    # Off a terminal (a pipe, a file) nothing is cropped: the error column takes what it needs.
+    width = console.width if console.is_terminal else UNBOUNDED
+    table, errors = log_table(rows, baseline, width=width)
     console.print(Text(str(workspace), style="bold"), soft_wrap=True)
-    console.print(table)
+    print_unclipped(console, table)
     for line in errors:
         console.print(Text(line, style="red"), overflow="ellipsis", no_wrap=True)
-    console.print(summary_line(rows))
+    console.print(Text(summary_line(rows)))
     return 0
 
 
@@ -170,17 +174,18 @@ def log_table(rows: list[Row], baseline: Row | None, title: str = "",
     left. On a terminal too narrow for a useful error column, the errors come back as lines to
     print under the table instead."""
     many_saes = len({sae for r in rows for sae in r.metrics}) > 1
-    headers = ["run", "att", "status"] + (["SAE"] if many_saes else []) + \
-        [name for _, name in METRICS] + ["time", "cost", "commit"]
+    # The commit right after the status: on a narrow terminal rich crops the rightmost columns.
+    headers = ["run", "att", "status", "commit"] + (["SAE"] if many_saes else []) + \
+        [name for _, name in METRICS] + ["time", "cost"]
     body = []
     for r in rows:
         a = r.attempt
         saes = sorted(r.metrics) or [""]
-        cells = [str(a.run), str(a.attempt), a.status]
+        cells = [str(a.run), str(a.attempt), a.status, a.short_sha]
         if many_saes:
-            cells.append("\n".join(_short_sae(s) for s in saes))
+            cells.append("\n".join(_short_sae(s) for s in saes))  # cells become Text: no markup
         cells += ["\n".join(metric_cell(r, sae, key) for sae in saes) for key, _ in METRICS]
-        cells += [_duration(a.duration), _cost(a.cost), a.short_sha]
+        cells += [_duration(a.duration), _cost(a.cost)]
         body.append((cells, _first_line(a.error)))
     widths = [max([len(h)] + [len(ln) for cells, _ in body for ln in cells[i].splitlines()])
               for i, h in enumerate(headers)]
@@ -197,8 +202,8 @@ def log_table(rows: list[Row], baseline: Row | None, title: str = "",
     if inline:
         table.add_column("error", overflow="ellipsis", no_wrap=True, max_width=left)
     for r, (cells, error) in zip(rows, body):
-        cells[2] = Text(cells[2], style=STATUS_STYLE.get(cells[2], ""))
-        table.add_row(*cells, *([error] if inline else []))
+        texts = [Text(c, style=STATUS_STYLE.get(c, "") if i == 2 else "") for i, c in enumerate(cells)]
+        table.add_row(*texts, *([Text(error)] if inline else []))
     below = [] if inline else [f"{r.attempt.label}: {error}" for r, (_, error) in zip(rows, body)
                                if error]
     return table, below
@@ -358,14 +363,13 @@ def bound_text(text: str, line_chars: int = SHOW_LINE_CHARS, block_chars: int = 
 def show(workspace: Path, spec: str, *, console: Console) -> int:
     d = attempt_detail(workspace, spec)
     a = d.attempt
-    facts = [f"[bold]run {a.run} attempt {a.attempt}[/bold]",
-             f"[{STATUS_STYLE.get(a.status, 'white')}]{a.status}[/]",
+    facts = [(f"run {a.run} attempt {a.attempt}", "bold"), (a.status, STATUS_STYLE.get(a.status, "white")),
              f"commit {a.short_sha}", a.date.strftime("%Y-%m-%d %H:%M")]
     facts += [x for x in (a.model and f"model {a.model}", a.profile and f"profile {a.profile}",
                           a.duration is not None and f"ran {_duration(a.duration)}",
                           a.cost is not None and _cost(a.cost),
                           a.tokens is not None and f"{a.tokens} tokens") if x]
-    console.print(" · ".join(facts))
+    console.print(Text(" · ").join(Text(*f) if isinstance(f, tuple) else Text(f) for f in facts))
     console.print(Text(a.subject, style="bold"))
     if d.body:
         console.print(Text(bound_text(d.body)))
@@ -380,7 +384,7 @@ def show(workspace: Path, spec: str, *, console: Console) -> int:
     against = f"run {d.previous.run} attempt {d.previous.attempt}" if d.previous else "nothing"
     console.rule(f"code diff against {against}")
     if d.diff.strip():
-        console.print(Syntax(bound_text(d.diff), "diff", word_wrap=True))
+        console.print(_code(console, bound_text(d.diff), "diff"))
     else:
         console.print("(no change to the code)" if d.previous else "(the first commit: no diff)")
 
@@ -390,7 +394,7 @@ def show(workspace: Path, spec: str, *, console: Console) -> int:
     elif a.status in RESULT_STATUSES:
         console.print(f"no readable run_{a.run}/final_info.json in this commit")
     if d.traceback:
-        console.print(Syntax(bound_text(d.traceback), "pytb", word_wrap=True))
+        console.print(_code(console, bound_text(d.traceback), "pytb"))
     elif d.log_tail:
         console.print(f"last lines of run_{a.run}/log.txt:")
         console.print(Text(bound_text(d.log_tail)))
@@ -399,13 +403,18 @@ def show(workspace: Path, spec: str, *, console: Console) -> int:
     return 0
 
 
+def _code(console: Console, text: str, lexer: str):
+    """Highlighted on a terminal; off one, the plain text, each line whole (grep finds it)."""
+    return Syntax(text, lexer, word_wrap=True) if console.is_terminal else Text(text)
+
+
 def metrics_table(row: Row) -> Table:
     table = Table()
     table.add_column("SAE")
     for key in [k for k, _ in METRICS] + list(EXTRA_METRICS):
         table.add_column(key, justify="right")
     for sae in sorted(row.metrics):
-        table.add_row(sae, *[metric_cell(row, sae, key) or "—"
+        table.add_row(Text(sae), *[metric_cell(row, sae, key) or "—"
                              for key in [k for k, _ in METRICS] + list(EXTRA_METRICS)])
     return table
 
@@ -430,6 +439,7 @@ class ReplayVerdict:
     metric_checks: list[dict] = field(default_factory=list)
     tolerance: dict = field(default_factory=dict)
     duration_s: float | None = None
+    package_changes: str | None = None  # recorded → current versions, where packages.json differs
 
 
 def replay_command(args, console: Console) -> int:
@@ -482,9 +492,13 @@ def replay(workspace: Path, spec: str, *, console: Console, timeout: float | Non
     _command, _env_allow, smoke = _run_settings(repo, root, dest, profile)
     if timeout is None:
         timeout = max(600.0, 3 * (a.duration or 1200.0))
-    console.print(f"replaying run {a.run} attempt {a.attempt} (commit {a.short_sha}, recorded "
-                  f"{a.status}) in {dest}\n  profile {profile or '(template default)'}, "
-                  f"timeout {timeout:g}s{', smoke run first' if smoke else ''}", soft_wrap=True)
+    console.print(Text(f"replaying run {a.run} attempt {a.attempt} (commit {a.short_sha}, recorded "
+                       f"{a.status}) in {dest}\n  profile {profile or '(template default)'}, "
+                       f"timeout {timeout:g}s{', smoke run first' if smoke else ''}"), soft_wrap=True)
+    package_changes = _package_changes(repo, a.sha)
+    if package_changes:
+        console.print(message(("the environment differs from the recorded run's:", "yellow"),
+                              f" {package_changes}"), soft_wrap=True)
 
     started = time.monotonic()
     result = _replay_run(repo, a.sha, dest, out_dir, profile, smoke, timeout, on_line, box)
@@ -493,7 +507,8 @@ def replay(workspace: Path, spec: str, *, console: Console, timeout: float | Non
     verdict = ReplayVerdict(attempt=a.label, commit=a.sha, reproduced=False, summary="",
                             replay_dir=str(dest), profile=profile, recorded_status=a.status,
                             replay_status=result.status, replay_signature=result.signature,
-                            replay_error=result.error, duration_s=round(seconds, 1))
+                            replay_error=result.error, duration_s=round(seconds, 1),
+                            package_changes=package_changes)
     if a.status == "failed":
         _judge_failure(verdict, a, recorded_log, result)
     elif a.status in RESULT_STATUSES:
@@ -525,6 +540,15 @@ def _replay_run(repo, sha: str, dest: Path, out_dir: str, profile, smoke: bool, 
     if step.problem:   # e.g. a results file the run wrote itself: a failure, as in the loop
         result.status, result.error = "failed", step.problem
     return result
+
+
+def _package_changes(repo, sha: str) -> str | None:
+    """The packages whose versions differ from the commit's packages.json (None: same, or none kept)."""
+    from agent import environment
+    recorded = environment.parse_packages(history.file_at(repo, sha, environment.PACKAGES_FILE))
+    if recorded is None:
+        return None
+    return environment.describe(environment.differences(recorded)) or None
 
 
 def extract_commit(repo, sha: str, dest: Path) -> list[str]:
@@ -683,16 +707,16 @@ def _print_verdict(console: Console, v: ReplayVerdict) -> None:
         for col in ("SAE", "metric", "recorded", "replay", ""):
             table.add_column(col)
         for c in v.metric_checks:
-            table.add_row(_short_sae(c["sae"]), c["metric"], _show_value(c["recorded"]),
+            table.add_row(Text(_short_sae(c["sae"])), Text(c["metric"]), _show_value(c["recorded"]),
                           _show_value(c["replay"]), "ok" if c["ok"] else Text("differs", style="red"))
         console.print(table)
-        console.print("tolerance: " + "; ".join(f"{k} {t}" for k, t in v.tolerance.items()))
+        console.print(Text("tolerance: " + "; ".join(f"{k} {t}" for k, t in v.tolerance.items())))
     elif v.recorded_signature or v.replay_signature:
         console.print(Text(f"recorded: {v.recorded_error or v.recorded_signature or '—'}\nreplay:   "
                            f"{v.replay_error or v.replay_signature or v.replay_status}"), soft_wrap=True)
     style = "green" if v.reproduced else "red"
     console.print(Text(v.summary, style=f"bold {style}"), soft_wrap=True)
-    console.print(f"replay output kept in {v.replay_dir} (log: run_*/log.txt, verdict: replay.json)",
+    console.print(Text(f"replay output kept in {v.replay_dir} (log: run_*/log.txt, verdict: replay.json)"),
                   soft_wrap=True)
 
 
@@ -730,8 +754,8 @@ def report(workspace: Path, *, console: Console, out: Path | None = None,
     text = render(workspace, rows, baseline, idea, notes, plots, plot_note)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(text, encoding="utf-8")
-    console.print(f"wrote {out} ({len(rows)} attempts, {len(plots)} plot(s)"
-                  + (f"; {plot_note}" if plot_note else "") + ")", soft_wrap=True)
+    console.print(Text(f"wrote {out} ({len(rows)} attempts, {len(plots)} plot(s)"
+                       + (f"; {plot_note}" if plot_note else "") + ")"), soft_wrap=True)
     return 0
 
 

@@ -1,13 +1,88 @@
-"""The terminal view: a rich live status line under the streamed output of the run."""
+"""The terminal: one console factory, the name the user typed, and the rich live view.
+
+Off a terminal (a pipe, a file, CI) nothing is hard-wrapped: a message is one line however long,
+so `grep` finds it; on a terminal rich wraps to the window as usual. Text that comes from runs or
+LLM replies is never read as rich markup: the view takes plain strings, styled only by the caller.
+"""
 
 from __future__ import annotations
 
+import logging
+import sys
 import time
+from pathlib import Path
 
-from rich.console import Console
+from rich.console import Console, RenderableType
 from rich.live import Live
+from rich.measure import Measurement
 from rich.table import Table
 from rich.text import Text
+
+# A styled piece of a message: (plain text, rich style), as `rich.text.Text.assemble` takes it.
+Part = str | tuple[str, str]
+
+view_log = logging.getLogger("agent.view")  # what the view says, for the workspace's agent.log
+
+_prog = "python -m agent"
+
+
+class AgentConsole(Console):
+    """A rich console that soft-wraps (never breaks a line) whenever its output is not a terminal.
+
+    Decided at each print, not once: the file behind a console can change (tests capture stdout).
+    """
+
+    @property
+    def soft_wrap(self) -> bool:  # read by Console.print when its soft_wrap argument is None
+        return not self.is_terminal
+
+    @soft_wrap.setter
+    def soft_wrap(self, value: bool) -> None:  # Console.__init__ assigns it; the property decides
+        pass
+
+
+def make_console(*, stderr: bool = False, file=None, **kwargs) -> Console:
+    """The console every command prints to (stdout, or stderr for errors and log records)."""
+    return AgentConsole(stderr=stderr, file=file, highlight=False, **kwargs)
+
+
+def print_unclipped(console: Console, renderable: RenderableType) -> None:
+    """Print a table at its natural width when the output is not a terminal (no 80-column crop)."""
+    if console.is_terminal:
+        console.print(renderable)
+        return
+    need = Measurement.get(console, console.options.update_width(1_000_000), renderable).maximum
+    wide = Console(file=console.file, width=max(need, console.width), highlight=False,
+                   color_system=console.color_system, no_color=console.no_color,
+                   force_terminal=False, soft_wrap=True)
+    wide.print(renderable)
+
+
+# -- the name the user typed ------------------------------------------------------------------
+
+def program_name(argv0: str | None = None) -> str:
+    """`sae-agent` when run through the console script, else `python -m agent`."""
+    name = Path(argv0 if argv0 is not None else (sys.argv[0] if sys.argv else "")).name
+    if not name or name in ("__main__.py", "-c", "-m") or name.endswith(".py"):
+        return "python -m agent"
+    return name
+
+
+def set_prog(name: str) -> None:
+    global _prog
+    _prog = name
+
+
+def prog() -> str:
+    """The command to print in hints (`sae-agent log …` or `python -m agent log …`)."""
+    return _prog
+
+
+# -- the live view ------------------------------------------------------------------------------
+
+def message(*parts: Part, style: str | None = None) -> Text:
+    """Plain text pieces, each optionally styled, as one Text: brackets are shown, never parsed."""
+    return Text.assemble(*parts, style=style or "")
 
 
 class LiveView:
@@ -15,13 +90,16 @@ class LiveView:
 
     Lines of the experiment's output are printed above the status (dimmed). When the console is
     not a terminal (CI, pipes) the status is printed as plain lines on each phase change instead.
+    `quiet` keeps the experiment's output and the phase lines off the screen (they are still in
+    the run's log.txt and the workspace's agent.log).
     """
 
-    def __init__(self, console: Console, idea: str, max_runs: int, coder=None):
+    def __init__(self, console: Console, idea: str, max_runs: int, coder=None, *, quiet: bool = False):
         self.console = console
         self.idea = idea
         self.max_runs = max_runs
         self.coder = coder
+        self.quiet = quiet
         self.run = 0
         self.attempt = 0
         self.phase = "starting"
@@ -45,14 +123,23 @@ class LiveView:
         self.attempt = self.attempt if attempt is None else attempt
         if phase and phase != self.phase:
             self.phase = phase
-            if not self._live:
-                self.console.print(f"[dim]{self.status_line()}[/dim]", highlight=False)
+            view_log.info("%s", self.status_line())
+            if not self._live and not self.quiet:
+                self.console.print(Text(self.status_line(), style="dim"))
 
     def log(self, line: str) -> None:
-        self.console.print(Text(line.rstrip("\n"), style="dim"), highlight=False)
+        if not self.quiet:
+            self.console.print(Text(line.rstrip("\n"), style="dim"))
 
-    def say(self, message: str) -> None:
-        self.console.print(message, highlight=False)
+    def say(self, *parts: Part, style: str | None = None) -> None:
+        """Tell the user something: plain text pieces, each a str or a (str, style) pair.
+
+        `say(("run 1 failed", "red"), ": ", error)` colours only the prefix; the error is shown
+        exactly as it came, brackets and all.
+        """
+        text = message(*parts, style=style)
+        view_log.info("%s", text.plain)
+        self.console.print(text)
 
     def status_line(self) -> str:
         elapsed = time.monotonic() - self.started

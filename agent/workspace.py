@@ -18,10 +18,14 @@ from typing import Callable
 from agent import edits, execution, gitguard, history, results
 from agent.idea import Idea
 from agent.template import Template, TemplateError, load_template, parse_template
+from agent.ui import prog
 
 BASELINE_RUN = "run_0"
 # The agent rewrites these before every commit; a run's changes to them are overwritten anyway.
 TRANSCRIPTS = ("transcript.json", "transcript.md")
+# Files the agent itself writes in the work tree while a run is going on or after it: never a
+# run's tampering (a run cannot reach the work tree from its box anyway).
+AGENT_FILES = TRANSCRIPTS + ("agent.log", "packages.json", "final_split.json")
 # At most this many findings are named one by one; the rest are counted.
 MAX_NAMED = 12
 # Bytecode is not part of an attempt; model checkpoints are too big for git history.
@@ -99,7 +103,7 @@ class Workspace:
         # Put back by the guard only if it had to restore the history: never the run's output,
         # the files as run (compared below) or the transcript (saved again before the commit).
         try:
-            found = gitguard.guard(self.path).check(keep=[out_dir, *sorted(editable), *TRANSCRIPTS])
+            found = gitguard.guard(self.path).check(keep=[out_dir, *sorted(editable), *AGENT_FILES])
         except gitguard.GuardError as exc:
             raise history.HistoryError(f"the history of {self.path} cannot be restored: {exc}") from None
         repo = history.repo_at(self.path)
@@ -107,7 +111,7 @@ class Workspace:
         for _ in range(2):  # twice: a restored .gitignore can reveal files it hid
             removed, restored = [], []
             for code, rel in self._status():
-                if rel == out_dir or rel.startswith(out_dir + "/") or rel in TRANSCRIPTS \
+                if rel == out_dir or rel.startswith(out_dir + "/") or rel in AGENT_FILES \
                         or rel in editable or edits.allowed(rel, self.template.editable):
                     continue
                 if code == "??":
@@ -360,7 +364,7 @@ def open_workspace(path: Path) -> Workspace:
     path = Path(path)
     if not path.is_dir():
         raise WorkspaceError(f"{path} is not a workspace (no such folder); give a folder made by "
-                             "`python -m agent run`.")
+                             f"`{prog()} run`.")
     try:
         _, warnings = gitguard.open_guard(path)
         repo = history.open_workspace(path)

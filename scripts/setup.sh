@@ -21,11 +21,12 @@ VPY=.venv/bin/python
 FIND_LINKS=()
 [ -z "${PIP_FIND_LINKS:-}" ] && [ -d /opt/wheels ] && FIND_LINKS=(--find-links /opt/wheels)
 "$VPY" -m pip install -q "${FIND_LINKS[@]}" -c constraints.txt torch==2.13.0
-"$VPY" -m pip install -q -c constraints.txt -e ".[test]"
-# sae-bench without its dependencies: it requires torchvision, whose PyPI wheel breaks
-# `import transformer_lens` beside the CPU torch; its other needs are listed in pyproject.toml.
-"$VPY" -m pip install -q -c constraints.txt --no-deps "sae-bench==0.6.0"
+"$VPY" -m pip install -q -c constraints.txt -e ".[test,track]"
+# Without their dependencies (what the code uses of those is listed in pyproject.toml):
+# sae-bench requires torchvision, whose PyPI wheel breaks `import transformer_lens` beside the
+# CPU torch; sae-probes pulls xgboost and NCCL (~700 MB) though only its bundled data is read.
+"$VPY" -m pip install -q -c constraints.txt --no-deps "sae-bench==0.6.0" "sae-probes==0.4.2"
 "$VPY" -m pip uninstall -q -y torchvision 2>/dev/null || true
 
-LITELLM_LOCAL_MODEL_COST_MAP=True "$VPY" -c "import agent, torch, transformer_lens, sae_bench, litellm, git, rich" \
+LITELLM_LOCAL_MODEL_COST_MAP=True "$VPY" -c "import agent, torch, transformer_lens, sae_bench, litellm, git, rich, sae_bench.evals.sparse_probing.main" \
   && echo "setup: .venv ready (torch $("$VPY" -c 'import torch; print(torch.__version__)'))"

@@ -1,6 +1,7 @@
 """Idea files: the shipped ones parse, malformed ones are refused with file, problem and fix."""
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -66,12 +67,17 @@ def test_front_matter_and_sections(tmp_path):
 
 
 def test_cli_refuses_malformed_idea_before_any_work(tmp_path):
-    bad = write(tmp_path, "no title here\n")
+    # A path longer than any terminal, and no COLUMNS: off a terminal the message stays one line.
+    deep = tmp_path.joinpath(*[f"folder_{i:02d}_with_a_long_name" for i in range(8)])
+    deep.mkdir(parents=True)
+    bad = write(deep, "no title here\n")
     results = tmp_path / "results"
+    env = {k: v for k, v in os.environ.items() if k not in ("COLUMNS", "LINES")}
     proc = subprocess.run([sys.executable, "-m", "agent", "run", str(bad), "--results", str(results)],
-                          capture_output=True, text=True, cwd=REPO)
+                          capture_output=True, text=True, cwd=REPO, env=env)
     assert proc.returncode == 2
-    assert "has no title" in proc.stderr and str(bad) in proc.stderr
+    assert len(str(bad)) > 200
+    assert any(str(bad) in line and "has no title" in line for line in proc.stderr.splitlines()), proc.stderr
     assert not results.exists(), "nothing is created for a refused idea"
 
 

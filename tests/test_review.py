@@ -179,10 +179,24 @@ def test_log_table_shows_metrics_change_against_run_0(workspace):
 
 def test_log_on_a_narrow_terminal_lists_errors_under_the_table(workspace):
     buffer = io.StringIO()
-    assert review.log(workspace, console=Console(file=buffer, width=110, color_system=None)) == 0
+    terminal = Console(file=buffer, width=110, color_system=None, force_terminal=True)
+    assert review.log(workspace, console=terminal) == 0
     text = buffer.getvalue()
     assert "1.1: AttributeError: 'Trainer' object has no attribute 'ae'" in text
     assert max(len(ln) for ln in text.splitlines()) <= 110
+
+
+def test_log_through_a_pipe_crops_nothing(workspace, capsys, monkeypatch):
+    """`agent log WS | grep` with no COLUMNS: whole commits and errors, one row a line."""
+    monkeypatch.delenv("COLUMNS", raising=False)
+    ws_error = "AttributeError: 'Trainer' object has no attribute 'ae'"
+    assert cli.main(["log", str(workspace)]) == 0
+    out = capsys.readouterr().out
+    failed = history.read_history(workspace)[1]
+    rows = [ln for ln in out.splitlines() if failed.short_sha in ln]
+    assert len(rows) == 1 and ws_error in rows[0] and "failed" in rows[0], out
+    assert len(rows[0]) > 80, "wider than rich's default 80 columns, and not cropped"
+    assert not any(ln.startswith("1.1: ") for ln in out.splitlines()), "the error is in its row"
 
 
 def test_log_json_is_the_same_for_scripts(workspace, capsys):
