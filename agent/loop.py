@@ -30,6 +30,7 @@ class LoopOptions:
     max_fixes: int = 6         # replies whose edits never ran (gate, failed blocks, no edits)
     timeout: float = 3600.0    # seconds for one run
     smoke: bool = True         # a few-steps run before the full one, where the profile allows it
+    executor: object = None    # agent/executors.py: where runs execute (None: here, as a child)
 
 
 @dataclass
@@ -44,6 +45,7 @@ class LoopState:
     last_good_sha: str | None = None
     last_good_run: int = 0
     completed_runs: list[int] = field(default_factory=list)
+    reattach: object = None     # a resumed run's Slurm job still running (executors.JobRecord)
 
 
 @dataclass
@@ -101,6 +103,8 @@ class ExperimentLoop:
     def run(self) -> LoopOutcome:
         try:
             try:
+                if self.state.reattach is not None:
+                    self.resume_job()
                 while self.state.run <= self.opt.max_runs:
                     self.step()
                 reason = f"all {self.opt.max_runs} runs done"
@@ -153,6 +157,14 @@ class ExperimentLoop:
         self.execute(code)
         if done and st.executions == 0:  # the run worked (a success resets the count)
             raise Stop("the coder reported ALL_COMPLETED")
+
+    def resume_job(self) -> None:
+        """A resumed idea whose run is still a live job: wait for it instead of asking again."""
+        st = self.state
+        record, st.reattach = st.reattach, None
+        st.attempt += 1
+        self.view.set(run=st.run, attempt=st.attempt, phase=f"re-attaching to job {record.job_id}")
+        self.execute(self.ws.read("experiment.py"), reattach=record)
 
     def ask(self) -> str:
         try:
@@ -211,20 +223,26 @@ class ExperimentLoop:
 
     # -- running --------------------------------------------------------------------------
 
-    def execute(self, code: str) -> None:
+    def execute(self, code: str, reattach=None) -> None:
         st = self.state
         st.executions += 1
         out_dir = f"run_{st.run}"
         started = time.monotonic()
-        result = self.smoke_run(out_dir)
+        full_job_running = reattach is not None and not reattach.smoke
+        result = None if full_job_running else self.smoke_run(out_dir)
         smoke_failed = result is not None and result.status != "ok"
         if not smoke_failed:
             self.view.set(phase=f"running {out_dir}")
-            shutil.rmtree(self.ws.path / out_dir, ignore_errors=True)
+            if not full_job_running:  # a job still running writes into it
+                shutil.rmtree(self.ws.path / out_dir, ignore_errors=True)
             result = self.run_command(out_dir, smoke=False)
         seconds = time.monotonic() - started
         if result.status == "interrupted":
             raise KeyboardInterrupt
+        if result.status == "lost":  # the cluster's fault, not the code's: not charged
+            self.commit(f"run {st.run} attempt {st.attempt}: interrupted — {result.error}", "interrupted",
+                        error=result.error, seconds=seconds)
+            raise Stop(f"{result.error}; `python -m agent resume {self.ws.path}` runs it again", ok=False)
         tampered = self.restore_protected()
         if tampered:
             return self.failed(code, out_dir, seconds, f"the run modified protected files: {', '.join(tampered)}",
@@ -257,7 +275,7 @@ class ExperimentLoop:
         return runner.run_experiment(
             self.ws.path, out_dir, command=self.ws.template.argv(out_dir), timeout=self.opt.timeout,
             env_allow=self.ws.template.allowed_env(self.ws.profile), extra_env=env, on_line=self.view.log,
-            **self.ws.template.resource_limits(self.ws.profile))
+            executor=self.opt.executor, **self.ws.template.resource_limits(self.ws.profile))
 
     def restore_protected(self) -> list[str]:
         """Harness files the run changed are flagged and put back, so the next run is fair."""
@@ -393,8 +411,11 @@ def rebuild_state(ws: Workspace) -> LoopState:
     return st
 
 
-def prepare_resume(ws: Workspace, max_runs: int) -> tuple[LoopState, Conversation, str | None]:
+def prepare_resume(ws: Workspace, max_runs: int, executor=None) -> tuple[LoopState, Conversation, str | None]:
     """Commit a half-written attempt as interrupted, then rebuild state and conversation.
+
+    A run whose job is still running (`executor.live_job`, Slurm) is not interrupted: the state
+    says to re-attach to it, and the conversation waits for its outcome.
 
     Returns the model last used (from the transcript's usage, else the commit trailers) so a
     resume without --model goes on with the same coder.
@@ -406,6 +427,9 @@ def prepare_resume(ws: Workspace, max_runs: int) -> tuple[LoopState, Conversatio
     model = (conv.usage[-1].get("model") if conv.usage else None) or next(
         (a.model for a in reversed(attempts) if a.model and a.model != "template"), None)
     state = rebuild_state(ws)
+    state.reattach = executor.live_job(ws.path / f"run_{state.run}") if executor is not None else None
+    if state.reattach is not None:
+        return state, conv, model
     if repo.is_dirty(untracked_files=True):  # a half-written attempt: keep it, as interrupted
         state.attempt += 1
         history.commit_attempt(ws.path, subject=f"run {state.run} attempt {state.attempt}: "

@@ -31,6 +31,9 @@ class Template:
     # Per profile: {"address_space_gb": N, "cpu_seconds": N}. RLIMIT_AS breaks CUDA, which reserves
     # huge virtual ranges: set it for CPU profiles only.
     limits: dict[str, dict[str, float]] = field(default_factory=dict)
+    # Per profile, for --executor slurm: {"partition": "gpu", "gpus": 1, "cpus": 8, "mem_gb": 64,
+    # "time_min": 90, "account": "..."}; the --slurm-* flags override it.
+    slurm: dict[str, dict] = field(default_factory=dict)
 
     @property
     def name(self) -> str:
@@ -102,4 +105,5 @@ def load_template(root: Path) -> Template:
         env_allow=dict(spec.get("env_allow", {})),
         smoke_profiles=tuple(spec["smoke_profiles"]) if "smoke_profiles" in spec else None,
         limits=dict(spec.get("limits", {})),
+        slurm=dict(spec.get("slurm", {})),
     )

@@ -7,6 +7,7 @@ the same template starts at once. A baseline that looks untrained is refused.
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import shutil
@@ -14,6 +15,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
+
+from filelock import FileLock, Timeout
 
 from agent import history, results, runner
 from agent.idea import Idea
@@ -64,20 +67,26 @@ def _copy_template(template: Template, target: Path) -> None:
 
 
 def _new_path(parent: Path, name: str) -> Path:
+    """A new, empty folder `<timestamp>_<name>[_N]`, made here. mkdir is atomic: two ideas (or two
+    processes) started in the same second get different folders, and none is ever overwritten."""
+    parent.mkdir(parents=True, exist_ok=True)
     stamp = time.strftime("%Y%m%d_%H%M%S")
-    path = parent / f"{stamp}_{name}"
-    if path.exists():  # never overwrite: two ideas with one name in the same second
-        raise WorkspaceError(f"{path} already exists; it is never overwritten. Wait a second and retry.")
-    return path
+    for n in itertools.count(1):
+        path = parent / (f"{stamp}_{name}" if n == 1 else f"{stamp}_{name}_{n}")
+        try:
+            path.mkdir()
+            return path
+        except FileExistsError:
+            continue
 
 
 def create(idea: Idea, results_dir: Path, profile: str | None = None, *,
-           timeout: float = 3600, on_line: Callable[[str], None] | None = None) -> Workspace:
+           timeout: float = 3600, on_line: Callable[[str], None] | None = None,
+           executor=None) -> Workspace:
     """Make the workspace, produce or reuse the baseline, and commit both."""
     template = load_template(idea.template_dir)
     profile = template.choose_profile(profile or idea.profile)
     path = _new_path(Path(results_dir), idea.name)
-    path.mkdir(parents=True)
     _copy_template(template, path)
     shutil.copy2(idea.path, path / "idea.md")
     (path / "idea.json").write_text(json.dumps(idea.to_json(), indent=2) + "\n")
@@ -85,12 +94,28 @@ def create(idea: Idea, results_dir: Path, profile: str | None = None, *,
     (path / ".gitignore").write_text(WORKSPACE_GITIGNORE)
     history.init_repo(path)
     ws = Workspace(path=path, idea=idea, template=template, profile=profile)
-    _baseline(ws, timeout=timeout, on_line=on_line)
+    _baseline(ws, timeout=timeout, on_line=on_line, executor=executor)
     return ws
 
 
-def _baseline(ws: Workspace, *, timeout: float, on_line) -> None:
+def _baseline(ws: Workspace, *, timeout: float, on_line, executor=None) -> None:
     cached = cache_dir() / "baselines" / f"{ws.template.name}-{ws.template.fingerprint()}-{ws.profile}"
+    cached.parent.mkdir(parents=True, exist_ok=True)
+    # One process computes a baseline; another one started meanwhile waits here, then reuses it.
+    lock = FileLock(str(cached) + ".lock")
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        if on_line:
+            on_line(f"[agent] waiting for another process to finish the baseline {cached.name}")
+        lock.acquire()
+    try:
+        _baseline_locked(ws, cached, timeout=timeout, on_line=on_line, executor=executor)
+    finally:
+        lock.release()
+
+
+def _baseline_locked(ws: Workspace, cached: Path, *, timeout: float, on_line, executor) -> None:
     started = time.monotonic()
     if (cached / "final_info.json").exists():
         shutil.copytree(cached, ws.path / BASELINE_RUN)
@@ -99,7 +124,7 @@ def _baseline(ws: Workspace, *, timeout: float, on_line) -> None:
         result = runner.run_experiment(
             ws.path, BASELINE_RUN, command=ws.template.argv(BASELINE_RUN), timeout=timeout,
             env_allow=ws.template.allowed_env(ws.profile), extra_env=ws.run_env(), on_line=on_line,
-            **ws.template.resource_limits(ws.profile))
+            executor=executor, **ws.template.resource_limits(ws.profile))
         if result.status != "ok":
             _commit_baseline(ws, "failed", time.monotonic() - started, error=result.error)
             raise WorkspaceError(
@@ -119,8 +144,12 @@ def _baseline(ws: Workspace, *, timeout: float, on_line) -> None:
             "the baseline SAE looks untrained, so every comparison against it would be meaningless:\n  - "
             + "\n  - ".join(problems)
             + f"\n  Refusing to start. Check the template's training settings ({ws.path / BASELINE_RUN}).")
-    if not (cached / "final_info.json").exists():
-        shutil.copytree(ws.path / BASELINE_RUN, cached, dirs_exist_ok=True)
+    if not (cached / "final_info.json").exists():  # renamed into place: never read half-written
+        staging = cached.with_name(f"{cached.name}.tmp-{os.getpid()}")
+        shutil.rmtree(staging, ignore_errors=True)
+        shutil.copytree(ws.path / BASELINE_RUN, staging)
+        shutil.rmtree(cached, ignore_errors=True)
+        staging.rename(cached)
     _commit_baseline(ws, "baseline", time.monotonic() - started, source=source,
                      summary=results.subject_summary(None, baseline))
 

@@ -3,7 +3,8 @@
 The cache lives in `$SAE_CACHE_DIR/activations/<key>/` (default `~/.cache/sae-agent`), one folder per
 (model, hook, data, tokens, context), shared by every run and workspace: a rerun, or another idea on
 the same profile, never recomputes the language model. Folders are written to a temporary name and
-renamed into place, so concurrent runs never read a half-written cache.
+renamed into place, so concurrent runs never read a half-written cache, and computed under a file lock
+(`<folder>.lock`), so a second process waits for the first one and reuses its result.
 
 Activations are stored scaled by one constant per hook, chosen so that training activations have
 mean squared norm d_model (SAELens' and dictionary_learning's "expected average norm"
@@ -26,6 +27,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 import torch
+from filelock import FileLock
 
 from harness import data
 from harness.profiles import Profile, cache_dir
@@ -110,6 +112,20 @@ class ActivationStore:
         self.log(f"[harness] activation cache miss: computing {spec['kind']} activations for {spec['hook']}")
         return None
 
+    def _cached(self, spec: dict, compute) -> Path:
+        """The cache folder for `spec`, computed by `compute()` if missing, once across processes:
+        whoever holds the lock computes, the others wait and then find it done."""
+        path = self._lookup(spec)
+        if path is not None:
+            return path
+        path = self._dir(spec)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with FileLock(str(path) + ".lock"):
+            if (path / "meta.json").exists():
+                self.log(f"[harness] activation cache: another run computed {path.name} meanwhile")
+                return path
+            return compute()
+
     def _commit(self, spec: dict, tensors: dict, meta: dict) -> Path:
         path = self._dir(spec)
         tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
@@ -134,9 +150,7 @@ class ActivationStore:
         metrics (never trained on), and the scale applied. Loaded once per run."""
         if layer not in self._training:
             spec = self.training_spec(layer)
-            path = self._lookup(spec)
-            if path is None:
-                path = self._compute_training(layer, spec)
+            path = self._cached(spec, lambda: self._compute_training(layer, spec))
             stored = torch.load(path / "tensors.pt")
             meta = json.loads((path / "meta.json").read_text())
             acts = stored["acts"].float()
@@ -217,9 +231,7 @@ class ActivationStore:
         """{data set: {"train"|"test": {class: (acts [T, d] float32, counts [n_texts])}}} for the offline suite."""
         p = self.profile
         spec = self._spec("probe", layer, probing=asdict(p.probing), scale=round(scale, 8))
-        path = self._lookup(spec)
-        if path is None:
-            path = self._compute_probing(layer, scale, spec)
+        path = self._cached(spec, lambda: self._compute_probing(layer, scale, spec))
         stored = torch.load(path / "tensors.pt")
         return {ds: {split: {cls: (a.float(), c) for cls, (a, c) in classes.items()}
                      for split, classes in splits.items()} for ds, splits in stored.items()}
@@ -252,9 +264,7 @@ class ActivationStore:
         if p.ce_sequences <= 0:
             return None
         spec = self._spec("ce", layer, sequences=p.ce_sequences, context=p.ce_context, source=p.train_source)
-        path = self._lookup(spec)
-        if path is None:
-            path = self._compute_ce(layer, spec)
+        path = self._cached(spec, lambda: self._compute_ce(layer, spec))
         meta = json.loads((path / "meta.json").read_text())
         return {"tokens": torch.load(path / "tensors.pt")["tokens"], "clean_loss": meta["clean_loss"],
                 "zero_loss": meta["zero_loss"]}
