@@ -135,6 +135,7 @@ class SlurmSettings:
     account: str | None = None
     max_requeues: int = 2          # node failures / preemptions before the run counts as lost
     poll: float = 0.5              # seconds between state checks
+    job_folder: str | None = None  # submitit's files; default <workspace>/.slurm (must be shared too)
 
     def merged(self, profile_spec: dict | None) -> "SlurmSettings":
         """These settings with the template profile's filling what is unset."""
@@ -351,7 +352,7 @@ class SlurmExecutor:
     def _submit(self, spec: RunSpec, requeues: int = 0) -> JobRecord:
         import submitit
 
-        folder = Path(spec.cwd) / SLURM_FOLDER
+        folder = Path(self.settings.job_folder) if self.settings.job_folder else Path(spec.cwd) / SLURM_FOLDER
         folder.mkdir(parents=True, exist_ok=True)
         (folder / ".gitignore").write_text("*\n")  # pickles and logs stay out of the history
         executor = submitit.AutoExecutor(folder=folder / "%j", cluster="slurm")
@@ -486,7 +487,9 @@ class SlurmExecutor:
                 return Outcome("requeue", error=f"job {job_id} ended in {state}", job_id=job_id)
             return self._lost(record, f"{state} after {record.requeues} requeue(s)")
         # FAILED or DEADLINE without a result: the job died outside the run (submitit, the node).
-        return self._lost(record, f"it ended in {state} before the run finished ({self._job_log_tail(record)})")
+        return self._lost(record, f"it ended in {state} before the run started or finished "
+                          f"({self._job_log_tail(record)}); are the workspace and {record.folder} on a "
+                          "filesystem the nodes share?")
 
     def _result(self, record: JobRecord) -> Outcome | None:
         import submitit

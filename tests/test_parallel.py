@@ -176,3 +176,28 @@ def test_jobs_below_one_is_refused_before_any_workspace(fake_llm, tmp_path, cold
                  "--model", MODEL, "--api-base", fake_llm.url]) == 2
     assert "--jobs 0" in capsys.readouterr().err
     assert not (tmp_path / "r").exists() and fake_llm.requests == []
+
+
+@pytest.mark.slow
+def test_two_tiny_profile_ideas_in_parallel_from_a_cold_cache(tmp_path):
+    """The real template and model: two shipped ideas (offline replays) at once, nothing cached."""
+    cache = tmp_path / "cache"
+    env = {"SAE_CACHE_DIR": str(cache), "PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(tmp_path),
+           "LITELLM_LOCAL_MODEL_COST_MAP": "True", "HF_HUB_OFFLINE": "1", "COLUMNS": "160",
+           "PYTHONPATH": os.environ.get("PYTHONPATH", "")}
+    results = tmp_path / "results"
+    proc = subprocess.run([sys.executable, "-m", "agent", "run", "ideas/lateral_inhibition.md",
+                           "ideas/topk_orthogonality.md", "--profile", "tiny", "--jobs", "2", "--max-runs", "1",
+                           "--results", str(results)], cwd=REPO, env=env, capture_output=True, text=True,
+                          timeout=3600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    workspaces = [p for p in results.iterdir() if p.is_dir()]
+    assert len(workspaces) == 2
+    assert sorted(baseline_sources(results)) == ["cached", "computed"]
+    logs = "\n".join(p.read_text() for p in results.glob("*/run_*/log.txt"))
+    assert logs.count("training activations in") == 1, "the activations were computed once"
+    assert logs.count("probing activations in") == 1
+    for ws in workspaces:
+        statuses = [a.status for a in history.read_history(ws)]
+        assert statuses[:2] == ["baseline", "success"], statuses
+        assert "activation cache hit" in (ws / "run_1" / "log.txt").read_text()
