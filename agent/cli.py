@@ -152,6 +152,9 @@ def cmd_resume(args) -> int:
         ws = workspace.open_workspace(Path(args.workspace))
     except workspace.WorkspaceError as exc:
         raise UsageError(str(exc)) from None
+    if not (args.executor or os.environ.get("AGENT_EXECUTOR")) and any(ws.path.glob("run_*/slurm_job.json")):
+        args.executor = "slurm"  # its runs were Slurm jobs: one may still be running
+        console.print("resuming with --executor slurm: this workspace's runs were Slurm jobs")
     opts = _options(args, ws.idea, _executor_for(args, ws.template, ws.profile))
     state, conv, recorded_model = prepare_resume(ws, opts.max_runs, opts.executor)
     args.model = args.model or recorded_model

@@ -201,3 +201,19 @@ def test_two_tiny_profile_ideas_in_parallel_from_a_cold_cache(tmp_path):
         statuses = [a.status for a in history.read_history(ws)]
         assert statuses[:2] == ["baseline", "success"], statuses
         assert "activation cache hit" in (ws / "run_1" / "log.txt").read_text()
+
+
+def test_each_idea_is_pinned_to_its_own_gpu(fake_llm, tmp_path, cold_cache):
+    """--gpus 0,1: each idea's runs see CUDA_VISIBLE_DEVICES of their own (here it sets the accuracy)."""
+    ideas = make_ideas(tmp_path, 2)
+    pin = "Use the GPU.\n\n" + block("import argparse\n", "import argparse\nimport os\n") + "\n" + block(
+        "    accuracy = ACCURACY\n", "    accuracy = ACCURACY + 0.01 * (1 + int(os.environ['CUDA_VISIBLE_DEVICES']))\n")
+    for i in range(2):
+        fake_llm.script([pin, NOTES], key=f"variant {i}")
+    results = tmp_path / "results"
+    assert main(["run", *map(str, ideas), "--gpus", "0,1", "--max-runs", "1", "--results", str(results),
+                 "--model", MODEL, "--api-base", fake_llm.url]) == 0
+    accuracies = sorted(
+        json.loads((ws / "run_1" / "final_info.json").read_text())["mini-model/blocks.0.hook_resid_post"]
+        ["eval_result_metrics"]["sae"]["sae_top_1_test_accuracy"] for ws in results.iterdir() if ws.is_dir())
+    assert accuracies == pytest.approx([0.76, 0.77]), "GPU 0 for one idea, GPU 1 for the other"

@@ -182,9 +182,9 @@ def test_resume_reattaches_to_a_job_still_running(slurm_cluster, fake_llm, idea,
 
     fake_llm.script(["ALL_COMPLETED", NOTES])
     resumed = subprocess.run([sys.executable, "-m", "agent", "resume", str(ws), "--api-base", fake_llm.url,
-                              "--executor", "slurm", "--no-smoke"], cwd=REPO, env=env, capture_output=True,
-                             text=True, timeout=180)
+                              "--no-smoke"], cwd=REPO, env=env, capture_output=True, text=True, timeout=180)
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    assert "resuming with --executor slurm" in resumed.stdout, "the workspace says its runs were Slurm jobs"
     assert f"still Slurm job {job_id}" in resumed.stdout
     attempts = history.read_history(ws)
     assert [(a.run, a.status) for a in attempts] == [(0, "baseline"), (1, "success"), (1, "notes")]
@@ -263,3 +263,22 @@ def test_a_workspace_the_node_cannot_see_is_reported_clearly(slurm_cluster, tmp_
     assert outcome.status == "lost"
     assert f"the workspace {missing} does not exist on node" in outcome.error
     assert "filesystem the compute nodes share" in outcome.error
+
+
+def test_ideas_in_parallel_on_slurm(slurm_cluster, fake_llm, tmp_path, monkeypatch):
+    monkeypatch.setenv("SAE_CACHE_DIR", str(tmp_path / "cache"))
+    ideas = []
+    for i in range(2):
+        path = tmp_path / f"idea_{i}.md"
+        path.write_text(f"---\ntemplate: {MINI}\nmax_runs: 1\n---\n# Slurm variant {i}\n\n## Experiment\n1. Run.\n")
+        fake_llm.script([RAISE, NOTES], key=f"Slurm variant {i}")
+        ideas.append(str(path))
+    results = tmp_path / "results"
+    assert main(["run", *ideas, "--jobs", "2", "--executor", "slurm", "--no-smoke", "--results", str(results),
+                 "--model", MODEL, "--api-base", fake_llm.url]) == 0
+    workspaces = [p for p in results.iterdir() if p.is_dir()]
+    assert len(workspaces) == 2
+    for ws in workspaces:
+        assert [a.status for a in history.read_history(ws)] == ["baseline", "success", "notes"]
+        assert jobcomp_state(JobRecord.load(ws / "run_1").job_id) == "COMPLETED"
+    assert fake_llm.violations == []
