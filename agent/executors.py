@@ -28,7 +28,7 @@ import signal
 import socket
 import subprocess
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from agent import runner
@@ -41,6 +41,7 @@ LIVE_STATES = {"PENDING", "CONFIGURING", "RUNNING", "COMPLETING", "SUSPENDED", "
                "RESIZING", "STOPPED", "SIGNALING", "STAGE_OUT", "REQUEUE_FED"}
 LOST_STATES = {"NODE_FAIL", "PREEMPTED", "BOOT_FAIL"}   # the cluster's fault: requeue
 HELD_STATES = {"REQUEUE_HOLD", "SPECIAL_EXIT", "RESV_DEL_HOLD"}
+UNSEEN_LIMIT = 600.0   # seconds without scontrol/sacct knowing the job (slurmctld down?) before it is lost
 # Variables the node sets for the job's own allocation: the submitter's values must not win.
 NODE_ENV = ("CUDA_VISIBLE_DEVICES", "GPU_DEVICE_ORDINAL", "ROCR_VISIBLE_DEVICES", "HIP_VISIBLE_DEVICES")
 
@@ -315,8 +316,10 @@ class SlurmExecutor:
         info = job_info(record.job_id)
         if info is not None and info.state in LIVE_STATES:
             return record
-        # Ended while nobody watched: its result is still worth having.
-        if info is not None and info.state == "COMPLETED" and self._result_file(record).exists():
+        # Ended while nobody watched (the agent had died): its result is still worth having. A job
+        # whose end was seen (`ended`) was already reported and committed.
+        if record.ended is None and self._result_file(record).exists() and \
+                (info is None or info.state == "COMPLETED"):
             return record
         return None
 
@@ -382,6 +385,7 @@ class SlurmExecutor:
     def _follow(self, spec: RunSpec, sink, record: JobRecord) -> Outcome:
         tail = FileTail(Path(record.folder) / OUTPUT_NAME)
         restarts = None
+        last_seen = time.monotonic()
         try:
             while True:
                 tail.pump(sink)
@@ -389,8 +393,11 @@ class SlurmExecutor:
                 if info is None:
                     if self._result_file(record).exists():
                         break  # gone from slurmctld's memory, but it finished
+                    if time.monotonic() - last_seen > UNSEEN_LIMIT:
+                        return self._lost(record, f"Slurm has not known the job for {UNSEEN_LIMIT:.0f} s")
                     time.sleep(self.settings.poll)
                     continue
+                last_seen = time.monotonic()
                 if restarts is None:
                     restarts = info.restarts
                 if info.restarts > restarts:  # Slurm requeued it itself (node failure, preemption)
@@ -459,7 +466,7 @@ class SlurmExecutor:
 
     def _lost(self, record: JobRecord, why: str) -> Outcome:
         return Outcome("lost", error=f"the cluster lost Slurm job {record.job_id}: {why}; the run was not "
-                       "charged to the code", signature=f"Slurm:Lost", job_id=record.job_id)
+                       "charged to the code", signature="Slurm:Lost", job_id=record.job_id)
 
     def _outcome(self, spec: RunSpec, record: JobRecord) -> Outcome:
         """How the job ended, in the runner's vocabulary."""

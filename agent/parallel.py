@@ -244,7 +244,8 @@ def table(children: list[Child], title: str) -> Table:
     for c in children:
         info, state = c.info, _state(c)
         run = f"{info.get('run', 0)}/{info.get('max_runs', '?')}" if info else "-"
-        t.add_row(c.idea.name, c.gpu or "-", run, str(info.get("attempt", "-")), info.get("phase", "-"),
+        phase = "finished" if c.ended is not None else info.get("phase", "-")
+        t.add_row(c.idea.name, c.gpu or "-", run, str(info.get("attempt", "-")), phase,
                   f"{c.elapsed:.0f}s", _cost(c), f"[{colours.get(state, 'white')}]{state}[/]")
     return t
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from agent import executors, runner
+from agent import runner
 from agent.cli import main
 from agent.executors import (ExecutorError, JobRecord, LocalExecutor, RunSpec, SlurmExecutor, SlurmSettings,
                              make_executor, parse_time, time_limit_min)
@@ -93,3 +93,18 @@ def test_local_executor_is_the_runner_default(tmp_path):
     result = runner.run_experiment(tmp_path, "run_1", timeout=60)
     assert (result.status, result.executor, result.job_id) == ("ok", "local", None)
     assert LocalExecutor().live_job(tmp_path / "run_1") is None
+
+
+def test_resume_reattaches_only_to_a_job_whose_end_nobody_saw(tmp_path):
+    executor = SlurmExecutor.__new__(SlurmExecutor)
+    executor.settings = SlurmSettings()
+    folder = tmp_path / "jobs"
+    folder.mkdir()
+    (folder / "999999_0_result.pkl").write_bytes(b"")  # the job finished and left its result
+    record = JobRecord(job_id="999999", folder=str(folder), argv=["x"], cwd=str(tmp_path), smoke=False,
+                       submitted=0.0)
+    record.save(tmp_path)
+    assert executor.live_job(tmp_path) == record, "the agent died before it saw the end: pick it up"
+    record.ended = 1.0
+    record.save(tmp_path)
+    assert executor.live_job(tmp_path) is None, "seen ending, so already committed: never again"

@@ -48,7 +48,7 @@ NOTES = "Notes.\n\n" + block("# Notes\n", "# Notes\nRun 1 raised the accuracy.\n
 
 
 def sleeping(seconds: int) -> str:
-    return f"Run 1.\n\n" + block("def train():\n", f"def train():\n    import time\n    print('training', flush=True)\n"
+    return "Run 1.\n\n" + block("def train():\n", f"def train():\n    import time\n    print('training', flush=True)\n"
                                  f"    time.sleep({seconds})\n")
 
 
