@@ -91,6 +91,16 @@ def running_record(run_dir: Path) -> JobRecord | None:
     return record
 
 
+def requeue_now(job_id: str) -> None:
+    """`scontrol requeue` (what Slurm does after a node failure), then start it again at once: a
+    requeued job otherwise waits for a begin time two minutes away."""
+    restarts = job_info(job_id).restarts
+    subprocess.run(["scontrol", "requeue", job_id], check=True)
+    assert wait_for(lambda: (i := job_info(job_id)) and i.restarts > restarts and i.state in ("PENDING", "CANCELLED"), 60)
+    if job_info(job_id).state == "PENDING":  # (the agent may have cancelled it already: past the bound)
+        subprocess.run(["scontrol", "update", f"JobId={job_id}", "StartTime=now"], check=True)
+
+
 def spawn(args, env):
     return subprocess.Popen([sys.executable, "-m", "agent", *args], cwd=REPO, env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True, start_new_session=True)
@@ -224,8 +234,7 @@ def test_a_requeued_job_runs_again_and_is_not_charged(slurm_cluster, tmp_path):
         # for a begin time two minutes away, which the test brings forward.
         if line == "attempt" and not requeued:
             record = JobRecord.load(ws / "run_1")
-            subprocess.run(["scontrol", "requeue", record.job_id], check=True)
-            subprocess.run(["scontrol", "update", f"JobId={record.job_id}", "StartTime=now"], check=True)
+            requeue_now(record.job_id)
             requeued.append(record.job_id)
 
     result = runner.run_experiment(ws, "run_1", timeout=120, on_line=on_line,
@@ -282,3 +291,29 @@ def test_ideas_in_parallel_on_slurm(slurm_cluster, fake_llm, tmp_path, monkeypat
         assert [a.status for a in history.read_history(ws)] == ["baseline", "success", "notes"]
         assert jobcomp_state(JobRecord.load(ws / "run_1").job_id) == "COMPLETED"
     assert fake_llm.violations == []
+
+
+def test_a_job_the_cluster_keeps_losing_stops_the_idea_without_charging_the_code(
+        slurm_cluster, fake_llm, idea, tmp_path):
+    fake_llm.script([sleeping(60)])
+    results = tmp_path / "results"
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    proc = spawn(["run", str(idea), "--results", str(results), "--model", MODEL, "--api-base", fake_llm.url,
+                  "--executor", "slurm", "--no-smoke"], env)
+    try:
+        assert wait_for(lambda: any(running_record(p) for p in results.glob("*/run_1"))), "run 1 is running"
+        (run_dir,) = results.glob("*/run_1")
+        job_id = running_record(run_dir).job_id
+        for k in range(1, 4):  # three "node failures"; two requeues are allowed
+            assert wait_for(lambda: (run_dir / "log.txt").read_text().count("training") >= k), k
+            requeue_now(job_id)
+        output, _ = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == 1, output
+    last = history.read_history(run_dir.parent)[-1]
+    assert (last.run, last.status) == (1, "interrupted"), "not a failure of the code"
+    assert "the cluster lost Slurm job" in last.error and "requeued 3 times" in last.error
+    assert "python -m agent resume" in output
+    assert fake_llm.violations == [] and len(fake_llm.requests) == 1, "the coder was not asked to fix anything"
