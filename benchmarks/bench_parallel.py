@@ -61,6 +61,9 @@ def agent_run(ideas: list[str], jobs: int, results: Path, env: dict, extra: list
 def bench_ideas(args, tmp: Path) -> None:
     env = dict(os.environ, SAE_CACHE_DIR=str(tmp / "cache"), LITELLM_LOCAL_MODEL_COST_MAP="True",
                HF_HUB_OFFLINE="1", PYTHONPATH=str(REPO))
+    models = Path.home() / ".cache" / "sae-agent" / "models"
+    if "SAE_MODEL_DIR" not in env and models.is_dir():  # the converted model, not what is measured
+        env["SAE_MODEL_DIR"] = str(models)
     if args.template == "tiny":
         ideas = [str(REPO / p) for p in SHIPPED[:args.ideas]]
         extra = ["--profile", "tiny", "--max-runs", str(args.max_runs)]
