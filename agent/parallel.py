@@ -272,7 +272,8 @@ def run_parallel(ideas: list, args, console: Console) -> int:
     children = [Child(idea, scratch / f"{i:02d}_{idea.name}.json", scratch / f"{i:02d}_{idea.name}.log", None)
                 for i, idea in enumerate(ideas)]
     where = f" on GPUs {','.join(gpus)}" if gpus else (" as Slurm jobs" if _slurm(args) else "")
-    console.print(f"{len(ideas)} ideas, {jobs} at a time{where}; each idea's output: {scratch}/")
+    console.print(f"{len(ideas)} ideas, {jobs} at a time{where}; each idea's output: {scratch}/ "
+                  "(kept if one does not succeed)")
     free_gpus = list(gpus)
     interrupted = False
     title = f"{len(ideas)} ideas, --jobs {jobs}"
@@ -305,7 +306,10 @@ def run_parallel(ideas: list, args, console: Console) -> int:
         console.print("[yellow]interrupted[/yellow] — each attempt was committed; continue an idea with "
                       "`python -m agent resume WORKSPACE`")
         return 130
-    return 0 if all(_state(c) == "done" for c in children) else 1
+    if all(_state(c) == "done" for c in children):
+        shutil.rmtree(scratch, ignore_errors=True)  # the workspaces hold everything worth keeping
+        return 0
+    return 1
 
 
 def _stop_all(children: list[Child]) -> None:
