@@ -61,6 +61,20 @@ def _check_results_dir(results: str) -> None:
                          "should hold the workspaces (it is made if missing)")
 
 
+def _executor_for(args, template, profile):
+    """Where runs execute (--executor, $AGENT_EXECUTOR), with the profile's Slurm resources."""
+    from agent import executors
+
+    try:
+        settings = executors.SlurmSettings(
+            partition=args.slurm_partition, gpus=args.slurm_gpus, cpus=args.slurm_cpus,
+            mem_gb=args.slurm_mem, account=args.slurm_account,
+            time_min=executors.parse_time(args.slurm_time) if args.slurm_time else None)
+        return executors.make_executor(args.executor, settings).for_profile(template, profile)
+    except executors.ExecutorError as exc:
+        raise UsageError(str(exc)) from None
+
+
 def cmd_run(args) -> int:
     from agent.idea import load_idea
 
@@ -68,12 +82,18 @@ def cmd_run(args) -> int:
 
     _check_results_dir(args.results)
     ideas = [load_idea(_idea_path(p)) for p in args.ideas]  # every idea is checked before any work,
-    for idea in ideas:  # its profile too
-        load_template(idea.template_dir).choose_profile(args.profile or idea.profile)
+    executors = []
+    for idea in ideas:  # its profile and its executor too
+        template = load_template(idea.template_dir)
+        executors.append(_executor_for(args, template, template.choose_profile(args.profile or idea.profile)))
     coders = [_coder_for(idea, args) for idea in ideas]  # and every model, before any workspace
+    if len(ideas) > 1:
+        from agent import parallel  # many ideas at once, one process each
+        if parallel.jobs_wanted(args) > 1:
+            return parallel.run_parallel(ideas, args, console)
     outcomes = []
-    for idea, coder in zip(ideas, coders):
-        outcomes.append((idea, _run_one(idea, coder, args)))
+    for idea, coder, executor in zip(ideas, coders, executors):
+        outcomes.append((idea, _run_one(idea, coder, args, executor)))
     if len(ideas) > 1:
         _summary(outcomes)
     return 0 if all(o is not None and o.ok for _, o in outcomes) else 1
@@ -94,12 +114,13 @@ def _verbosity(args) -> int:
     return -1 if getattr(args, "quiet", False) else getattr(args, "verbose", 0) or 0
 
 
-def _options(args, idea):
+def _options(args, idea, executor=None):
     from agent.loop import LoopOptions
 
     return LoopOptions(max_runs=args.max_runs or idea.max_runs or 5,
                        max_attempts=args.max_attempts or idea.max_attempts or 4,
-                       timeout=args.timeout, smoke=not args.no_smoke, sandbox=_sandbox(args))
+                       timeout=args.timeout, smoke=not args.no_smoke, sandbox=_sandbox(args),
+                       executor=executor)
 
 
 def _sandbox(args) -> str:
@@ -112,7 +133,7 @@ def _sandbox(args) -> str:
     return box
 
 
-def _run_one(idea, coder, args):
+def _run_one(idea, coder, args, executor=None, view_factory=None):
     from agent import workspace
     from agent.loop import ExperimentLoop
     from agent.ui import LiveView
@@ -120,12 +141,15 @@ def _run_one(idea, coder, args):
     from agent.logs import workspace_log
 
     _banner(coder, idea)
-    opts = _options(args, idea)
-    with LiveView(console, idea.name, opts.max_runs, coder, quiet=_verbosity(args) < 0) as view:
+    opts = _options(args, idea, executor)
+    view_factory = view_factory or (lambda: LiveView(console, idea.name, opts.max_runs, coder,
+                                                     quiet=_verbosity(args) < 0))
+    with view_factory() as view:
         view.set(phase="making the workspace and the baseline")
         try:
             ws = workspace.create(idea, Path(args.results).resolve(), args.profile,
-                                  timeout=args.timeout, on_line=view.log, sandbox=opts.sandbox)
+                                  timeout=args.timeout, on_line=view.log, sandbox=opts.sandbox,
+                                  executor=executor)
         except workspace.WorkspaceError as exc:
             _print_error(exc)
             return None
@@ -176,8 +200,11 @@ def cmd_resume(args) -> int:
         ws = workspace.open_workspace(Path(args.workspace))
     except workspace.WorkspaceError as exc:
         raise UsageError(str(exc)) from None
-    opts = _options(args, ws.idea)
-    state, conv, recorded_model = prepare_resume(ws, opts.max_runs)
+    if not (args.executor or os.environ.get("AGENT_EXECUTOR")) and any(ws.path.glob("run_*/slurm_job.json")):
+        args.executor = "slurm"  # its runs were Slurm jobs: one may still be running
+        console.print("resuming with --executor slurm: this workspace's runs were Slurm jobs")
+    opts = _options(args, ws.idea, _executor_for(args, ws.template, ws.profile))
+    state, conv, recorded_model = prepare_resume(ws, opts.max_runs, opts.executor)
     args.model = args.model or recorded_model
     coder = _coder_for(ws.idea, args)
     coder.count_usage(conv.usage)  # the caps count what the idea has spent already
@@ -345,6 +372,14 @@ def _model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-smoke", action="store_true", help="skip the few-steps smoke run before each run")
     p.add_argument("--sandbox", choices=("bwrap", "staged"),
                    help="the box generated code runs in (default $AGENT_SANDBOX, else bwrap where it works)")
+    p.add_argument("--executor", choices=("local", "slurm"),
+                   help="where runs execute: here, or each run a Slurm job (default $AGENT_EXECUTOR, else local)")
+    p.add_argument("--slurm-partition", help="Slurm partition (default: the profile's, else the cluster's)")
+    p.add_argument("--slurm-gpus", type=int, help="GPUs per job (default: the profile's)")
+    p.add_argument("--slurm-cpus", type=int, help="CPUs per job (default: the profile's)")
+    p.add_argument("--slurm-mem", type=float, help="memory per job in GB (default: the profile's)")
+    p.add_argument("--slurm-time", help="job time limit, minutes or [D-]HH:MM:SS (default: from --timeout)")
+    p.add_argument("--slurm-account", help="Slurm account to charge")
 
 
 def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
@@ -366,6 +401,9 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     p.add_argument("--results", default=DEFAULT_RESULTS, metavar="DIR",
                    help="parent folder of the workspaces, relative to the current directory")
     p.add_argument("--profile", help="template profile: tiny, cpu, gemma-2-2b (default: cpu, or the GPU one)")
+    p.add_argument("--jobs", type=int, default=None,
+                   help="ideas at once, each in its own process (default: one per visible GPU, else 1)")
+    p.add_argument("--gpus", help="GPUs to share among the ideas, e.g. 0,2 (default: all visible)")
     _model_args(p)
     p.set_defaults(func=cmd_run)
 
@@ -436,13 +474,15 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
 
 def user_errors() -> tuple[type[Exception], ...]:
     from agent.export import ExportError
+    from agent.executors import ExecutorError
     from agent.history import HistoryError
     from agent.idea import IdeaError
     from agent.sandbox import SandboxError
     from agent.template import TemplateError
     from agent.workspace import WorkspaceError
 
-    return (UsageError, IdeaError, HistoryError, SandboxError, TemplateError, WorkspaceError, ExportError)
+    return (UsageError, IdeaError, HistoryError, SandboxError, TemplateError, WorkspaceError, ExportError,
+            ExecutorError)
 
 
 def main(argv: list[str] | None = None) -> int:

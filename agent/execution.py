@@ -76,12 +76,15 @@ class Executor:
 
     def __init__(self, workspace: Path, template: Template, profile: str | None, *,
                  protected: dict[str, bytes], box: str | None = None, timeout: float = 3600,
-                 on_line: Callable[[str], None] | None = None, python: str | None = None):
+                 on_line: Callable[[str], None] | None = None, python: str | None = None, runner=None):
         self.path = Path(workspace)
         self.template, self.profile = template, profile
         self.protected = protected
         self.box = sandbox.choose(box)
         self.timeout, self.on_line = timeout, on_line
+        # Where each step's argv runs (agent/executors.py): here, or as a Slurm job. The box wraps
+        # the argv either way, so a job runs in the same box as a local run.
+        self.runner = runner
         self.python = python or sys.executable
         self._prepared: dict[bool, dict] = {}
         # A template without an evaluator (a minimal test template) lets experiment.py write its
@@ -122,7 +125,7 @@ class Executor:
                 self.path, out_dir, command=command, timeout=self.timeout,
                 env_allow=self.template.allowed_env(self.profile), extra_env=self._env(smoke, home),
                 on_line=self.on_line, python=self.python, cwd=box.stage, log_path=log_path, wrap=box.wrap,
-                **self.template.resource_limits(self.profile))
+                executor=self.runner, **self.template.resource_limits(self.profile))
         finally:
             if box.kind == "staged":
                 sandbox.kill_leftovers(before)

@@ -36,6 +36,7 @@ class LoopOptions:
     timeout: float = 3600.0    # seconds for one run
     smoke: bool = True         # a few-steps run before the full one, where the profile allows it
     sandbox: str | None = None  # "bwrap" | "staged"; None: the strongest that works here
+    executor: object = None    # agent/executors.py: where runs execute (None: here, as a child)
 
 
 @dataclass
@@ -104,7 +105,8 @@ class ExperimentLoop:
         self.baseline_seeds = ws.baseline_seeds()
         self.baseline_frontier = ws.baseline_frontier()
         self.executor = execution.Executor(ws.path, ws.template, ws.profile, protected=ws.protected_files(),
-                                           box=options.sandbox, timeout=options.timeout, on_line=view.log)
+                                           box=options.sandbox, timeout=options.timeout, on_line=view.log,
+                                           runner=options.executor)
         self._step: execution.Step | None = None
         self._reply_cost = 0.0
         self._reply_tokens = 0
@@ -303,6 +305,10 @@ class ExperimentLoop:
         result = step.result
         if result.status == "interrupted":
             raise KeyboardInterrupt
+        if result.status == "lost":  # the cluster's fault, not the code's: not charged
+            self.commit(f"run {st.run} attempt {st.attempt}: interrupted — {result.error}", "interrupted",
+                        error=result.error, seconds=seconds)
+            raise Stop(f"{result.error}; `python -m agent resume {self.ws.path}` runs it again", ok=False)
         tampered = self.restore_protected()
         if tampered:
             return self.failed(code, out_dir, seconds, f"the run modified protected files: {', '.join(tampered)}",
@@ -562,8 +568,11 @@ def load_transcript(ws: Workspace, repo) -> Conversation | None:
     return None
 
 
-def prepare_resume(ws: Workspace, max_runs: int) -> tuple[LoopState, Conversation, str | None]:
+def prepare_resume(ws: Workspace, max_runs: int, executor=None) -> tuple[LoopState, Conversation, str | None]:
     """Commit a half-written attempt as interrupted, then rebuild state and conversation.
+
+    A run whose Slurm job is still running is cancelled and counted as interrupted: its box and
+    staged copy belonged to the agent that stopped, so the run starts again.
 
     Returns the model last used (from the transcript's usage, else the commit trailers) so a
     resume without --model goes on with the same coder.
@@ -578,6 +587,13 @@ def prepare_resume(ws: Workspace, max_runs: int) -> tuple[LoopState, Conversatio
     attempts = history.read_history(ws.path)
     model = (conv.usage[-1].get("model") if conv.usage else None) or next(
         (a.model for a in reversed(attempts) if a.model and a.model != "template"), None)
+    # A Slurm job of the interrupted run may still be going: its box and stage are gone with the
+    # agent that started it, so it is cancelled and the run starts again (never two at once).
+    record = executor.live_job(ws.path / f"run_{state.run}") if executor is not None else None
+    if record is not None:
+        from agent.executors import scancel
+        scancel(record.job_id)
+        dirty = True
     if dirty:
         # A half-written attempt: keep it, as interrupted, or as failed when its run tampered.
         state.attempt += 1

@@ -62,7 +62,7 @@ LINE_ENDS = ("\n", "\r", "\x0b", "\x0c", "\x1c", "\x1d", "\x1e", "\x85", "\u2028
 
 @dataclass
 class RunResult:
-    status: str            # "ok" | "failed" | "timeout" | "interrupted"
+    status: str            # "ok" | "failed" | "timeout" | "interrupted" | "lost"
     returncode: int | None
     duration: float
     output: str            # bounded: head + "[... N bytes dropped ...]" + tail
@@ -71,6 +71,8 @@ class RunResult:
     signature: str | None  # stable id of the failure, see parse_failure
     log_path: Path
     total_bytes: int = 0   # everything the child wrote; the log holds all of it
+    executor: str = "local"    # where it ran: "local" | "slurm"
+    job_id: str | None = None  # the Slurm job id (the last one, after requeues)
 
 
 # --------------------------------------------------------------------------- environment
@@ -309,19 +311,25 @@ def run_experiment(
     cwd: Path | None = None,
     log_path: Path | None = None,
     wrap: Callable[[list[str]], list[str]] | None = None,
+    executor=None,
 ) -> RunResult:
     """Runs `command` (template items `{python}`, `{out_dir}`) in `workspace`, boxed in.
 
     `python` defaults to `sys.executable`, so the run uses the agent's own interpreter and venv.
     `timeout` is wall-clock seconds; `kill_grace` is how long the group gets between SIGTERM and
     SIGKILL. `max_memory_bytes` / `max_cpu_seconds` set RLIMIT_AS / RLIMIT_CPU in the child (see
-    the module docstring: not for CUDA runs).
+    the module docstring: not for CUDA runs). `executor` (agent/executors.py) decides where the
+    argv runs: here (`LocalExecutor`, the default) or as a Slurm job (`SlurmExecutor`); either
+    way the output streams into `run_i/log.txt` and `on_line` as it comes.
 
     Ctrl-C in the parent (also during the clean-up after the run) does not propagate: the group
     is killed, the output so far is in the log, and the result has status "interrupted". The caller must check for it, record the attempt
     as interrupted and stop the loop. Any other exception (e.g. from `on_line`) kills the group
-    and is re-raised.
+    and is re-raised. Status "lost" (Slurm only) means the cluster lost the job (node failure,
+    preemption) more often than it may be requeued: not the code's fault.
     """
+    from agent.executors import LocalExecutor, RunSpec
+
     workspace = Path(workspace)
     run_dir = workspace / out_dir
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -329,50 +337,66 @@ def run_experiment(
     argv = expand_command(command or DEFAULT_COMMAND, python or sys.executable, out_dir)
     if wrap:
         argv = wrap(argv)
+    spec = RunSpec(argv=argv, cwd=Path(cwd) if cwd else workspace, env=child_env(env_allow, extra_env), run_dir=run_dir,
+                   timeout=timeout, max_memory_bytes=max_memory_bytes,
+                   max_cpu_seconds=max_cpu_seconds, kill_grace=kill_grace)
+    executor = executor or LocalExecutor()
 
     start = time.monotonic()
-    status = "ok"
     # Unbuffered: `tail -f run_i/log.txt` and a crash of the agent itself still see every line.
     with open(log_path, "wb", buffering=0) as log_file:
         sink = OutputSink(log_file, keep_bytes, on_line)
-        # A Ctrl-C in the middle of fork/exec hangs Popen (the child dies in its preexec before it
-        # can report); held back until the child is started, it is handled like any other.
-        _hold_sigint(True)
         try:
-            proc = subprocess.Popen(
-                argv, cwd=cwd or workspace, env=child_env(env_allow, extra_env),
-                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                start_new_session=True, preexec_fn=limits_preexec(max_memory_bytes, max_cpu_seconds),
-            )
-        except BaseException:
-            _hold_sigint(False)
-            raise
-        fd = proc.stdout.fileno()
-        try:
-            try:
-                _hold_sigint(False)   # a Ctrl-C that came during the start is delivered here
-                status = stream_until_done(proc, fd, sink, start + timeout)
-            except KeyboardInterrupt:
-                status = "interrupted"
-            except BaseException:
-                kill_group(proc, grace=1.0)
-                raise
-            # After a normal exit this removes whatever the child left running in its group.
-            if kill_group(proc, kill_grace if status != "ok" else 1.0):
-                status = "interrupted"
-            if not drain_quietly(fd, sink):
-                status = "interrupted"
+            outcome = executor.execute(spec, sink)
         finally:
-            proc.stdout.close()
             sink.close()
 
     duration = time.monotonic() - start
+    output = sink.capture.text()
+    traceback, error, signature = describe_outcome(outcome.status, outcome.returncode, output, timeout)
+    if outcome.error:  # the executor knows better (a Slurm time limit, an OOM kill, a lost node)
+        error, signature = outcome.error, outcome.signature or signature
+    return RunResult(outcome.status, outcome.returncode, duration, output, traceback, error, signature,
+                     log_path, sink.capture.total, executor=executor.name, job_id=outcome.job_id)
+
+
+def run_process(spec, sink: OutputSink) -> tuple[str, int | None]:
+    """The local box: `spec.argv` in its own session, streamed into `sink`, the group killed at
+    the end; returns (status, returncode). Used by LocalExecutor, and inside a Slurm job."""
+    start = time.monotonic()
+    status = "ok"
+    # A Ctrl-C in the middle of fork/exec hangs Popen (the child dies in its preexec before it can
+    # report); held back until the child is started, it is handled like any other.
+    _hold_sigint(True)
+    try:
+        proc = subprocess.Popen(
+            spec.argv, cwd=spec.cwd, env=spec.env,
+            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+            start_new_session=True, preexec_fn=limits_preexec(spec.max_memory_bytes, spec.max_cpu_seconds),
+        )
+    except BaseException:
+        _hold_sigint(False)
+        raise
+    fd = proc.stdout.fileno()
+    try:
+        try:
+            _hold_sigint(False)   # a Ctrl-C that came during the start is delivered here
+            status = stream_until_done(proc, fd, sink, start + spec.timeout)
+        except KeyboardInterrupt:
+            status = "interrupted"
+        except BaseException:
+            kill_group(proc, grace=1.0)
+            raise
+        # After a normal exit this removes whatever the child left running in its group.
+        if kill_group(proc, spec.kill_grace if status != "ok" else 1.0):
+            status = "interrupted"
+        if not drain_quietly(fd, sink):
+            status = "interrupted"
+    finally:
+        proc.stdout.close()
     if status == "ok" and proc.returncode != 0:
         status = "failed"
-    output = sink.capture.text()
-    traceback, error, signature = describe_outcome(status, proc.returncode, output, timeout)
-    return RunResult(status, proc.returncode, duration, output, traceback, error, signature,
-                     log_path, sink.capture.total)
+    return status, proc.returncode
 
 
 def stream_until_done(proc: subprocess.Popen, fd: int, sink: OutputSink, deadline: float) -> str:
@@ -403,6 +427,8 @@ def describe_outcome(status: str, returncode: int | None, output: str,
         return None, f"Timeout: the run exceeded {timeout:g} s and was killed", "Timeout"
     if status == "interrupted":
         return None, "KeyboardInterrupt: the run was interrupted by the user", None
+    if status == "lost":
+        return None, "the cluster lost the run", "Lost"
     traceback, error, signature = parse_failure(output)
     if error is None:
         error, signature = exit_error(returncode, output)

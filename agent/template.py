@@ -38,6 +38,9 @@ class Template:
     # The baseline frontier: the unmodified template at other settings of one sparsity knob, so a
     # run is compared with the baseline at its own L0 ({"sparsity_penalty": [0.75, 3.0]}).
     frontier: dict[str, list[float]] = field(default_factory=dict)
+    # Per profile, for --executor slurm: {"partition": "gpu", "gpus": 1, "cpus": 8, "mem_gb": 64,
+    # "time_min": 90, "account": "..."}; the --slurm-* flags override it.
+    slurm: dict[str, dict] = field(default_factory=dict)
 
     @property
     def name(self) -> str:
@@ -121,4 +124,5 @@ def parse_template(root: Path, text: str, source: str = "template.json") -> Temp
         network_profiles=tuple(spec.get("network", ())),
         baseline_seeds=tuple(int(s) for s in spec.get("baseline_seeds", (0,))),
         frontier={k: list(v) for k, v in spec.get("frontier", {}).items()},
+        slurm=dict(spec.get("slurm", {})),
     )

@@ -7,6 +7,7 @@ the same template starts at once. A baseline that looks untrained is refused.
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import shutil
@@ -15,7 +16,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from agent import edits, execution, gitguard, history, results
+from filelock import FileLock, Timeout
+
+from agent import edits, environment, execution, gitguard, history, results
 from agent.idea import Idea
 from agent.template import Template, TemplateError, load_template, parse_template
 from agent.ui import prog
@@ -265,47 +268,71 @@ def _copy_template(template: Template, target: Path) -> None:
 
 
 def _new_path(parent: Path, name: str) -> Path:
+    """A new, empty folder `<timestamp>_<name>[_N]`, made here. mkdir is atomic: two ideas (or two
+    processes) started in the same second get different folders, and none is ever overwritten."""
+    parent.mkdir(parents=True, exist_ok=True)
     stamp = time.strftime("%Y%m%d_%H%M%S")
-    path = parent / f"{stamp}_{name}"
-    if path.exists():  # never overwrite: two ideas with one name in the same second
-        raise WorkspaceError(f"{path} already exists; it is never overwritten. Wait a second and retry.")
-    return path
+    for n in itertools.count(1):
+        path = parent / (f"{stamp}_{name}" if n == 1 else f"{stamp}_{name}_{n}")
+        try:
+            path.mkdir()
+            return path
+        except FileExistsError:
+            continue
 
 
 def create(idea: Idea, results_dir: Path, profile: str | None = None, *,
            timeout: float = 3600, on_line: Callable[[str], None] | None = None,
-           sandbox: str | None = None) -> Workspace:
+           sandbox: str | None = None, executor=None) -> Workspace:
     """Make the workspace, produce or reuse the baseline, and commit both."""
     template = load_template(idea.template_dir)
     profile = template.choose_profile(profile or idea.profile)
     path = _new_path(Path(results_dir), idea.name)
-    path.mkdir(parents=True)
     _copy_template(template, path)
     shutil.copy2(idea.path, path / "idea.md")
     (path / "idea.json").write_text(json.dumps(idea.to_json(), indent=2) + "\n")
     (path / "profile.json").write_text(json.dumps({"profile": profile}) + "\n")
     (path / ".gitignore").write_text(WORKSPACE_GITIGNORE)
     history.init_repo(path)
+    environment.write_packages(path)   # the exact versions the runs use; replay compares with them
     ws = Workspace(path=path, idea=idea, template=template, profile=profile)
-    _baseline(ws, timeout=timeout, on_line=on_line, sandbox=sandbox)
+    _baseline(ws, timeout=timeout, on_line=on_line, sandbox=sandbox, executor=executor)
     return ws
 
 
-def _baseline(ws: Workspace, *, timeout: float, on_line, sandbox: str | None = None) -> None:
+def _baseline(ws: Workspace, *, timeout: float, on_line, sandbox: str | None = None, executor=None) -> None:
     cached = cache_dir() / "baselines" / f"{ws.template.name}-{ws.template.fingerprint()}-{ws.profile}"
+    cached.parent.mkdir(parents=True, exist_ok=True)
+    # One process computes a baseline; another one started meanwhile waits here, then reuses it.
+    lock = FileLock(str(cached) + ".lock")
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        if on_line:
+            on_line(f"[agent] waiting for another process to finish the baseline {cached.name}")
+        lock.acquire()
+    try:
+        _baseline_locked(ws, cached, timeout=timeout, on_line=on_line, sandbox=sandbox, executor=executor)
+    finally:
+        lock.release()
+
+
+def _baseline_locked(ws: Workspace, cached: Path, *, timeout: float, on_line, sandbox: str | None,
+                     executor) -> None:
     started = time.monotonic()
     if (cached / "final_info.json").exists():
         shutil.copytree(cached, ws.path / BASELINE_RUN)
         source = f"cached baseline from {cached}"
     else:
-        executor = execution.Executor(ws.path, ws.template, ws.profile,
+        runs = execution.Executor(ws.path, ws.template, ws.profile,
                                       protected=execution.protected_from_template(ws.template),
-                                      box=sandbox, timeout=timeout, on_line=on_line)
+                                      box=sandbox, timeout=timeout, on_line=on_line,
+                                      runner=executor)
         seeds = ws.template.baseline_seeds
         for seed in seeds:
             out_dir = BASELINE_RUN if seed == seeds[0] else f"{BASELINE_RUN}/seed_{seed}"
             try:
-                step = executor.run(out_dir, overrides={"seed": seed} if len(seeds) > 1 else None)
+                step = runs.run(out_dir, overrides={"seed": seed} if len(seeds) > 1 else None)
             except execution.PrepareError as exc:
                 raise WorkspaceError(f"{exc}\n  The workspace {ws.path} was kept; fix the environment and "
                                      "retry (`python -m agent prepare --profile P` shows the whole output).") from None
@@ -318,7 +345,7 @@ def _baseline(ws: Workspace, *, timeout: float, on_line, sandbox: str | None = N
                     f"{ws.path} was kept for inspection. Fix the template or the environment and retry.")
         for knob, values in ws.template.frontier.items():
             for value in values:
-                step = executor.run(frontier_dir(knob, value), overrides={"seed": seeds[0], knob: value})
+                step = runs.run(frontier_dir(knob, value), overrides={"seed": seeds[0], knob: value})
                 if not step.ok:   # the frontier is extra evidence: a point that fails is left out, said so
                     (on_line or print)(f"baseline frontier {knob}={value} failed: {step.problem or step.result.error}")
         source = ("baseline run of the unmodified template"
@@ -337,8 +364,12 @@ def _baseline(ws: Workspace, *, timeout: float, on_line, sandbox: str | None = N
             + f"\n  Refusing to start. Check the template's training settings ({ws.path / BASELINE_RUN}).")
     record = results.uncertainty_record(ws.baseline_seeds(), baseline)
     (ws.path / BASELINE_RUN / "intervals.json").write_text(json.dumps(record, indent=2) + "\n")
-    if not (cached / "final_info.json").exists():
-        shutil.copytree(ws.path / BASELINE_RUN, cached, dirs_exist_ok=True)
+    if not (cached / "final_info.json").exists():  # renamed into place: never read half-written
+        staging = cached.with_name(f"{cached.name}.tmp-{os.getpid()}")
+        shutil.rmtree(staging, ignore_errors=True)
+        shutil.copytree(ws.path / BASELINE_RUN, staging)
+        shutil.rmtree(cached, ignore_errors=True)
+        staging.rename(cached)
     _commit_baseline(ws, "baseline", time.monotonic() - started, source=source,
                      summary=results.subject_summary(None, baseline))
 

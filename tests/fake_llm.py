@@ -95,16 +95,21 @@ class FakeLLM:
     requests: list[Request] = field(default_factory=list)
     violations: list[str] = field(default_factory=list)
     _script: list = field(default_factory=list)
+    _keyed: dict = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def script(self, items: list) -> None:
-        """Queue replies (see the module docstring), played one per accepted request."""
+    def script(self, items: list, key: str | None = None) -> None:
+        """Queue replies (see the module docstring), played one per accepted request.
+
+        With `key`, the replies go to a queue of their own, played to requests whose first user
+        message contains `key` (e.g. an idea's title): ideas running in parallel each get theirs.
+        """
         with self._lock:
-            self._script.extend(items)
+            (self._keyed.setdefault(key, []) if key else self._script).extend(items)
 
     @property
     def remaining(self) -> int:
-        return len(self._script)
+        return len(self._script) + sum(len(q) for q in self._keyed.values())
 
     @property
     def url(self) -> str:
@@ -122,8 +127,12 @@ class FakeLLM:
         self._server.shutdown()
         self._server.server_close()
 
-    def _next_item(self):
+    def _next_item(self, messages: list[dict] | None = None):
+        first_user = next((m.get("content", "") for m in messages or [] if m.get("role") == "user"), "")
         with self._lock:
+            for key, queue in self._keyed.items():
+                if key in str(first_user):
+                    return queue.pop(0) if queue else None
             return self._script.pop(0) if self._script else None
 
     # -- the request, as the server sees it -------------------------------------------
@@ -137,7 +146,7 @@ class FakeLLM:
             request.violation = violation
             self.violations.append(violation)
             return 400, _error_body(violation, "invalid_request_error", "invalid_request_error"), 0
-        item = self._next_item()
+        item = self._next_item(body.get("messages", []))
         if item is None:
             return 400, _error_body("fake_llm: no scripted reply left", "invalid_request_error",
                                     "script_exhausted"), 0

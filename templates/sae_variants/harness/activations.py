@@ -3,7 +3,8 @@
 The cache lives in `$SAE_CACHE_DIR/activations/<key>/` (default `~/.cache/sae-agent`), one folder per
 (model, hook, data, tokens, context), shared by every run and workspace: a rerun, or another idea on
 the same profile, never recomputes the language model. Folders are written to a temporary name and
-renamed into place, so concurrent runs never read a half-written cache.
+renamed into place, so concurrent runs never read a half-written cache, and computed under a file lock
+(`<folder>.lock`), so a second process waits for the first one and reuses its result.
 
 Activations are stored scaled by one constant per hook, chosen so that training activations have
 mean squared norm d_model (SAELens' and dictionary_learning's "expected average norm"
@@ -32,6 +33,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 import torch
+from filelock import FileLock
 
 from harness import data
 from harness.profiles import Profile, cache_dir
@@ -159,6 +161,20 @@ class ActivationStore:
                  "probe": lambda: self.probing_spec(layer), "ce": lambda: self.ce_spec(layer)}
         return [self._dir(specs[k]()) for k in kinds if k in specs]
 
+    def _cached(self, spec: dict, compute) -> Path:
+        """The cache folder for `spec`, computed by `compute()` if missing, once across processes:
+        whoever holds the lock computes, the others wait and then find it done."""
+        path = self._lookup(spec)
+        if path is not None:
+            return path
+        path = self._dir(spec)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with FileLock(str(path) + ".lock"):
+            if (path / "meta.json").exists() and self._verified(path):
+                self.log(f"[harness] activation cache: another run computed {path.name} meanwhile")
+                return path
+            return compute()
+
     def _commit(self, spec: dict, tensors: dict, meta: dict) -> Path:
         path = self._dir(spec)
         tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
@@ -183,7 +199,7 @@ class ActivationStore:
         return {**self.training_spec(layer), "kind": "heldout", "heldout_tokens": heldout_size(self.profile)}
 
     def _load(self, spec: dict, compute) -> tuple[dict, dict]:
-        path = self._lookup(spec) or compute()
+        path = self._cached(spec, compute)
         return torch.load(path / "tensors.pt"), json.loads((path / "meta.json").read_text())
 
     def training(self, layer: int) -> torch.Tensor:
@@ -200,7 +216,7 @@ class ActivationStore:
 
     def scale(self, layer: int) -> float:
         spec = self.training_spec(layer)
-        path = self._lookup(spec) or self._compute_training(layer)[0]
+        path = self._cached(spec, lambda: self._compute_training(layer)[0])
         return json.loads((path / "meta.json").read_text())["scale"]
 
     def llm_results_file(self, layer: int, scale: float) -> Path:
@@ -281,9 +297,7 @@ class ActivationStore:
     def probing(self, layer: int, scale: float) -> dict:
         """{data set: {"train"|"test": {class: (acts [T, d] float32, counts [n_texts])}}} for the offline suite."""
         spec = self.probing_spec(layer)
-        path = self._lookup(spec)
-        if path is None:
-            path = self._compute_probing(layer, scale, spec)
+        path = self._cached(spec, lambda: self._compute_probing(layer, scale, spec))
         stored = torch.load(path / "tensors.pt")
         return {ds: {split: {cls: (a.float(), c) for cls, (a, c) in classes.items()}
                      for split, classes in splits.items()} for ds, splits in stored.items()}
@@ -315,9 +329,7 @@ class ActivationStore:
         if self.profile.ce_sequences <= 0:
             return None
         spec = self.ce_spec(layer)
-        path = self._lookup(spec)
-        if path is None:
-            path = self._compute_ce(layer, spec)
+        path = self._cached(spec, lambda: self._compute_ce(layer, spec))
         meta = json.loads((path / "meta.json").read_text())
         return {"tokens": torch.load(path / "tensors.pt")["tokens"], "clean_loss": meta["clean_loss"],
                 "zero_loss": meta["zero_loss"]}

@@ -1,0 +1,341 @@
+"""Many ideas at once: `python -m agent run ideas/*.md --jobs N`.
+
+Each idea runs in its own process (`python -m agent.parallel STATUS run IDEA ...`, the same loop as a
+single `run`), in its own workspace and its own process group; the driver here starts up to N of
+them, pins each to a GPU (`CUDA_VISIBLE_DEVICES`) on a CUDA machine, and shows one live table
+read from the status file each child rewrites on every phase change. Ctrl-C is forwarded to every
+child as SIGINT: each commits its attempt as interrupted and exits, then the summary is printed.
+With `--executor slurm` a child's runs are Slurm jobs, one at a time per idea, so N also bounds
+how many ideas have a job queued or running.
+
+Everything the children share is safe across processes: workspace folders are made atomically
+(agent/workspace.py `_new_path`), the baseline and activation caches are computed under file locks.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from rich.console import Console
+from rich.live import Live
+from rich.table import Table
+
+from agent.ui import LiveView
+
+POLL = 0.25        # seconds between looks at the children
+STOP_WAIT = 120.0  # seconds the children get to commit after Ctrl-C before they are killed
+
+# Options forwarded to each child as they were given (dest, flag, takes a value).
+FORWARDED = [("results", "--results", True), ("profile", "--profile", True), ("model", "--model", True),
+             ("api_base", "--api-base", True), ("max_runs", "--max-runs", True),
+             ("max_attempts", "--max-attempts", True), ("timeout", "--timeout", True),
+             ("llm_timeout", "--llm-timeout", True), ("max_cost", "--max-cost", True),
+             ("max_tokens", "--max-tokens", True), ("no_smoke", "--no-smoke", False),
+             ("executor", "--executor", True), ("slurm_partition", "--slurm-partition", True),
+             ("slurm_gpus", "--slurm-gpus", True), ("slurm_cpus", "--slurm-cpus", True),
+             ("slurm_mem", "--slurm-mem", True), ("slurm_time", "--slurm-time", True),
+             ("slurm_account", "--slurm-account", True), ("sandbox", "--sandbox", True)]
+
+
+# --------------------------------------------------------------------------- how many, where
+
+def visible_gpus(args) -> list[str]:
+    """`--gpus 0,2`, else $CUDA_VISIBLE_DEVICES, else what nvidia-smi lists; [] without CUDA."""
+    if getattr(args, "gpus", None):
+        return [g.strip() for g in args.gpus.split(",") if g.strip()]
+    env = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if env is not None:
+        return [g.strip() for g in env.split(",") if g.strip() and g.strip() != "-1"]
+    if shutil.which("nvidia-smi") is None:
+        return []
+    try:
+        out = subprocess.run(["nvidia-smi", "--query-gpu=index", "--format=csv,noheader"],
+                             capture_output=True, text=True, timeout=20)
+    except (OSError, subprocess.TimeoutExpired):
+        return []
+    return [line.strip() for line in out.stdout.splitlines() if line.strip()] if out.returncode == 0 else []
+
+
+def _slurm(args) -> bool:
+    return (getattr(args, "executor", None) or os.environ.get("AGENT_EXECUTOR") or "local") == "slurm"
+
+
+def jobs_wanted(args) -> int:
+    """--jobs, else one idea per visible GPU (local) or every idea at once (Slurm queues them)."""
+    from agent.cli import UsageError
+
+    if args.jobs is not None:
+        if args.jobs < 1:
+            raise UsageError(f"--jobs {args.jobs}: give at least 1")
+        return args.jobs
+    if _slurm(args):
+        return len(args.ideas)
+    return max(1, len(visible_gpus(args)))
+
+
+# --------------------------------------------------------------------------- the child side
+
+class StatusView(LiveView):
+    """A LiveView that also keeps `status_file` up to date for the driver's table."""
+
+    def __init__(self, status_file: Path, *a, **kw):
+        super().__init__(*a, **kw)
+        self.status_file = status_file
+        self.workspace: str | None = None
+        self.write()
+
+    def set(self, **kw) -> None:
+        super().set(**kw)
+        self.write()
+
+    def say(self, message: str) -> None:
+        super().say(message)
+        self.write()
+
+    def write(self, **extra) -> None:
+        data = {"idea": self.idea, "run": self.run, "max_runs": self.max_runs, "attempt": self.attempt,
+                "phase": self.phase, "tokens": getattr(self.coder, "total_tokens", 0) or 0,
+                "cost": getattr(self.coder, "total_cost", None) or 0.0, "pid": os.getpid(),
+                "updated": time.time(), **extra}
+        write_json(self.status_file, data)
+
+
+def write_json(path: Path, data: dict) -> None:
+    tmp = path.with_name(path.name + f".tmp-{os.getpid()}")
+    tmp.write_text(json.dumps(data))
+    tmp.replace(path)  # the driver never reads half a file
+
+
+def read_json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def child_main(argv: list[str]) -> int:
+    """`python -m agent.parallel STATUS_FILE run IDEA [options]`: one idea, reporting to STATUS_FILE."""
+    from agent import cli
+    from agent.idea import load_idea
+    from agent.template import load_template
+
+    status = Path(argv[0])
+    args = cli.build_parser().parse_args(argv[1:])
+    final = {"state": "error"}
+    try:
+        idea = load_idea(args.ideas[0])
+        template = load_template(idea.template_dir)
+        executor = cli._executor_for(args, template, template.choose_profile(args.profile or idea.profile))
+        coder = cli._coder_for(idea, args)
+        max_runs = cli._options(args, idea).max_runs
+        views = []
+
+        def factory():
+            views.append(StatusView(status, cli.console, idea.name, max_runs, coder))
+            return views[-1]
+
+        outcome = cli._run_one(idea, coder, args, executor, factory)
+        view = views[-1] if views else None
+        if outcome is None:
+            final = {"state": "failed", "reason": "no workspace (see the log)"}
+        else:
+            final = {"state": "done" if outcome.ok else "failed", "reason": outcome.stopped_because,
+                     "workspace": str(outcome.workspace), "runs_completed": outcome.runs_completed}
+        if view:
+            view.write(**final)
+        return 0 if outcome is not None and outcome.ok else 1
+    except KeyboardInterrupt:
+        final = {"state": "interrupted", "reason": "interrupted: the attempt was committed"}
+        write_json(status, read_json(status) | final)
+        return 130
+    except cli.user_errors() as exc:
+        cli.err_console.print(f"[red]error:[/red] {exc}")
+        write_json(status, read_json(status) | {"state": "failed", "reason": str(exc).splitlines()[0]})
+        return 2
+
+
+# --------------------------------------------------------------------------- the driver
+
+@dataclass
+class Child:
+    idea: object
+    status_file: Path
+    log_file: Path
+    gpu: str | None
+    proc: subprocess.Popen | None = None
+    started: float = 0.0
+    ended: float | None = None
+    returncode: int | None = None
+    info: dict = field(default_factory=dict)
+
+    @property
+    def elapsed(self) -> float:
+        return ((self.ended or time.monotonic()) - self.started) if self.started else 0.0
+
+
+def _child_argv(args, idea, status_file: Path) -> list[str]:
+    argv = [sys.executable, "-m", "agent.parallel", str(status_file), "run", str(idea.path), "--jobs", "1"]
+    for dest, flag, has_value in FORWARDED:
+        value = getattr(args, dest, None)
+        if has_value and value is not None:
+            argv += [flag, str(value)]
+        elif not has_value and value:
+            argv.append(flag)
+    return argv
+
+
+def _die_with_parent_sigint() -> None:
+    # If the driver dies, each child gets a Ctrl-C of its own and commits what it was doing.
+    if sys.platform.startswith("linux"):
+        import ctypes
+        try:
+            ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGINT)  # PR_SET_PDEATHSIG
+        except (OSError, AttributeError):
+            pass
+
+
+def _start(child: Child, args) -> None:
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    if child.gpu is not None:
+        env["CUDA_VISIBLE_DEVICES"] = child.gpu
+    with open(child.log_file, "wb") as log:
+        child.proc = subprocess.Popen(_child_argv(args, child.idea, child.status_file), env=env,
+                                      stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                                      start_new_session=True, preexec_fn=_die_with_parent_sigint)
+    child.started = time.monotonic()
+
+
+def _poll(child: Child) -> bool:
+    """True once the child has exited."""
+    child.info = read_json(child.status_file) or child.info
+    if child.proc is not None and child.ended is None and child.proc.poll() is not None:
+        child.ended, child.returncode = time.monotonic(), child.proc.returncode
+        child.info = read_json(child.status_file) or child.info
+    return child.ended is not None
+
+
+def _state(child: Child) -> str:
+    if child.proc is None:
+        return "queued"
+    if child.ended is None:
+        return "running"
+    return child.info.get("state") or ("done" if child.returncode == 0 else "failed")
+
+
+def _cost(child: Child) -> str:
+    cost = child.info.get("cost") or 0.0
+    return f"${cost:.4f}" if cost else "$0"
+
+
+def table(children: list[Child], title: str) -> Table:
+    t = Table(title=title)
+    for col in ("idea", "gpu", "run", "attempt", "phase", "elapsed", "cost", "state"):
+        t.add_column(col)
+    colours = {"done": "green", "failed": "red", "interrupted": "yellow", "running": "bold", "queued": "dim"}
+    for c in children:
+        info, state = c.info, _state(c)
+        run = f"{info.get('run', 0)}/{info.get('max_runs', '?')}" if info else "-"
+        phase = "finished" if c.ended is not None else info.get("phase", "-")
+        t.add_row(c.idea.name, c.gpu or "-", run, str(info.get("attempt", "-")), phase,
+                  f"{c.elapsed:.0f}s", _cost(c), f"[{colours.get(state, 'white')}]{state}[/]")
+    return t
+
+
+def summary(children: list[Child]) -> Table:
+    t = Table(title="ideas")
+    for col in ("idea", "workspace", "runs", "wall", "cost", "result"):
+        t.add_column(col)
+    for c in children:
+        info, state = c.info, _state(c)
+        colour = {"done": "green", "interrupted": "yellow"}.get(state, "red")
+        reason = info.get("reason") or state
+        if state not in ("done", "queued") and c.proc is not None:
+            reason += f" (log: {c.log_file})"
+        t.add_row(c.idea.name, info.get("workspace", "-"), str(info.get("runs_completed", 0)),
+                  f"{c.elapsed:.0f}s", _cost(c), f"[{colour}]{reason}[/{colour}]")
+    return t
+
+
+def run_parallel(ideas: list, args, console: Console) -> int:
+    jobs = min(jobs_wanted(args), len(ideas))
+    gpus = [] if _slurm(args) else visible_gpus(args)
+    scratch = Path(tempfile.mkdtemp(prefix="sae-agent-parallel-"))
+    children = [Child(idea, scratch / f"{i:02d}_{idea.name}.json", scratch / f"{i:02d}_{idea.name}.log", None)
+                for i, idea in enumerate(ideas)]
+    where = f" on GPUs {','.join(gpus)}" if gpus else (" as Slurm jobs" if _slurm(args) else "")
+    console.print(f"{len(ideas)} ideas, {jobs} at a time{where}; each idea's output: {scratch}/ "
+                  "(kept if one does not succeed)")
+    free_gpus = list(gpus)
+    interrupted = False
+    title = f"{len(ideas)} ideas, --jobs {jobs}"
+    with Live(table(children, title), console=console, refresh_per_second=4, transient=False,
+              auto_refresh=console.is_terminal) as live:
+        try:
+            while True:
+                for c in children:
+                    if c.proc is not None and c.ended is None and _poll(c) and c.gpu is not None \
+                            and gpus and c.gpu not in free_gpus:
+                        free_gpus.append(c.gpu)
+                running = sum(1 for c in children if c.proc is not None and c.ended is None)
+                for c in children:
+                    if c.proc is None and running < jobs:
+                        if gpus:  # one idea per GPU; more jobs than GPUs share them in turn
+                            c.gpu = free_gpus.pop(0) if free_gpus else gpus[children.index(c) % len(gpus)]
+                        _start(c, args)
+                        running += 1
+                if all(c.ended is not None for c in children):
+                    break
+                live.update(table(children, title))
+                time.sleep(POLL)
+        except KeyboardInterrupt:
+            interrupted = True
+            live.update(table(children, title + " — stopping"))
+            _stop_all(children)
+        live.update(table(children, title))
+    console.print(summary(children))
+    if interrupted:
+        console.print("[yellow]interrupted[/yellow] — each attempt was committed; continue an idea with "
+                      "`python -m agent resume WORKSPACE`")
+        return 130
+    if all(_state(c) == "done" for c in children):
+        shutil.rmtree(scratch, ignore_errors=True)  # the workspaces hold everything worth keeping
+        return 0
+    return 1
+
+
+def _stop_all(children: list[Child]) -> None:
+    """SIGINT to every running child, then wait for each to commit and exit (SIGKILL past STOP_WAIT)."""
+    running = [c for c in children if c.proc is not None and c.ended is None]
+    for c in running:
+        try:
+            os.killpg(c.proc.pid, signal.SIGINT)
+        except ProcessLookupError:
+            pass
+    deadline = time.monotonic() + STOP_WAIT
+    for c in running:
+        while not _poll(c):
+            if time.monotonic() > deadline:
+                try:
+                    os.killpg(c.proc.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+                c.proc.wait()
+                _poll(c)
+                break
+            try:
+                time.sleep(POLL)
+            except KeyboardInterrupt:  # a second Ctrl-C: stop waiting politely
+                deadline = 0.0
+
+
+if __name__ == "__main__":
+    sys.exit(child_main(sys.argv[1:]))

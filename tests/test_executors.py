@@ -1,0 +1,110 @@
+"""The executor layer without a cluster: settings, time limits, how a job's end reads, bad flags.
+
+The Slurm path itself runs on a real cluster in tests/test_slurm.py.
+"""
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from agent import runner
+from agent.cli import main
+from agent.executors import (ExecutorError, JobRecord, LocalExecutor, RunSpec, SlurmExecutor, SlurmSettings,
+                             make_executor, parse_time, time_limit_min)
+from agent.template import load_template
+
+REPO = Path(__file__).resolve().parent.parent
+MINI = REPO / "tests" / "data" / "mini_template"
+
+
+@pytest.mark.parametrize("text, minutes", [("90", 90), ("1:30", 2), ("2:00:00", 120), ("1-00", 1440),
+                                           ("0-1:30", 90), ("0:10", 1)])
+def test_slurm_time_formats(text, minutes):
+    assert parse_time(text) == minutes
+
+
+def test_a_bad_slurm_time_says_which_formats_work():
+    with pytest.raises(ExecutorError, match=r"minutes or Slurm's \[D-\]HH:MM:SS"):
+        parse_time("an hour")
+
+
+def test_time_limit_leaves_room_after_the_runs_own_timeout():
+    assert time_limit_min(600, SlurmSettings()) == 12   # 10 min + 2 min for start-up and the kill
+    assert time_limit_min(600, SlurmSettings(time_min=45)) == 45
+
+
+def test_profile_resources_fill_what_the_command_line_left_unset(tmp_path):
+    template = load_template(MINI)
+    template.slurm = {"tiny": {"partition": "gpu", "gpus": 1, "mem_gb": 32}}
+    executor = SlurmExecutor.__new__(SlurmExecutor)
+    executor.settings = SlurmSettings(mem_gb=8, account="lab")
+    bound = SlurmExecutor.for_profile(executor, template, "tiny")
+    assert (bound.settings.partition, bound.settings.gpus, bound.settings.mem_gb, bound.settings.account) == \
+        ("gpu", 1, 8, "lab")
+    assert LocalExecutor().for_profile(template, "tiny").name == "local"
+
+
+def test_unknown_executor_is_refused(monkeypatch):
+    monkeypatch.setenv("AGENT_EXECUTOR", "kubernetes")
+    with pytest.raises(ExecutorError, match="unknown executor 'kubernetes'"):
+        make_executor(None)
+
+
+def test_slurm_without_its_tools_is_refused_before_any_workspace(tmp_path, monkeypatch, capsys):
+    idea = tmp_path / "idea.md"
+    idea.write_text(f"---\ntemplate: {MINI}\n---\n# Mini\n\n## Experiment\n1. Run.\n")
+    bin_dir = tmp_path / "bin"  # git, but no Slurm
+    bin_dir.mkdir()
+    (bin_dir / "git").symlink_to(shutil.which("git"))
+    monkeypatch.setenv("PATH", str(bin_dir))
+    code = main(["run", str(idea), "--results", str(tmp_path / "results"), "--executor", "slurm",
+                 "--model", "replay:none.json"])
+    assert code == 2
+    assert "needs Slurm's tools on PATH" in capsys.readouterr().err
+    assert not (tmp_path / "results").exists()
+
+
+def _ended(state: str, requeues: int = 0, max_requeues: int = 2, **settings):
+    executor = SlurmExecutor.__new__(SlurmExecutor)
+    executor.settings = SlurmSettings(max_requeues=max_requeues, **settings)
+    record = JobRecord(job_id="42", folder="/nonexistent", argv=["x"], cwd="/w", smoke=False, submitted=0.0,
+                       state=state, requeues=requeues)
+    spec = RunSpec(argv=["x"], cwd=Path("/w"), env={}, run_dir=Path("/w/run_1"), timeout=600)
+    return executor._outcome(spec, record)
+
+
+def test_how_a_job_ends_becomes_the_attempts_status():
+    timeout = _ended("TIMEOUT")
+    assert (timeout.status, timeout.signature) == ("timeout", "Timeout")
+    assert "Slurm's time limit (12 min) ended job 42" in timeout.error
+    oom = _ended("OUT_OF_MEMORY", mem_gb=16)
+    assert oom.status == "failed" and oom.error == "Out of memory: Slurm killed job 42 (--mem 16 GB)"
+    assert _ended("CANCELLED").status == "interrupted"
+    assert _ended("NODE_FAIL").status == "requeue", "a node failure is submitted again"
+    lost = _ended("PREEMPTED", requeues=2)
+    assert lost.status == "lost" and "not charged to the code" in lost.error
+    failed = _ended("FAILED")
+    assert failed.status == "lost" and "filesystem the nodes share" in failed.error
+
+
+def test_local_executor_is_the_runner_default(tmp_path):
+    (tmp_path / "experiment.py").write_text("print('hi')\n")
+    result = runner.run_experiment(tmp_path, "run_1", timeout=60)
+    assert (result.status, result.executor, result.job_id) == ("ok", "local", None)
+    assert LocalExecutor().live_job(tmp_path / "run_1") is None
+
+
+def test_resume_reattaches_only_to_a_job_whose_end_nobody_saw(tmp_path):
+    executor = SlurmExecutor.__new__(SlurmExecutor)
+    executor.settings = SlurmSettings()
+    folder = tmp_path / "jobs"
+    folder.mkdir()
+    (folder / "999999_0_result.pkl").write_bytes(b"")  # the job finished and left its result
+    record = JobRecord(job_id="999999", folder=str(folder), argv=["x"], cwd=str(tmp_path), smoke=False,
+                       submitted=0.0)
+    record.save(tmp_path)
+    assert executor.live_job(tmp_path) == record, "the agent died before it saw the end: pick it up"
+    record.ended = 1.0
+    record.save(tmp_path)
+    assert executor.live_job(tmp_path) is None, "seen ending, so already committed: never again"
