@@ -97,8 +97,8 @@ class StatusView(LiveView):
         super().set(**kw)
         self.write()
 
-    def say(self, message: str) -> None:
-        super().say(message)
+    def say(self, *parts, style: str | None = None) -> None:
+        super().say(*parts, style=style)
         self.write()
 
     def write(self, **extra) -> None:
