@@ -511,6 +511,9 @@ class ExperimentLoop:
         step, self._step = self._step, None
         if step is not None:   # this attempt ran: which box, and the hash of the results the agent read
             trailers["Sandbox"] = step.box
+            trailers["Executor"] = step.result.executor
+            if step.result.job_id:
+                trailers["Slurm-Job"] = str(step.result.job_id)
             if step.results_sha256:
                 trailers["Results-SHA256"] = step.results_sha256
         if signature:  # the "same error twice" key, so a resume compares with it too
