@@ -85,6 +85,9 @@ def message(*parts: Part, style: str | None = None) -> Text:
     return Text.assemble(*parts, style=style or "")
 
 
+LINES_PER_SECOND = 200   # experiment output drawn on screen; the rest is counted (log.txt has all)
+
+
 class LiveView:
     """Shows idea, run i/N, attempt, phase, elapsed time, tokens and cost while the loop works.
 
@@ -105,6 +108,7 @@ class LiveView:
         self.phase = "starting"
         self.started = time.monotonic()
         self._live: Live | None = None
+        self._window_start, self._window_lines, self._skipped = time.monotonic(), 0, 0
 
     def __enter__(self) -> "LiveView":
         if self.console.is_terminal:
@@ -122,14 +126,32 @@ class LiveView:
         self.run = self.run if run is None else run
         self.attempt = self.attempt if attempt is None else attempt
         if phase and phase != self.phase:
+            self._flush_skipped()
             self.phase = phase
             view_log.info("%s", self.status_line())
             if not self._live and not self.quiet:
                 self.console.print(Text(self.status_line(), style="dim"))
 
     def log(self, line: str) -> None:
-        if not self.quiet:
-            self.console.print(Text(line.rstrip("\n"), style="dim"))
+        """A line of the experiment's output. The log file already has it; the screen gets at most
+        LINES_PER_SECOND of them, so a chatty run is never slowed down (or timed out) by drawing."""
+        if self.quiet:
+            return
+        now = time.monotonic()
+        if now - self._window_start >= 1.0:
+            self._window_start, self._window_lines = now, 0
+            self._flush_skipped()
+        if self._window_lines >= LINES_PER_SECOND:
+            self._skipped += 1
+            return
+        self._window_lines += 1
+        self.console.print(Text(line.rstrip("\n"), style="dim"))
+
+    def _flush_skipped(self) -> None:
+        if self._skipped:
+            self.console.print(Text(f"[... {self._skipped} lines of output not shown here; the run's "
+                                    "log.txt has every one]", style="dim"))
+            self._skipped = 0
 
     def say(self, *parts: Part, style: str | None = None) -> None:
         """Tell the user something: plain text pieces, each a str or a (str, style) pair.

@@ -170,3 +170,21 @@ def test_workspaces_go_under_the_current_directory_by_default(fake_llm, idea, tm
     assert main(["run", str(idea), "--model", MODEL, "--api-base", fake_llm.url, "--no-smoke"]) == 0
     (ws,) = (here / "results").iterdir()
     assert ws.name.endswith("_mini_idea") and (ws / "agent.log").is_file()
+
+
+def test_a_chatty_run_is_drawn_at_a_bounded_rate_and_the_rest_is_counted():
+    import io
+
+    from rich.console import Console
+
+    from agent import ui
+    out = io.StringIO()
+    view = ui.LiveView(Console(file=out, width=200), "idea", 1)
+    for i in range(20_000):
+        view.log(f"line {i}")
+    view.set(phase="committing")            # a phase change says how many were not drawn
+    text = out.getvalue()
+    drawn = sum(1 for line in text.splitlines() if line.startswith("line "))
+    assert drawn < 20_000 and drawn >= ui.LINES_PER_SECOND
+    skipped = sum(int(part.split(" lines")[0]) for part in text.split("[... ")[1:])
+    assert drawn + skipped == 20_000 and "log.txt has every one" in text
