@@ -121,8 +121,10 @@ def bwrap_argv(box: Box, argv: list[str]) -> list[str]:
     args = ["bwrap", "--unshare-all", "--die-with-parent", "--new-session"]
     if box.network:
         args += ["--share-net"]
-    args += _system_binds()
+    # The private /tmp first: binds made after it stay visible, so a venv, cache or stage that
+    # lives under /tmp (a CI checkout, a test's cache) is not hidden by it.
     args += ["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp", "--dir", BOX_HOME]
+    args += _system_binds()
     for dev in sorted(glob.glob("/dev/nvidia*")):   # GPU profiles: the devices, nothing else
         args += ["--dev-bind", dev, dev]
     for path in box.readable:

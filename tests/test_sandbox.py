@@ -183,3 +183,17 @@ def test_an_unknown_or_unavailable_box_is_refused(monkeypatch):
     with pytest.raises(sandbox.SandboxError, match="apt-get install bubblewrap"):
         sandbox.choose("bwrap")
     assert sandbox.choose(None) == "staged"
+
+
+@pytest.mark.skipif(not sandbox.bwrap_works(), reason="bubblewrap is not installed here")
+def test_a_python_installed_under_tmp_is_still_visible_in_the_box(tmp_path):
+    # CI checks out (and makes its venv) under /tmp: the box's private /tmp must not hide it.
+    fake_root = tmp_path / "venv" / "bin"
+    fake_root.mkdir(parents=True)
+    (fake_root / "marker").write_text("here")
+    stage = tmp_path / "stage"
+    stage.mkdir()
+    box = sandbox.Box("bwrap", stage, readable=[fake_root])
+    import subprocess
+    out = subprocess.run(box.wrap(["/bin/cat", str(fake_root / "marker")]), capture_output=True, text=True)
+    assert out.stdout == "here", out.stderr
