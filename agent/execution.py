@@ -32,8 +32,9 @@ RESULT_FILE = "final_info.json"
 EVAL_OUT = "eval_out"
 EVAL_LOG = "eval_log.txt"
 STAGE_FOLDER = "stages"   # under the cache folder: outside every repository, shared with cluster nodes
-# Files the training box may not leave in the run folder: the agent and the evaluator write them.
-AGENT_WRITTEN = ("log.txt", EVAL_LOG, RESULT_FILE)
+# Files a run may not leave in its run folder: the agent writes the logs, the evaluator the results
+# (a template without an evaluator keeps the results its experiment writes).
+AGENT_LOGS = ("log.txt", EVAL_LOG)
 
 
 @dataclass
@@ -184,7 +185,7 @@ class Executor:
                               network=self._network())
             result = self._run(box, out_dir, list(self.template.command), run_dir / "log.txt", smoke)
             written = [name for name in (RESULT_FILE,) if os.path.lexists(train_stage / out_dir / name)]
-            for name in AGENT_WRITTEN if self.evaluator else AGENT_WRITTEN[:2]:
+            for name in AGENT_LOGS + ((RESULT_FILE,) if self.evaluator else ()):
                 _remove(train_stage / out_dir / name)
             skipped = sandbox.copy_back(train_stage / out_dir, run_dir)
             step = Step(result, "train", self.box, skipped=skipped)

@@ -6,7 +6,7 @@ The LLM's code runs here, so the box matters more than the convenience:
   (dataloader workers, a stray `subprocess.Popen`) share one process group. On timeout, Ctrl-C or
   any error in the parent, the whole group gets SIGTERM, a grace period, then SIGKILL. After a normal
   exit the group is cleaned up the same way, so nothing it spawned outlives the run and holds a GPU.
-- **Scrubbed environment.** API keys, tokens, passwords and cloud credentials are dropped
+- **Allowlisted environment.** The child sees `ENV_ALLOW`, `SAE_*` and `LC_*` only
   (`scrubbed_env`); a profile lets named variables through (`env_allow`, e.g. `HF_TOKEN`).
 - **Bounded output.** stdout and stderr are merged in order and streamed to `run_i/log.txt` in full
   and to `on_line` (the live view), but memory keeps only a head and a tail of `keep_bytes`: a child
@@ -44,14 +44,6 @@ DEFAULT_COMMAND = ["{python}", "experiment.py", "--out_dir={out_dir}"]
 ENV_ALLOW = ("PATH", "LANG", "LANGUAGE", "TZ", "TERM", "CUDA_VISIBLE_DEVICES", "CUDA_DEVICE_ORDER",
              "OMP_NUM_THREADS", "MKL_NUM_THREADS", "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
 ENV_ALLOW_PREFIXES = ("SAE_", "LC_")
-# Names that look like secrets: refused from `env_allow` unless a profile needs them (HF_TOKEN).
-SECRET_SUFFIXES = ("_KEY", "_TOKEN", "_SECRET", "_PASSWORD", "_PASSWD", "_CREDENTIALS",
-                   "_ACCESS_KEY_ID")
-SECRET_SUBSTRINGS = ("SECRET", "PASSWORD", "API_KEY")
-SECRET_PREFIXES = ("AWS_", "AZURE_", "GCP_", "GCLOUD_", "GOOGLE_", "CLOUDSDK_", "OPENAI_",
-                   "ANTHROPIC_", "DEEPSEEK_", "GEMINI_", "MISTRAL_", "COHERE_", "GROQ_",
-                   "TOGETHER_", "OPENROUTER_", "LITELLM_", "REPLICATE_", "XAI_", "HUGGINGFACE_",
-                   "WANDB_", "GITHUB_", "GH_", "SSH_AUTH_SOCK", "SSH_AGENT")
 
 READ_CHUNK = 64 * 1024
 MAX_LINE_CHARS = 64 * 1024  # a line without newline longer than this goes to on_line in pieces
@@ -76,12 +68,6 @@ class RunResult:
 
 
 # --------------------------------------------------------------------------- environment
-
-def is_secret_name(name: str) -> bool:
-    upper = name.upper()
-    return (upper.endswith(SECRET_SUFFIXES) or upper.startswith(SECRET_PREFIXES)
-            or any(s in upper for s in SECRET_SUBSTRINGS))
-
 
 def scrubbed_env(base: Mapping[str, str], allow: Iterable[str] = ()) -> dict[str, str]:
     """The names of `base` a run may see: ENV_ALLOW, SAE_*/LC_*, and `allow` (exact names)."""

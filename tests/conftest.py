@@ -47,3 +47,14 @@ def sae_cache(tmp_path_factory):
 def _history_backups(tmp_path_factory, monkeypatch):
     """The agent's history backups (agent/gitguard.py) go to a scratch folder, never ~/.cache."""
     monkeypatch.setenv("SAE_HISTORY_DIR", str(tmp_path_factory.mktemp("history-backups")))
+
+
+@pytest.fixture
+def harness_path(monkeypatch):
+    """The SAE template's harness importable as `harness`, fresh for this test."""
+    import sys
+    from pathlib import Path
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[1] / "templates" / "sae_variants"))
+    for name in list(sys.modules):
+        if name == "harness" or name.startswith("harness."):
+            monkeypatch.delitem(sys.modules, name)

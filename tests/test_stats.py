@@ -1,7 +1,6 @@
 """Intervals and verdicts: a difference is a finding only when its interval excludes zero."""
 
 import random
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -10,7 +9,6 @@ import torch
 
 from agent import results, stats
 
-TEMPLATE = Path(__file__).resolve().parents[1] / "templates" / "sae_variants"
 KEY = "m/blocks.3.hook_resid_post"
 
 
@@ -83,11 +81,7 @@ def test_minimum_detectable_difference_grows_with_noise():
 
 
 @pytest.fixture
-def probing(monkeypatch):
-    monkeypatch.syspath_prepend(str(TEMPLATE))
-    for name in list(sys.modules):
-        if name == "harness" or name.startswith("harness."):
-            monkeypatch.delitem(sys.modules, name)
+def probing(harness_path):
     from harness import probing
     return probing
 

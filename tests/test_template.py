@@ -182,14 +182,6 @@ def test_a_runtime_error_in_the_sae_fails_the_run_with_its_traceback(env, tmp_pa
 
 # ---------------------------------------------------------------- pieces that need no language model
 
-@pytest.fixture
-def harness_path(monkeypatch):
-    monkeypatch.syspath_prepend(str(TEMPLATE))
-    for name in list(sys.modules):
-        if name == "harness" or name.startswith("harness."):
-            monkeypatch.delitem(sys.modules, name)
-
-
 def test_profile_comes_from_profile_json_and_sae_profile_overrides_it(harness_path, tmp_path, monkeypatch):
     from harness import profiles
     monkeypatch.delenv("SAE_PROFILE", raising=False)
