@@ -1,7 +1,6 @@
 """Intervals and verdicts: a difference is a finding only when its interval excludes zero."""
 
 import random
-from pathlib import Path
 
 import numpy as np
 import pytest
