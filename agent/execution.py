@@ -34,7 +34,8 @@ EVAL_LOG = "eval_log.txt"
 STAGE_FOLDER = "stages"   # under the cache folder: outside every repository, shared with cluster nodes
 # Files a run may not leave in its run folder: the agent writes the logs, the evaluator the results
 # (a template without an evaluator keeps the results its experiment writes).
-AGENT_LOGS = ("log.txt", EVAL_LOG)
+PREPARE_LOG = "prepare_log.txt"   # in the first run that computed the profile's cached data
+AGENT_LOGS = ("log.txt", EVAL_LOG, PREPARE_LOG)
 
 
 @dataclass
@@ -88,6 +89,7 @@ class Executor:
         self.runner = runner
         self.python = python or sys.executable
         self._prepared: dict[bool, dict] = {}
+        self._prepare_log: dict[bool, list[str]] = {}
         # A template without an evaluator (a minimal test template) lets experiment.py write its
         # own results; the SAE template never does.
         self.evaluator = "harness/evaluate_run.py" in protected
@@ -147,7 +149,7 @@ class Executor:
             env.pop("SAE_CACHE_READONLY")
             proc = subprocess.Popen([self.python, "-m", "harness.prepare", "--json"], cwd=stage, env=env,
                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, errors="replace")
-            lines = []
+            lines = self._prepare_log.setdefault(smoke, [])
             for line in proc.stderr:   # progress, as it happens
                 lines.append(line.rstrip("\n"))
                 if self.on_line:
@@ -168,7 +170,10 @@ class Executor:
         run_dir = self.path / out_dir
         shutil.rmtree(run_dir, ignore_errors=True)
         run_dir.mkdir(parents=True)
+        fresh = smoke not in self._prepared
         dirs = self.prepare(smoke)
+        if fresh and self._prepare_log.get(smoke):   # what preparing printed stays with the run it delayed
+            (run_dir / PREPARE_LOG).write_text("\n".join(self._prepare_log[smoke]) + "\n")
         train_stage = self._stage(out_dir, "train")
         try:
             try:

@@ -16,6 +16,7 @@ from pathlib import Path
 import git
 
 from agent import gitguard
+from agent.ui import prog
 
 AGENT_NAME = "sae-agent"
 AGENT_EMAIL = "sae-agent@localhost"
@@ -195,9 +196,9 @@ def open_workspace(path) -> git.Repo:
         backup = gitguard.backup_path(path)
         if (backup / "HEAD").is_file():
             raise HistoryError(f"{path} has lost its .git; its history is backed up in {backup}: "
-                               f"`python -m agent resume {path}` restores it") from None
+                               f"`{prog()} resume {path}` restores it") from None
         raise HistoryError(f"{path} is not a workspace: no git repository there "
-                           "(workspaces are made by `python -m agent run`)") from None
+                           f"(workspaces are made by `{prog()} run`)") from None
     if repo.bare or Path(repo.working_tree_dir).resolve() != path.resolve():
         raise HistoryError(f"{path} is not a workspace: it is not the top of a git work tree")
     if not repo.head.is_valid():

@@ -18,6 +18,7 @@ from pathlib import Path
 from agent import checks, edits, execution, history, prompts, results, runner
 from agent.coder import BudgetExceeded, LLMError
 from agent.conversation import TRANSCRIPT_JSON, Conversation, ConversationError
+from agent.ui import prog
 from agent.workspace import TRANSCRIPTS, Workspace
 
 DONE_MARKER = "ALL_COMPLETED"
@@ -308,7 +309,7 @@ class ExperimentLoop:
         if result.status == "lost":  # the cluster's fault, not the code's: not charged
             self.commit(f"run {st.run} attempt {st.attempt}: interrupted — {result.error}", "interrupted",
                         error=result.error, seconds=seconds)
-            raise Stop(f"{result.error}; `python -m agent resume {self.ws.path}` runs it again", ok=False)
+            raise Stop(f"{result.error}; `{prog()} resume {self.ws.path}` runs it again", ok=False)
         tampered = self.restore_protected()
         if tampered:
             return self.failed(code, out_dir, seconds, f"the run modified protected files: {', '.join(tampered)}",

@@ -29,7 +29,7 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
-from agent.ui import LiveView
+from agent.ui import LiveView, prog
 
 POLL = 0.25        # seconds between looks at the children
 STOP_WAIT = 120.0  # seconds the children get to commit after Ctrl-C before they are killed
@@ -304,7 +304,7 @@ def run_parallel(ideas: list, args, console: Console) -> int:
     console.print(summary(children))
     if interrupted:
         console.print("[yellow]interrupted[/yellow] — each attempt was committed; continue an idea with "
-                      "`python -m agent resume WORKSPACE`")
+                      f"`{prog()} resume WORKSPACE`")
         return 130
     if all(_state(c) == "done" for c in children):
         shutil.rmtree(scratch, ignore_errors=True)  # the workspaces hold everything worth keeping

@@ -335,7 +335,7 @@ def _baseline_locked(ws: Workspace, cached: Path, *, timeout: float, on_line, sa
                 step = runs.run(out_dir, overrides={"seed": seed} if len(seeds) > 1 else None)
             except execution.PrepareError as exc:
                 raise WorkspaceError(f"{exc}\n  The workspace {ws.path} was kept; fix the environment and "
-                                     "retry (`python -m agent prepare --profile P` shows the whole output).") from None
+                                     f"retry (`{prog()} prepare --profile P` shows the whole output).") from None
             if not step.ok:
                 error = step.problem or step.result.error or step.result.status
                 _commit_baseline(ws, "failed", time.monotonic() - started, error=error)
@@ -400,7 +400,7 @@ def open_workspace(path: Path) -> Workspace:
         _, warnings = gitguard.open_guard(path)
         repo = history.open_workspace(path)
     except (history.HistoryError, gitguard.GuardError) as exc:
-        raise WorkspaceError(f"{exc}; give a folder made by `python -m agent run`.") from None
+        raise WorkspaceError(f"{exc}; give a folder made by `{prog()} run`.") from None
     guard = gitguard.guard(path)
     root = repo.git.rev_list("--max-parents=0", "HEAD").split()[-1]
     where = f"the baseline commit {root[:8]} of {path}"
@@ -410,7 +410,7 @@ def open_workspace(path: Path) -> Workspace:
         idea = Idea(**data)
     except (ValueError, TypeError, KeyError) as exc:
         raise WorkspaceError(f"idea.json in {where} is missing or unreadable ({exc}); "
-                             "is this a workspace made by `python -m agent run`?") from None
+                             f"is this a workspace made by `{prog()} run`?") from None
     spec = history.file_at(repo, root, "template.json")
     try:
         template = parse_template(path, spec, source=f"template.json in {where}") if spec \

@@ -201,7 +201,8 @@ def test_two_tiny_profile_ideas_in_parallel_from_a_cold_cache(tmp_path):
     assert sorted(baseline_sources(results)) == ["cached", "computed"]
     # A cached baseline's run_0 is a copy (its log included): count the computed one and the runs.
     computed = [ws for ws, how in zip(sorted(workspaces), baseline_sources(results)) if how == "computed"]
-    logs = "\n".join(p.read_text() for p in [computed[0] / "run_0" / "log.txt", *results.glob("*/run_1/log.txt")])
+    logs = "\n".join(p.read_text() for p in [computed[0] / "run_0" / "prepare_log.txt", computed[0] / "run_0" / "log.txt",
+                                              *results.glob("*/run_1/log.txt")])
     assert logs.count("training activations in") == 1, "the activations were computed once"
     assert logs.count("probing activations in") == 1
     for ws in workspaces:

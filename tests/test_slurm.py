@@ -98,7 +98,17 @@ def requeue_now(job_id: str) -> None:
     subprocess.run(["scontrol", "requeue", job_id], check=True)
     assert wait_for(lambda: (i := job_info(job_id)) and i.restarts > restarts and i.state in ("PENDING", "CANCELLED"), 60)
     if job_info(job_id).state == "PENDING":  # (the agent may have cancelled it already: past the bound)
+        # Slurm's two minutes let the node finish the old instance: started again before slurmd has,
+        # the job is killed as "non-startable: Job credential revoked" (seen on a loaded machine).
+        assert wait_for(node_is_idle, 60), "the node did not finish the requeued instance"
+        time.sleep(1.0)
         subprocess.run(["scontrol", "update", f"JobId={job_id}", "StartTime=now"], check=True)
+
+
+def node_is_idle() -> bool:
+    out = subprocess.run(["scontrol", "show", "node", "-o"], capture_output=True, text=True).stdout
+    fields = dict(re.findall(r"(\w+)=(\S*)", out))
+    return fields.get("CPUAlloc") == "0" and fields.get("State", "").split("+") == ["IDLE"]
 
 
 def spawn(args, env):
@@ -235,7 +245,7 @@ def test_a_requeued_job_runs_again_and_is_not_charged(slurm_cluster, tmp_path):
 
     result = runner.run_experiment(ws, "run_1", timeout=120, on_line=on_line,
                                    executor=SlurmExecutor(SlurmSettings(max_requeues=2)))
-    assert result.status == "ok", result.output
+    assert result.status == "ok", f"{result.error}\n{result.output}"
     assert result.output.count("attempt") == 2 and "was requeued by Slurm (1/2)" in result.output
     assert JobRecord.load(ws / "run_1").requeues == 1 and result.job_id == requeued[0]
     assert (ws / "run_1" / "done").exists()
@@ -301,7 +311,8 @@ def test_a_job_the_cluster_keeps_losing_stops_the_idea_without_charging_the_code
         (run_dir,) = results.glob("*/run_1")
         job_id = running_record(run_dir).job_id
         for k in range(1, 4):  # three "node failures"; two requeues are allowed
-            assert wait_for(lambda: (run_dir / "log.txt").read_text().count("training") >= k), k
+            assert wait_for(lambda: (run_dir / "log.txt").read_text().count("training") >= k), (
+                k, job_info(job_id), (run_dir / "log.txt").read_text()[-2000:])
             requeue_now(job_id)
         output, _ = proc.communicate(timeout=120)
     finally:

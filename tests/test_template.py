@@ -124,7 +124,8 @@ def test_baseline_is_a_trained_sae(workspace):
 
 
 def test_second_run_hits_the_activation_cache(workspace):
-    assert "activation cache miss" in workspace["cold_log"]
+    # (Whether run_0 computed the cache depends on the tests before it, which share the session's
+    # cache; a cold cache computed once is tests/test_parallel.py's cold-cache test.)
     assert "activation cache miss" not in workspace["warm_log"]
     assert workspace["warm_log"].count("activation cache hit") >= 4   # training, held-out, CE and probing data
     # nothing in the cache was rewritten by the rerun
