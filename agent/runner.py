@@ -6,8 +6,9 @@ The LLM's code runs here, so the box matters more than the convenience:
   (dataloader workers, a stray `subprocess.Popen`) share one process group. On timeout, Ctrl-C or
   any error in the parent, the whole group gets SIGTERM, a grace period, then SIGKILL. After a normal
   exit the group is cleaned up the same way, so nothing it spawned outlives the run and holds a GPU.
-- **Allowlisted environment.** The child sees `ENV_ALLOW`, `SAE_*` and `LC_*` only
-  (`scrubbed_env`); a profile lets named variables through (`env_allow`, e.g. `HF_TOKEN`).
+- **Allowlisted environment.** The child sees `ENV_ALLOW` and `LC_*` only (`scrubbed_env`), plus
+  what the agent sets (the harness's `SAE_*`); a profile lets named variables through (`env_allow`,
+  e.g. `HF_TOKEN`).
 - **Bounded output.** stdout and stderr are merged in order and streamed to `run_i/log.txt` in full
   and to `on_line` (the live view), but memory keeps only a head and a tail of `keep_bytes`: a child
   printing a gigabyte costs a gigabyte of disk, not of RAM.
@@ -38,12 +39,15 @@ from typing import Callable, Iterable, Mapping
 
 DEFAULT_COMMAND = ["{python}", "experiment.py", "--out_dir={out_dir}"]
 
-# The child's environment is an allowlist: these names (and SAE_*, LC_*) pass, plus what the
-# template's `env_allow` names for the profile and what the agent sets itself. A denylist of
-# secret-looking names was tried first and leaked DATABASE_URL, GITLAB_PAT and bare KEY/TOKEN.
+# The child's environment is an allowlist: these names (and LC_*) pass, plus what the template's
+# `env_allow` names for the profile and what the agent sets itself. A denylist of secret-looking
+# names was tried first and leaked DATABASE_URL, GITLAB_PAT and bare KEY/TOKEN. The harness's
+# SAE_* variables come only from the agent: a user's SAE_SMOKE=1 must not turn a full run into a
+# smoke run, SAE_HISTORY_DIR would point a run at the history backups, and an SAE_-named secret
+# is still a secret.
 ENV_ALLOW = ("PATH", "LANG", "LANGUAGE", "TZ", "TERM", "CUDA_VISIBLE_DEVICES", "CUDA_DEVICE_ORDER",
              "OMP_NUM_THREADS", "MKL_NUM_THREADS", "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
-ENV_ALLOW_PREFIXES = ("SAE_", "LC_")
+ENV_ALLOW_PREFIXES = ("LC_",)
 
 READ_CHUNK = 64 * 1024
 MAX_LINE_CHARS = 64 * 1024  # a line without newline longer than this goes to on_line in pieces
@@ -70,7 +74,7 @@ class RunResult:
 # --------------------------------------------------------------------------- environment
 
 def scrubbed_env(base: Mapping[str, str], allow: Iterable[str] = ()) -> dict[str, str]:
-    """The names of `base` a run may see: ENV_ALLOW, SAE_*/LC_*, and `allow` (exact names)."""
+    """The names of `base` a run may see: ENV_ALLOW, LC_*, and `allow` (exact names)."""
     allowed = set(allow) | set(ENV_ALLOW)
     return {k: v for k, v in base.items() if k in allowed or k.startswith(ENV_ALLOW_PREFIXES)}
 

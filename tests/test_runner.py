@@ -330,19 +330,22 @@ def test_environment_is_an_allowlist(workspace, monkeypatch):
                "AWS_PROFILE": "prod", "GOOGLE_APPLICATION_CREDENTIALS": "/k.json",
                "GITHUB_TOKEN": "ghp", "DB_PASSWORD": "pw", "MY_SECRET": "s",
                "DATABASE_URL": "postgres://u:hunter2@db/x", "GITLAB_PAT": "glpat-1", "KEY": "k", "TOKEN": "t"}
-    for name, value in {**secrets, "HF_TOKEN": "hf_ok", "SAE_CACHE_DIR": "/cache"}.items():
+    # The harness's SAE_* come from the agent only: the user's would switch a full run to a smoke
+    # run, or point it at the history backups.
+    users_sae = {"SAE_SMOKE": "1", "SAE_HISTORY_DIR": "/backups", "SAE_API_KEY": "sk-3", "SAE_CACHE_DIR": "/mine"}
+    for name, value in {**secrets, **users_sae, "HF_TOKEN": "hf_ok"}.items():
         monkeypatch.setenv(name, value)
     ws = workspace("""
         import json, os, sys
         json.dump(dict(os.environ), open(os.path.join(sys.argv[1].split("=")[1], "env.json"), "w"))
     """)
-    result = run_experiment(ws, "run_1", env_allow=["HF_TOKEN"], extra_env={"SAE_SMOKE": "1"})
+    result = run_experiment(ws, "run_1", env_allow=["HF_TOKEN"], extra_env={"SAE_CACHE_DIR": "/cache"})
     env = json.loads((ws / "run_1" / "env.json").read_text())
 
     assert result.status == "ok"
     assert not set(secrets) & set(env)
-    assert not any(v in json.dumps(env) for v in ("hunter2", "glpat-1", "sk-1"))
-    assert env["HF_TOKEN"] == "hf_ok" and env["SAE_SMOKE"] == "1"
+    assert not any(v in json.dumps(env) for v in ("hunter2", "glpat-1", "sk-1", "sk-3", "/backups"))
+    assert env["HF_TOKEN"] == "hf_ok" and "SAE_SMOKE" not in env
     assert env["SAE_CACHE_DIR"] == "/cache" and "PATH" in env
     assert env["PYTHONDONTWRITEBYTECODE"] == "1"
 
@@ -351,8 +354,7 @@ def test_scrubbed_env_keeps_only_allowlisted_names():
     base = {"PATH": "/bin", "HOME": "/root", "CUDA_VISIBLE_DEVICES": "0", "SAE_PROFILE": "tiny",
             "LC_ALL": "C.UTF-8", "ANTHROPIC_BASE_URL": "x", "wandb_api_key": "k", "HF_TOKEN": "t",
             "EDITOR": "vim"}
-    assert scrubbed_env(base) == {"PATH": "/bin", "CUDA_VISIBLE_DEVICES": "0", "SAE_PROFILE": "tiny",
-                                  "LC_ALL": "C.UTF-8"}
+    assert scrubbed_env(base) == {"PATH": "/bin", "CUDA_VISIBLE_DEVICES": "0", "LC_ALL": "C.UTF-8"}
     assert scrubbed_env(base, ["HF_TOKEN"])["HF_TOKEN"] == "t"
 
 

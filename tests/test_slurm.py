@@ -102,7 +102,9 @@ def requeue_now(job_id: str) -> None:
         # the job is killed as "non-startable: Job credential revoked" (seen on a loaded machine).
         assert wait_for(node_is_idle, 60), "the node did not finish the requeued instance"
         time.sleep(1.0)
-        subprocess.run(["scontrol", "update", f"JobId={job_id}", "StartTime=now"], check=True)
+        update = subprocess.run(["scontrol", "update", f"JobId={job_id}", "StartTime=now"], capture_output=True,
+                                text=True)
+        assert update.returncode == 0 or job_info(job_id).state != "PENDING", update.stderr
 
 
 def node_is_idle() -> bool:

@@ -1,4 +1,4 @@
-"""The GPU profile's evaluation: SAEBench's own `run_eval` for sparse probing on its 8 data sets.
+"""The GPU profile's evaluation: SAEBench's own sparse probing (`run_eval_single_sae`) on its 8 data sets.
 
 SAEBench expects a custom SAE object like its `BaseSAE`: `W_enc`, `W_dec`, `b_enc`, `b_dec`, `encode`,
 `decode`, `forward`, `device`, `dtype`, a `cfg` (its `CustomSAEConfig`) and a `to(...)` that keeps
@@ -9,7 +9,10 @@ layer and hook in its cfg whatever the experiment's SAE claims.
 
 from __future__ import annotations
 
-import tempfile
+import contextlib
+import dataclasses
+import os
+import warnings
 
 import torch
 import torch.nn as nn
@@ -51,11 +54,13 @@ class SAEBenchSAE(nn.Module):
     def b_dec(self):
         return getattr(self.sae, "b_dec", None)
 
+    # SAEBench encodes [batch, seq, d_model] blocks; the exported programs take [n, d] rows.
     def encode(self, x):
-        return self.sae.encode(x.to(self.dtype) * self.scale)
+        rows = x.reshape(-1, x.shape[-1]).to(self.dtype) * self.scale
+        return self.sae.encode(rows).reshape(*x.shape[:-1], -1)
 
     def decode(self, f):
-        return self.sae.decode(f) / self.scale
+        return (self.sae.decode(f.reshape(-1, f.shape[-1])) / self.scale).reshape(*f.shape[:-1], -1)
 
     def forward(self, x):
         return self.decode(self.encode(x))
@@ -78,13 +83,47 @@ def saebench_config(profile):
         k_values=list(p.k_values))
 
 
-def run_saebench(wrapped: SAEBenchSAE, profile, artifacts_path: str) -> dict:
-    """One SAE through sae_bench.evals.sparse_probing.main.run_eval; returns its result dict."""
-    from sae_bench.evals.sparse_probing.main import run_eval
+@contextlib.contextmanager
+def _probe_dimensions_checked_per_call():
+    """SAEBench's `train_probe_on_activations` cannot be called as is with the installed jaxtyping
+    (0.2.28 and 0.3.x alike): its `@jaxtyped` signature binds `train_dataset_size` to the per-class
+    size, and the sklearn probe it calls checks the same name against the positives plus negatives
+    (twice that), so every top-k probe fails. Inside this block the outer signature is not checked;
+    every function it calls keeps its own checks."""
+    from sae_bench.evals.sparse_probing import probe_training as pt
+    checked = pt.train_probe_on_activations
+    pt.train_probe_on_activations = getattr(checked, "__wrapped__", checked)
+    try:
+        yield
+    finally:
+        pt.train_probe_on_activations = checked
+
+
+def artifacts_folder(artifacts_path: str, profile, hook_name: str) -> str:
+    """Where SAEBench keeps (and reuses) the language model's probe activations: its own layout."""
+    return os.path.join(artifacts_path, "sparse_probing", profile.model_name, hook_name)
+
+
+def run_saebench(wrapped: SAEBenchSAE, profile, artifacts_path: str, model) -> dict:
+    """One SAE through SAEBench's `run_eval_single_sae` (every data set through
+    `run_eval_single_dataset`), with the language model the harness already holds: `run_eval`
+    would load a second copy of it. Returns SAEBench's result fields: eval_result_metrics
+    {llm, sae}, eval_result_details, eval_result_unstructured."""
+    from sae_bench.evals.sparse_probing.eval_output import (SparseProbingLlmMetrics,
+                                                            SparseProbingSaeMetrics)
+    from sae_bench.evals.sparse_probing.main import run_eval_single_sae
     config = saebench_config(profile)
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    with tempfile.TemporaryDirectory() as output_path:
-        results = run_eval(config, [(profile.sae_key(wrapped.cfg.hook_layer), wrapped)], device, output_path,
-                           force_rerun=True, artifacts_path=artifacts_path)
-    (only,) = results.values()
-    return only
+    folder = artifacts_folder(artifacts_path, profile, wrapped.cfg.hook_name)
+    with _probe_dimensions_checked_per_call(), warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)   # sklearn's `penalty=` deprecation, per probe
+        results, per_class = run_eval_single_sae(config, wrapped, model, device, folder, save_activations=True)
+    scalars = {k: v for k, v in results.items() if not isinstance(v, dict)}
+    # SAEBench's own output records check the metric names and types
+    llm = SparseProbingLlmMetrics(**{k: v for k, v in scalars.items() if k.startswith("llm_")})
+    sae = SparseProbingSaeMetrics(**{k: v for k, v in scalars.items() if k.startswith("sae_")})
+    return {
+        "eval_result_metrics": {"llm": dataclasses.asdict(llm), "sae": dataclasses.asdict(sae)},
+        "eval_result_details": [{"dataset_name": name, **r} for name, r in results.items() if isinstance(r, dict)],
+        "eval_result_unstructured": per_class,
+    }
