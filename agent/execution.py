@@ -164,27 +164,32 @@ class Executor:
         self._prepared[smoke] = json.loads(out.strip().splitlines()[-1])
         return self._prepared[smoke]
 
-    def run(self, out_dir: str, *, smoke: bool = False, overrides: dict[str, object] | None = None) -> Step:
+    def run(self, out_dir: str, *, smoke: bool = False, overrides: dict[str, object] | None = None,
+            attach_stage: Path | None = None) -> Step:
         """Train and evaluate the workspace's code as `out_dir`; `overrides` set top-level
-        hyperparameters of the staged experiment.py (the baseline's seeds), never the workspace's."""
+        hyperparameters of the staged experiment.py (the baseline's seeds), never the workspace's.
+        `attach_stage`: the stage of a Slurm job still training this run (a resumed agent follows
+        it there instead of staging and submitting again; its job record is in `out_dir`)."""
         run_dir = self.path / out_dir
-        shutil.rmtree(run_dir, ignore_errors=True)
-        run_dir.mkdir(parents=True)
+        if attach_stage is None:
+            shutil.rmtree(run_dir, ignore_errors=True)
+        run_dir.mkdir(parents=True, exist_ok=True)
         fresh = smoke not in self._prepared
         dirs = self.prepare(smoke)
         if fresh and self._prepare_log.get(smoke):   # what preparing printed stays with the run it delayed
             (run_dir / PREPARE_LOG).write_text("\n".join(self._prepare_log[smoke]) + "\n")
-        train_stage = self._stage(out_dir, "train")
+        train_stage = attach_stage or self._stage(out_dir, "train")
         try:
-            try:
-                files = {rel: sandbox.read_regular(self.path, rel) for rel in self.template.editable
-                         if os.path.lexists(self.path / rel)}
-            except sandbox.SandboxError as exc:
-                return Step(_refused(str(exc), run_dir), "train", self.box, problem=str(exc))
-            if overrides and "experiment.py" in files:
-                files["experiment.py"] = override_assignments(files["experiment.py"], overrides)
-            sandbox.stage_files(train_stage, {**files, **self.protected})
-            (train_stage / out_dir).mkdir(parents=True)
+            if attach_stage is None:
+                try:
+                    files = {rel: sandbox.read_regular(self.path, rel) for rel in self.template.editable
+                             if os.path.lexists(self.path / rel)}
+                except sandbox.SandboxError as exc:
+                    return Step(_refused(str(exc), run_dir), "train", self.box, problem=str(exc))
+                if overrides and "experiment.py" in files:
+                    files["experiment.py"] = override_assignments(files["experiment.py"], overrides)
+                sandbox.stage_files(train_stage, {**files, **self.protected})
+                (train_stage / out_dir).mkdir(parents=True)
             box = sandbox.Box(self.box, train_stage, writable=[train_stage / out_dir],
                               readable=[Path(p) for p in dirs["train"]], hidden=_labelled_data_dirs(),
                               network=self._network())
@@ -246,6 +251,22 @@ class Executor:
         target = self.path / out_dir / "final_split.json"
         _, wrote = self._evaluate(out_dir, self.path / out_dir, False, "final", target)
         return target if wrote else None
+
+
+def staged_as_now(workspace: Path, stage: Path, editable: list[str]) -> bool:
+    """Whether `stage` holds the workspace's editable files as they are now (a job training them
+    may be followed by a resumed agent; one training other code may not)."""
+    stage, workspace = Path(stage), Path(workspace)
+    if not stage.is_dir():
+        return False
+    for rel in editable:
+        here, there = workspace / rel, stage / rel
+        if os.path.lexists(here) != os.path.lexists(there):
+            return False
+        if os.path.lexists(here) and (here.is_symlink() or not here.is_file()
+                                      or here.read_bytes() != there.read_bytes()):
+            return False
+    return True
 
 
 def override_assignments(source: bytes, values: dict[str, object]) -> bytes:

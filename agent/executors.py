@@ -4,7 +4,7 @@ The runner builds the argv, the scrubbed environment and the log sink (agent/run
 executor only runs that argv in that cwd and reports how it ended:
 
     executor.execute(spec: RunSpec, sink: runner.OutputSink) -> Outcome
-    executor.live_job(run_dir) -> JobRecord | None     (a job a resumed loop can re-attach to)
+    executor.live_job(run_dir) -> JobRecord | None     (a job a resumed loop follows to its end)
     executor.name                                       ("local" | "slurm")
 
 `Outcome.status` is the runner's vocabulary: "ok", "failed", "timeout", "interrupted", and

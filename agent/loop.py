@@ -52,6 +52,7 @@ class LoopState:
     last_good_sha: str | None = None
     last_good_run: int = 0
     completed_runs: list[int] = field(default_factory=list)
+    reattach: object = None     # a Slurm job still training this run, found on resume (JobRecord)
 
 
 @dataclass
@@ -122,6 +123,8 @@ class ExperimentLoop:
             self.view.say(("workspace:", "yellow"), f" {warning}")
         try:
             try:
+                if self.state.reattach is not None:
+                    self.follow_job(self.state.reattach)
                 while self.state.run <= self.opt.max_runs:
                     self.step()
                 reason = f"all {self.opt.max_runs} runs done"
@@ -179,6 +182,16 @@ class ExperimentLoop:
         self.execute(code)
         if done and st.executions == 0:  # the run worked (a success resets the count)
             raise Stop("the coder reported ALL_COMPLETED")
+
+    def follow_job(self, record) -> None:
+        """The resumed agent's first step: the interrupted attempt's Slurm job is still training
+        the code as it stands, so the loop follows it to its end rather than running it again."""
+        st = self.state
+        st.attempt += 1
+        st.reattach = None
+        self.view.say(f"run_{st.run} attempt {st.attempt}: following Slurm job {record.job_id}, still running")
+        self._before_run = self.ws.snapshot()
+        self.execute(self.ws.read("experiment.py"), attach_stage=Path(record.cwd))
 
     def ask(self) -> str:
         # Tokens and cost belong to the reply that is coming: a Ctrl-C while waiting must not
@@ -291,16 +304,16 @@ class ExperimentLoop:
 
     # -- running --------------------------------------------------------------------------
 
-    def execute(self, code: str) -> None:
+    def execute(self, code: str, attach_stage: Path | None = None) -> None:
         st = self.state
         st.executions += 1
         out_dir = f"run_{st.run}"
         started = time.monotonic()
-        step = self.smoke_run(out_dir)
+        step = self.smoke_run(out_dir) if attach_stage is None else None
         smoke_failed = step is not None and not step.ok
         if not smoke_failed:
             self.view.set(phase=f"running {out_dir}")
-            step = self.run_step(out_dir, smoke=False)
+            step = self.run_step(out_dir, smoke=False, attach_stage=attach_stage)
         self._step = step
         seconds = time.monotonic() - started
         result = step.result
@@ -340,9 +353,9 @@ class ExperimentLoop:
             command=self.ws.template.display_command(out_dir), feedback=detail, files=files_text(self.ws))
         self.failed(code, out_dir, seconds, error, feedback, result.signature, detail=detail)
 
-    def run_step(self, out_dir: str, smoke: bool) -> execution.Step:
+    def run_step(self, out_dir: str, smoke: bool, attach_stage: Path | None = None) -> execution.Step:
         try:
-            return self.executor.run(out_dir, smoke=smoke)
+            return self.executor.run(out_dir, smoke=smoke, attach_stage=attach_stage)
         except execution.PrepareError as exc:   # the environment, not the coder's code
             raise Stop(str(exc), ok=False) from None
 
@@ -575,8 +588,9 @@ def load_transcript(ws: Workspace, repo) -> Conversation | None:
 def prepare_resume(ws: Workspace, max_runs: int, executor=None) -> tuple[LoopState, Conversation, str | None]:
     """Commit a half-written attempt as interrupted, then rebuild state and conversation.
 
-    A run whose Slurm job is still running is cancelled and counted as interrupted: its box and
-    staged copy belonged to the agent that stopped, so the run starts again.
+    A run whose Slurm job is still running is followed to its end (`state.reattach`) when its
+    staged copy is still there and holds the code as it stands; otherwise the job is cancelled,
+    the attempt counted as interrupted, and the run starts again (never two at once).
 
     Returns the model last used (from the transcript's usage, else the commit trailers) so a
     resume without --model goes on with the same coder.
@@ -591,10 +605,13 @@ def prepare_resume(ws: Workspace, max_runs: int, executor=None) -> tuple[LoopSta
     attempts = history.read_history(ws.path)
     model = (conv.usage[-1].get("model") if conv.usage else None) or next(
         (a.model for a in reversed(attempts) if a.model and a.model != "template"), None)
-    # A Slurm job of the interrupted run may still be going: its box and stage are gone with the
-    # agent that started it, so it is cancelled and the run starts again (never two at once).
+    # A Slurm job of the interrupted run may still be going (the agent died, the job did not).
     record = executor.live_job(ws.path / f"run_{state.run}") if executor is not None else None
     if record is not None:
+        if not found and not record.smoke and not conv.pending_user and execution.staged_as_now(ws.path, Path(record.cwd),
+                                                                      ws.template.editable):
+            state.reattach = record
+            return state, conv, model
         from agent.executors import scancel
         scancel(record.job_id)
         dirty = True

@@ -183,10 +183,9 @@ def test_ctrl_c_cancels_the_job(slurm_cluster, fake_llm, idea, tmp_path):
     assert history.read_history(run_dir.parent)[-1].status == "interrupted"
 
 
-def test_resume_cancels_a_job_still_running_and_runs_again(slurm_cluster, fake_llm, idea, tmp_path):
-    # The job's box and staged copy belonged to the agent that died: resume cancels it (never two
-    # runs of one attempt at once), records the attempt as interrupted and goes on.
-    fake_llm.script([sleeping(60)])
+def agent_dies_mid_run(fake_llm, idea, tmp_path, seconds: int) -> tuple[Path, str, dict]:
+    """An agent running run 1 as a Slurm job is killed; the job lives on. (workspace, job id, env)"""
+    fake_llm.script([sleeping(seconds)])
     results = tmp_path / "results"
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     proc = spawn(["run", str(idea), "--results", str(results), "--model", MODEL, "--api-base", fake_llm.url,
@@ -199,14 +198,42 @@ def test_resume_cancels_a_job_still_running_and_runs_again(slurm_cluster, fake_l
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
     (run_dir,) = results.glob("*/run_1")
-    ws = run_dir.parent
     job_id = JobRecord.load(run_dir).job_id
     assert job_info(job_id).state in ("RUNNING", "PENDING")
+    return run_dir.parent, job_id, env
 
+
+def resume(ws: Path, fake_llm, env) -> subprocess.CompletedProcess:
     fake_llm.script(["ALL_COMPLETED"])
-    resumed = subprocess.run([sys.executable, "-m", "agent", "resume", str(ws), "--api-base", fake_llm.url,
-                              "--no-smoke"], cwd=REPO, env=env, capture_output=True, text=True, timeout=180)
+    return subprocess.run([sys.executable, "-m", "agent", "resume", str(ws), "--api-base", fake_llm.url,
+                           "--no-smoke"], cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+
+
+def test_resume_follows_a_job_still_running_instead_of_running_it_again(slurm_cluster, fake_llm, idea, tmp_path):
+    ws, job_id, env = agent_dies_mid_run(fake_llm, idea, tmp_path, seconds=20)
+    resumed = resume(ws, fake_llm, env)
+    assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
     assert "resuming with --executor slurm" in resumed.stdout, "the workspace says its runs were Slurm jobs"
+    assert f"following Slurm job {job_id}" in resumed.stdout
+    run1 = [a for a in history.read_history(ws) if a.run == 1]
+    assert [(a.attempt, a.status) for a in run1] == [(1, "success")], "one attempt, not an interrupted one and a rerun"
+    assert run1[0].trailers["Slurm-Job"] == job_id, "the job that was running is the one recorded"
+    assert (ws / "run_1" / "log.txt").read_text().count("training") == 1
+    # the conversation goes on from the reply whose code ran, with that run's results: strictly
+    # alternating, the reply not asked for again
+    assert fake_llm.violations == []
+    after = fake_llm.requests[1].body["messages"]
+    assert [m["role"] for m in after[-2:]] == ["assistant", "user"] and "time.sleep(20)" in after[-2]["content"]
+    assert "run 1" in after[-1]["content"].lower()
+
+
+def test_resume_cancels_a_job_running_code_that_has_changed_since(slurm_cluster, fake_llm, idea, tmp_path):
+    # The researcher edited experiment.py before resuming: the job trains code that is no longer the
+    # workspace's, so it is cancelled (never two runs of one attempt) and the attempt is interrupted.
+    ws, job_id, env = agent_dies_mid_run(fake_llm, idea, tmp_path, seconds=60)
+    with open(ws / "experiment.py", "a") as f:
+        f.write("# changed by hand\n")
+    resume(ws, fake_llm, env)
     assert wait_for(lambda: (job_info(job_id) is None or job_info(job_id).state not in ("RUNNING", "PENDING")))
     attempts = history.read_history(ws)
     assert [(a.run, a.status) for a in attempts][:2] == [(0, "baseline"), (1, "interrupted")]
