@@ -387,7 +387,8 @@ class ExperimentLoop:
                     error=error, seconds=seconds, signature=signature)
         if signature and signature == st.last_signature:
             # The restored files replace the failing ones in the message: no stale file dump.
-            feedback = self.restore_last_good(signature) + "\n\nThe error, for reference:\n\n" + (detail or error)
+            feedback = prompts.ERROR_FOR_REFERENCE.format(restored=self.restore_last_good(signature),
+                                                          error=detail or error)
             st.last_signature = None
         else:
             st.last_signature = signature
