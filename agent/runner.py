@@ -505,6 +505,13 @@ def parse_failure(output: str, script: str = "experiment.py"
     return traceback, exc_line[:500], signature
 
 
+def files_in_traceback(traceback: str | None, names: Iterable[str]) -> list[str]:
+    """Which of `names` (workspace-relative paths) a traceback's frames pass through. A frame's
+    path may be absolute (the staged copy, a box's mount): it counts when it ends with the name."""
+    paths = [m.group("file") for m in map(FRAME_RE.match, (traceback or "").splitlines()) if m]
+    return [n for n in names if any(p == n or p.endswith("/" + n) for p in paths)]
+
+
 def innermost_location(block: list[str], script: str) -> str:
     frames = [m for m in map(FRAME_RE.match, block) if m]
     ours = [m for m in frames if Path(m.group("file")).name == script]
