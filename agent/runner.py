@@ -508,8 +508,13 @@ def parse_failure(output: str, script: str = "experiment.py"
 def files_in_traceback(traceback: str | None, names: Iterable[str]) -> list[str]:
     """Which of `names` (workspace-relative paths) a traceback's frames pass through. A frame's
     path may be absolute (the staged copy, a box's mount): it counts when it ends with the name."""
-    paths = [m.group("file") for m in map(FRAME_RE.match, (traceback or "").splitlines()) if m]
-    return [n for n in names if any(p == n or p.endswith("/" + n) for p in paths)]
+    names = list(names)
+    found = set()
+    for m in map(FRAME_RE.match, (traceback or "").splitlines()):
+        ends = [n for n in names if m and (m.group("file") == n or m.group("file").endswith("/" + n))]
+        if ends:  # .../sub/plot.py is sub/plot.py, not plot.py as well
+            found.add(max(ends, key=len))
+    return [n for n in names if n in found]
 
 
 def innermost_location(block: list[str], script: str) -> str:
