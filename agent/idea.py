@@ -5,7 +5,9 @@ An idea file looks like::
     ---
     name: lateral_inhibition        # optional: workspace name (default: the file's stem)
     template: sae_variants          # optional (default: sae_variants)
-    max_runs: 5                     # optional
+    max_runs: 5                     # optional; also max_attempts, profile
+    extra:                          # optional: free-form settings, kept in Idea.extra
+      note: anything
     ---
     # Percentile-Adaptive Lateral Inhibition
 
@@ -18,15 +20,18 @@ An idea file looks like::
     ## Implementation plan
     1. In CustomSAE ...
 
-A malformed idea raises `IdeaError`, whose message names the file, the problem and the fix.
+The front matter is YAML. A malformed idea raises `IdeaError`, whose message names the file, the problem and the fix.
 """
 
 from __future__ import annotations
 
+import difflib
 import json
 import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+
+import yaml
 
 from agent.resources import templates_dir
 
@@ -36,7 +41,8 @@ DEFAULT_TEMPLATE = "sae_variants"
 # Section headings we accept for each part (lower-cased, compared after stripping).
 EXPERIMENT_HEADINGS = ("experiment", "experiments", "the experiment", "proposed experiment")
 PLAN_HEADINGS = ("implementation plan", "implementation", "plan")
-FRONT_MATTER_KEYS = {"name", "template", "max_runs", "max_attempts", "profile"}
+FRONT_MATTER_KEYS = {"name", "template", "max_runs", "max_attempts", "profile", "extra"}
+EXAMPLES = {"name": "lateral_inhibition", "template": "sae_variants", "profile": "cpu"}
 
 
 class IdeaError(Exception):
@@ -89,18 +95,64 @@ def _split_front_matter(path: Path, text: str) -> tuple[dict, str]:
     if end < 0:
         raise _fail(path, "front matter starts with '---' but never ends",
                     "close it with a line holding only '---'")
-    meta = {}
-    for lineno, line in enumerate(text[3:end].splitlines(), start=1):
-        line = line.split("#", 1)[0].strip()
-        if not line:
-            continue
-        key, sep, value = line.partition(":")
-        key = key.strip().lower()
-        if not sep or key not in FRONT_MATTER_KEYS:
-            raise _fail(path, f"line {lineno}: {line!r} is not a front-matter setting",
-                        f"write 'key: value' with a key among {', '.join(sorted(FRONT_MATTER_KEYS))}")
-        meta[key] = value.strip().strip("'\"")
-    return meta, text[end + 4:]
+    return _parse_front_matter(path, text[3:end]), text[end + 4:]
+
+
+def _parse_front_matter(path: Path, block: str) -> dict:
+    """The YAML between the '---' lines, checked key by key; line numbers are the file's own
+    (the block starts on the line of the opening '---')."""
+    try:
+        node = yaml.compose(block, Loader=yaml.SafeLoader)
+        meta = yaml.safe_load(block)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
+        where = f"line {mark.line + 1}: " if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise _fail(path, f"{where}front matter is not valid YAML ({problem})",
+                    "write one 'key: value' per line; quote values holding ': ' or '#'") from None
+    if meta is None:
+        return {}
+    if not isinstance(meta, dict):
+        raise _fail(path, f"line {node.start_mark.line + 1}: front matter is not a set of 'key: value' lines "
+                    f"(it is a YAML {type(meta).__name__})", "write one 'key: value' per line")
+    lines, first_line, out = block.splitlines(), {}, {}
+    for key_node, _ in node.value:
+        lineno = key_node.start_mark.line + 1
+        if key_node.value in first_line:
+            raise _fail(path, f"line {lineno}: {key_node.value!r} is set twice (first on line "
+                        f"{first_line[key_node.value]})", "keep one of the two lines")
+        first_line[key_node.value] = lineno
+    for key, value in meta.items():
+        lineno = first_line.get(str(key), node.start_mark.line + 1)
+        name = str(key).lower()
+        if name not in FRONT_MATTER_KEYS:
+            hint = difflib.get_close_matches(name, sorted(FRONT_MATTER_KEYS), n=1)
+            raise _fail(path, f"line {lineno}: {lines[lineno - 1].strip()!r} is not a front-matter setting",
+                        (f"did you mean '{hint[0]}'? " if hint else "")
+                        + f"write 'key: value' with a key among {', '.join(sorted(FRONT_MATTER_KEYS))}")
+        if value is not None:  # `profile:` left empty, or `~`: the default
+            out[name] = _check_value(path, lineno, name, value)
+    return out
+
+
+def _check_value(path: Path, lineno: int, key: str, value):
+    """A front-matter value of the type its key needs, or an IdeaError naming the line."""
+    if key == "extra":
+        if not isinstance(value, dict):
+            raise _fail(path, f"line {lineno}: 'extra' must be a mapping (got {value!r})",
+                        "indent 'key: value' lines under 'extra:'")
+        return value
+    if key in ("max_runs", "max_attempts"):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise _fail(path, f"line {lineno}: front matter '{key}: {value}' is not a positive whole number",
+                        f"write e.g. '{key}: 5'")
+        return value
+    if key == "name" and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return str(value)  # `name: 2024` names the workspace as it reads
+    if not isinstance(value, str) or not value.strip():
+        raise _fail(path, f"line {lineno}: front matter '{key}' must be a word or a path (got {value!r})",
+                    f"write e.g. '{key}: {EXAMPLES[key]}'")
+    return value.strip()
 
 
 def _sections(body: str) -> tuple[str | None, str, dict[str, str]]:
@@ -128,19 +180,6 @@ def _pick(sections: dict[str, str], names: tuple[str, ...]) -> str:
     return ""
 
 
-def _positive_int(path: Path, meta: dict, key: str) -> int | None:
-    if key not in meta:
-        return None
-    try:
-        value = int(meta[key])
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise _fail(path, f"front matter '{key}: {meta[key]}' is not a positive whole number",
-                    f"write e.g. '{key}: 5'")
-    return value
-
-
 def slugify(text: str) -> str:
     slug = re.sub(r"[^a-z0-9]+", "_", text.lower()).strip("_")
     return slug[:60] or "idea"
@@ -164,8 +203,7 @@ def load_idea(path: str | Path) -> Idea:
         raise _fail(path, "has no experiment section",
                     "add a section '## Experiment' with the numbered steps of the experiment")
 
-    max_runs = _positive_int(path, meta, "max_runs")
-    max_attempts = _positive_int(path, meta, "max_attempts")
+    max_runs, max_attempts = meta.get("max_runs"), meta.get("max_attempts")
     template = meta.get("template", DEFAULT_TEMPLATE)
     if not (resolve_template(path, template) / "template.json").is_file():
         known = sorted(p.parent.name for p in TEMPLATES_DIR.glob("*/template.json"))
@@ -178,7 +216,7 @@ def load_idea(path: str | Path) -> Idea:
         path=path, name=name, title=title, experiment=experiment,
         plan=_pick(sections, PLAN_HEADINGS), motivation=preamble, template=template,
         max_runs=max_runs, max_attempts=max_attempts,
-        profile=meta.get("profile"),
+        profile=meta.get("profile"), extra=meta.get("extra", {}),
     )
 
 

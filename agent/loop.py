@@ -13,6 +13,7 @@ import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Iterable
 
 
 from agent import checks, edits, execution, history, prompts, results, runner
@@ -85,6 +86,15 @@ def files_text(ws: Workspace, names: list[str] | None = None) -> str:
     return "\n".join(dumps)
 
 
+def files_that_matter(ws: Workspace, edited: Iterable[str], traceback: str | None = None) -> list[str]:
+    """The editable source files a failure message shows: the ones the attempt edited and the
+    ones its traceback passes through, in the template's order. Not every file every time: a
+    plot.py the coder never touched and the run never reached is only noise (and tokens)."""
+    sources = [n for n in ws.template.editable if n.endswith(".py")]
+    wanted = set(edited) | set(runner.files_in_traceback(traceback, sources))
+    return [n for n in sources if n in wanted] or sources
+
+
 def start_conversation(ws: Workspace, max_runs: int) -> Conversation:
     editable = ", ".join(ws.template.editable)
     protected = ", ".join(ws.template.protected) or "everything else"
@@ -114,6 +124,7 @@ class ExperimentLoop:
         self._reply_tokens = 0
         self.notes_written = False
         self._before_run = None    # the workspace just before the current run (TreeSnapshot)
+        self._edited: list[str] = []
         self._tampered: list[str] = []  # what the last run changed outside its output folder
 
     # -- the loop -------------------------------------------------------------------------
@@ -151,11 +162,13 @@ class ExperimentLoop:
         st = self.state
         st.attempt += 1
         self._before_run = None  # set just before this reply's run, if it gets one
+        self._edited = []  # the files this reply changed: what its failure messages show
         self.view.set(run=st.run, attempt=st.attempt, phase="waiting for the LLM")
         reply = self.ask()
         self.view.set(phase="applying edits")
         before = self.ws.editable_files()
         new_files, outcomes = edits.apply_reply(reply, before, self.ws.template.editable)
+        self._edited = list(new_files)
         unwritable = self.write_files(new_files)
         if unwritable:
             self.conv.add_user(prompts.EDITS_FAILED.format(feedback="\n".join(unwritable)))
@@ -176,7 +189,8 @@ class ExperimentLoop:
             return
         code = self.ws.read("experiment.py")
         if runner.content_hash(code) in st.failed_hashes:
-            self.conv.add_user(prompts.ALREADY_FAILED.format(file="experiment.py", files=files_text(self.ws)))
+            self.conv.add_user(prompts.ALREADY_FAILED.format(
+                file="experiment.py", files=files_text(self.ws, files_that_matter(self.ws, new_files))))
             return self.refuse("this exact experiment.py already failed", new_files, before)
         self._before_run = self.ws.snapshot()  # restore_protected compares the run's leftovers with it
         self.execute(code)
@@ -250,7 +264,7 @@ class ExperimentLoop:
             self.refuse(error, new_files, before, status="edit-failed")
             self.conv.add_user(prompts.EDITS_FAILED_AND_GATE.format(
                 feedback=edits.feedback(problems), findings=checks.format_findings(findings),
-                files=files_text(self.ws)))
+                files=files_text(self.ws, files_that_matter(self.ws, [*new_files, *(f.path for f in findings)]))))
             return None
         feedback = edits.feedback(outcomes)
         if findings:
@@ -268,7 +282,8 @@ class ExperimentLoop:
         report = checks.format_findings(findings)
         self.view.say(("gate: the edit was not run", "yellow"), f"\n{report}")
         self.refuse(f"{blocking[0].path}:{blocking[0].line}: {blocking[0].message}", new_files, before)
-        self.conv.add_user(prompts.GATE_FAILED.format(findings=report, files=files_text(self.ws)))
+        shown = files_that_matter(self.ws, [*new_files, *(f.path for f in findings)])
+        self.conv.add_user(prompts.GATE_FAILED.format(findings=report, files=files_text(self.ws, shown)))
         return False
 
     def refuse(self, error: str, new_files: dict[str, str], before: dict[str, str],
@@ -348,9 +363,11 @@ class ExperimentLoop:
         error += where
         detail = runner.feedback_text(result)
         template = prompts.EVALUATION_FAILED if step.phase == "evaluate" else prompts.RUN_FAILED
+        self._edited = files_that_matter(self.ws, self._edited, result.traceback)  # what RESTORED shows too
         feedback = template.format(
             run=st.run, attempt=st.executions, max_attempts=self.opt.max_attempts,
-            command=self.ws.template.display_command(out_dir), feedback=detail, files=files_text(self.ws))
+            command=self.ws.template.display_command(out_dir), feedback=detail,
+            files=files_text(self.ws, self._edited))
         self.failed(code, out_dir, seconds, error, feedback, result.signature, detail=detail)
 
     def run_step(self, out_dir: str, smoke: bool, attach_stage: Path | None = None) -> execution.Step:
@@ -400,7 +417,8 @@ class ExperimentLoop:
                     error=error, seconds=seconds, signature=signature)
         if signature and signature == st.last_signature:
             # The restored files replace the failing ones in the message: no stale file dump.
-            feedback = self.restore_last_good(signature) + "\n\nThe error, for reference:\n\n" + (detail or error)
+            feedback = prompts.ERROR_FOR_REFERENCE.format(restored=self.restore_last_good(signature),
+                                                          error=detail or error)
             st.last_signature = None
         else:
             st.last_signature = signature
@@ -419,7 +437,8 @@ class ExperimentLoop:
                       f"from run {self.state.last_good_run}", style="yellow")
         return prompts.RESTORED.format(signature=signature, file="experiment.py",
                                        restored_run=self.state.last_good_run, run=self.state.run,
-                                       files=files_text(self.ws))
+                                       files=files_text(self.ws, files_that_matter(self.ws, ["experiment.py",
+                                                                                        *self._edited])))
 
     # -- ending ---------------------------------------------------------------------------
 

@@ -181,3 +181,27 @@ GATE_NOTES = """\
 The check of the blocks that did apply found these (not blocking):
 
 {findings}"""
+
+ERROR_FOR_REFERENCE = """\
+{restored}
+
+The error, for reference:
+
+{error}"""
+
+# --- what the LLM is told about a run's output (runner.feedback_text) ------------------------
+# aider's "Run failed with the following error" line first: the replies recorded from
+# AI-Scientist (aider_import) and the coder's condensing both recognise it.
+
+RUN_OUTPUT_OK = "Run completed (exit code 0) in {seconds}. End of the output:\n"
+RUN_OUTPUT_TIMEOUT = "Run timed out after {seconds} and was killed. {error}\nEnd of the output:\n"
+RUN_OUTPUT_INTERRUPTED = "Run interrupted by the user after {seconds}."
+RUN_OUTPUT_FAILED = "Run failed with the following error: {error}\n"
+OUTPUT_BEFORE_ERROR = "Output before the error:\n{context}\n\n"
+END_OF_OUTPUT = "End of the output:\n"
+OUTPUT_CUT = "[... earlier output cut ...]\n"
+
+# --- one finding of the pre-run gate (checks.format_findings), for people and the LLM --------
+
+FINDING = "{path}:{line}: {warning}{message} — {why}"
+FINDING_WARNING = "warning: "

@@ -37,6 +37,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable, Mapping
 
+from agent import prompts
+
 DEFAULT_COMMAND = ["{python}", "experiment.py", "--out_dir={out_dir}"]
 
 # The child's environment is an allowlist: these names (and LC_*) pass, plus what the template's
@@ -507,6 +509,18 @@ def parse_failure(output: str, script: str = "experiment.py"
     return traceback, exc_line[:500], signature
 
 
+def files_in_traceback(traceback: str | None, names: Iterable[str]) -> list[str]:
+    """Which of `names` (workspace-relative paths) a traceback's frames pass through. A frame's
+    path may be absolute (the staged copy, a box's mount): it counts when it ends with the name."""
+    names = list(names)
+    found = set()
+    for m in map(FRAME_RE.match, (traceback or "").splitlines()):
+        ends = [n for n in names if m and (m.group("file") == n or m.group("file").endswith("/" + n))]
+        if ends:  # .../sub/plot.py is sub/plot.py, not plot.py as well
+            found.add(max(ends, key=len))
+    return [n for n in names if n in found]
+
+
 def innermost_location(block: list[str], script: str) -> str:
     frames = [m for m in map(FRAME_RE.match, block) if m]
     ours = [m for m in frames if Path(m.group("file")).name == script]
@@ -527,14 +541,14 @@ def feedback_text(result: RunResult, limit: int = 6000) -> str:
     """
     seconds = f"{result.duration:.1f} s"
     if result.status == "ok":
-        head = f"Run completed (exit code 0) in {seconds}. End of the output:\n"
+        head = prompts.RUN_OUTPUT_OK.format(seconds=seconds)
         return bounded(head, "", tidy_paths(result.output, result.log_path), limit)
     if result.status == "timeout":
-        head = f"Run timed out after {seconds} and was killed. {result.error}\nEnd of the output:\n"
+        head = prompts.RUN_OUTPUT_TIMEOUT.format(seconds=seconds, error=result.error)
         return bounded(head, "", tidy_paths(result.output, result.log_path), limit)
     if result.status == "interrupted":
-        return f"Run interrupted by the user after {seconds}."[:limit]
-    head = f"Run failed with the following error: {result.error}\n"
+        return prompts.RUN_OUTPUT_INTERRUPTED.format(seconds=seconds)[:limit]
+    head = prompts.RUN_OUTPUT_FAILED.format(error=result.error)
     output = tidy_paths(result.output, result.log_path)
     if result.traceback:
         start = result.output.rfind(result.traceback.splitlines()[0])
@@ -543,9 +557,9 @@ def feedback_text(result: RunResult, limit: int = 6000) -> str:
         tb_room = max(limit - len(head) - 200, 0)
         traceback = keep_end(traceback, tb_room)
         context = keep_end(before.rstrip(), max(limit - len(head) - len(traceback) - 40, 0))
-        body = (f"Output before the error:\n{context}\n\n" if context else "") + traceback
+        body = (prompts.OUTPUT_BEFORE_ERROR.format(context=context) if context else "") + traceback
         return (head + body)[:limit]
-    return bounded(head, "End of the output:\n", output, limit)
+    return bounded(head, prompts.END_OF_OUTPUT, output, limit)
 
 
 def bounded(head: str, label: str, text: str, limit: int) -> str:
@@ -559,7 +573,7 @@ def keep_end(text: str, limit: int) -> str:
     """The last `limit` characters of `text`, saying that the start was cut."""
     if len(text) <= limit:
         return text
-    marker = "[... earlier output cut ...]\n"
+    marker = prompts.OUTPUT_CUT
     if limit <= len(marker):
         return text[len(text) - limit:] if limit else ""
     return marker + text[len(text) - (limit - len(marker)):]

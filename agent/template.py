@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import json
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 DEFAULT_EDITABLE = ("experiment.py", "plot.py", "notes.txt")
 DEFAULT_COMMAND = ("{python}", "experiment.py", "--out_dir={out_dir}")
@@ -84,6 +87,82 @@ class Template:
         return digest.hexdigest()[:16]
 
 
+# --------------------------------------------------------------------------- template.json schema
+# Every key is declared: an unknown one is refused (a misspelt "protected" would otherwise leave
+# the harness unprotected), and every value is checked strictly (no "3" for 3).
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+class LimitsSpec(_Strict):
+    address_space_gb: float | None = Field(default=None, gt=0)
+    cpu_seconds: float | None = Field(default=None, gt=0)
+
+
+class SlurmSpec(_Strict):
+    partition: str | None = None
+    gpus: int | None = Field(default=None, ge=0)
+    cpus: int | None = Field(default=None, ge=1)
+    mem_gb: float | None = Field(default=None, gt=0)
+    time_min: int | None = Field(default=None, ge=1)
+    account: str | None = None
+
+
+class TemplateSpec(_Strict):
+    editable: list[str] = Field(default_factory=lambda: list(DEFAULT_EDITABLE))
+    protected: list[str] = Field(default_factory=list)
+    command: list[str] = Field(default_factory=lambda: list(DEFAULT_COMMAND), min_length=1)
+    profiles: list[str] = Field(default_factory=list)
+    default_profile: str | None = None
+    gpu_profile: str | None = None
+    env_allow: dict[str, list[str]] = Field(default_factory=dict)
+    smoke_profiles: list[str] | None = None
+    limits: dict[str, LimitsSpec] = Field(default_factory=dict)
+    network: list[str] = Field(default_factory=list)
+    baseline_seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
+    frontier: dict[str, list[float]] = Field(default_factory=dict)
+    slurm: dict[str, SlurmSpec] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _profiles_are_declared(self) -> "TemplateSpec":
+        """Every profile a setting names is one of `profiles`: a typo would silently drop it."""
+        declared = set(self.profiles)
+        named = [("default_profile", self.default_profile), ("gpu_profile", self.gpu_profile)]
+        named += [(f"{key}.{p}", p) for key in ("env_allow", "limits", "slurm") for p in getattr(self, key)]
+        named += [(f"{key}[{i}]", p) for key in ("smoke_profiles", "network")
+                  for i, p in enumerate(getattr(self, key) or ())]
+        for where, profile in named:
+            if profile is not None and profile not in declared:
+                hint = difflib.get_close_matches(profile, self.profiles, n=1)
+                raise ValueError(f"{where} names the profile {profile!r}, which is not in 'profiles' "
+                                 f"({', '.join(self.profiles) or 'none declared'})"
+                                 + (f"; did you mean {hint[0]!r}?" if hint else ""))
+        return self
+
+
+_KEYS_AT = {"limits": LimitsSpec, "slurm": SlurmSpec}  # a mapping of profile -> one of these
+
+
+def _describe(error: dict, source: str) -> str:
+    """One pydantic error as a sentence naming the file, the field and, for a typo, the close match."""
+    loc = [str(part) for part in error["loc"]]
+    field_name = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in error["loc"]).lstrip(".")
+    if error["type"] == "extra_forbidden":
+        model = _KEYS_AT.get(loc[0], TemplateSpec) if len(loc) == 3 else TemplateSpec
+        key = loc[-1]
+        hint = difflib.get_close_matches(key, list(model.model_fields), n=1)
+        where = f" under {'.'.join(loc[:-1])}" if len(loc) > 1 else ""
+        return (f"unknown key {key!r}{where} in {source}"
+                + (f"; did you mean {hint[0]!r}?" if hint else
+                   f"; known keys: {', '.join(model.model_fields)}"))
+    if error["type"] == "value_error":  # from _profiles_are_declared: its message says it all
+        return f"{source}: {error['msg'].removeprefix('Value error, ')}"
+    msg = error["msg"].removeprefix("Input ")
+    return f"{source}: {field_name or 'the top level'!r} {msg[0].lower() + msg[1:]} (got {error['input']!r})"
+
+
 def _cuda_available() -> bool:
     try:
         import torch
@@ -105,24 +184,30 @@ def load_template(root: Path) -> Template:
 def parse_template(root: Path, text: str, source: str = "template.json") -> Template:
     """A Template from the text of a template.json (a file, or a workspace's baseline commit)."""
     try:
-        spec = json.loads(text)
+        data = json.loads(text)
     except json.JSONDecodeError as exc:
         raise TemplateError(f"{source} is not valid JSON: {exc}") from None
-    if not isinstance(spec, dict):
+    if not isinstance(data, dict):
         raise TemplateError(f"{source} must hold a JSON object")
+    try:
+        spec = TemplateSpec.model_validate(data)
+    except ValidationError as exc:
+        problems = [_describe(e, source) for e in exc.errors()]
+        raise TemplateError("\n".join(problems)) from None
     return Template(
         root=Path(root),
-        editable=tuple(spec.get("editable", DEFAULT_EDITABLE)),
-        protected=tuple(spec.get("protected", ())),
-        command=tuple(spec.get("command", DEFAULT_COMMAND)),
-        profiles=tuple(spec.get("profiles", ())),
-        default_profile=spec.get("default_profile"),
-        gpu_profile=spec.get("gpu_profile"),
-        env_allow=dict(spec.get("env_allow", {})),
-        smoke_profiles=tuple(spec["smoke_profiles"]) if "smoke_profiles" in spec else None,
-        limits=dict(spec.get("limits", {})),
-        network_profiles=tuple(spec.get("network", ())),
-        baseline_seeds=tuple(int(s) for s in spec.get("baseline_seeds", (0,))),
-        frontier={k: list(v) for k, v in spec.get("frontier", {}).items()},
-        slurm=dict(spec.get("slurm", {})),
+        editable=tuple(spec.editable),
+        protected=tuple(spec.protected),
+        command=tuple(spec.command),
+        profiles=tuple(spec.profiles),
+        default_profile=spec.default_profile,
+        gpu_profile=spec.gpu_profile,
+        env_allow={p: list(names) for p, names in spec.env_allow.items()},
+        smoke_profiles=tuple(spec.smoke_profiles) if spec.smoke_profiles is not None else None,
+        limits={p: l.model_dump(exclude_none=True) for p, l in spec.limits.items()},
+        network_profiles=tuple(spec.network),
+        baseline_seeds=tuple(spec.baseline_seeds),
+        # as written (validated as numbers): 1 stays 1, so frontier_dir names the same folder as before
+        frontier={k: list(data["frontier"][k]) for k in spec.frontier},
+        slurm={p: s.model_dump(exclude_none=True) for p, s in spec.slurm.items()},
     )

@@ -104,3 +104,48 @@ def test_import_rejects_non_json(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "agent", "ideas", "import", str(src), "--out", str(tmp_path)],
                           capture_output=True, text=True, cwd=REPO)
     assert proc.returncode == 2 and "not valid JSON" in proc.stderr
+
+
+@pytest.mark.parametrize("front, problem", [
+    ("name: [unclosed", "line 2: front matter is not valid YAML"),
+    ("name: a\nmax_runs: 2\n  bad: indent", "line 4: front matter is not valid YAML"),
+    ("- name\n- max_runs", "line 2: front matter is not a set of 'key: value' lines (it is a YAML list)"),
+    ("just words", "front matter is not a set of 'key: value' lines (it is a YAML str)"),
+    ("name: x\nmax_runs: \"three\"", "line 3: front matter 'max_runs: three' is not a positive whole number"),
+    ("max_attempts: 2.5", "line 2: front matter 'max_attempts: 2.5' is not a positive whole number"),
+    ("max_runs: true", "line 2: front matter 'max_runs: True' is not a positive whole number"),
+    ("max_runs: 1\nmax_runs: 100", "line 3: 'max_runs' is set twice (first on line 2)"),
+    ("profile: [cpu, tiny]", "line 2: front matter 'profile' must be a word or a path"),
+    ("template: {a: 1}", "line 2: front matter 'template' must be a word or a path"),
+    ("name: x\nmax_run: 3", "line 3: 'max_run: 3' is not a front-matter setting"),
+    ("extra: 5", "line 2: 'extra' must be a mapping"),
+])
+def test_malformed_yaml_front_matter_names_the_file_and_line(tmp_path, front, problem):
+    path = write(tmp_path, f"---\n{front}\n---\n# T\n## Experiment\n1. x\n")
+    with pytest.raises(IdeaError) as err:
+        load_idea(path)
+    message = str(err.value)
+    assert message.startswith(f"{path}: ") and problem in message and "fix:" in message, message
+
+
+def test_a_misspelt_key_suggests_the_close_match(tmp_path):
+    path = write(tmp_path, "---\nmax_run: 3\n---\n# T\n## Experiment\n1. x\n")
+    with pytest.raises(IdeaError, match="did you mean 'max_runs'"):
+        load_idea(path)
+
+
+def test_yaml_front_matter_quotes_comments_and_extras(tmp_path):
+    path = write(tmp_path, "---\nname: 'Idea: two #1'   # a comment\nmax_attempts: 4\nprofile: ~\n"
+                 "extra:\n  owner: ada\n  tags: [sae, topk]\n---\n# T\n## Experiment\n1. x\n")
+    idea = load_idea(path)
+    assert (idea.name, idea.max_attempts, idea.profile) == ("idea_two_1", 4, None)
+    assert idea.extra == {"owner": "ada", "tags": ["sae", "topk"]}
+    assert load_idea(write(tmp_path, "---\n---\n# T\n## Experiment\n1. x\n", "empty.md")).max_runs is None
+
+
+def test_cli_refuses_bad_front_matter_without_a_traceback(tmp_path):
+    bad = write(tmp_path, "---\nmax_runs: \"three\"\n---\n# T\n## Experiment\n1. x\n")
+    proc = subprocess.run([sys.executable, "-m", "agent", "run", str(bad), "--results", str(tmp_path / "r")],
+                          capture_output=True, text=True, cwd=REPO)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert "line 2: front matter 'max_runs: three' is not a positive whole number" in proc.stderr

@@ -97,6 +97,32 @@ def test_planted_error_reaches_the_next_prompt_and_the_fix_runs(fake_llm, idea, 
     assert [m["role"] for m in transcript["messages"]][:3] == ["system", "user", "assistant"]
 
 
+def test_failure_feedback_shows_the_files_that_matter_not_plot_py(fake_llm, idea, tmp_path):
+    """After a failed run the coder sees experiment.py (edited, in the traceback), not an untouched
+    plot.py that the run never reached; a reply that also edited plot.py gets plot.py back too."""
+    both = ("Run 1.\n\n" + block("    accuracy = ACCURACY\n", "    accuracy = ACCURACY[0]\n")
+            + block('print("no plots in the mini template")\n', 'print("still no plots")\n', "plot.py"))
+    fix = "Fix.\n\n" + block("    accuracy = ACCURACY / 0\n", "    accuracy = ACCURACY / 0.0\n")
+    fake_llm.script([PLANT_ERROR, fix, both, "Done.\nALL_COMPLETED"])
+    results = tmp_path / "results"
+    run_agent(idea, results, "--max-attempts", "4", fake=fake_llm)
+    assert fake_llm.violations == [] and len(fake_llm.requests) == 4
+    first = [m for m in fake_llm.requests[0].messages if m["role"] == "user"][0]["content"]
+    assert "plot.py\n```python" in first, "the task itself still shows every editable file"
+
+    feedback = last_user(fake_llm.requests[1])
+    assert "ZeroDivisionError" in feedback and "experiment.py\n```python" in feedback
+    assert "accuracy = ACCURACY / 0" in feedback and "def main():" in feedback  # the whole current file
+    assert "plot.py" not in feedback and "no plots in the mini template" not in feedback
+
+    feedback = last_user(fake_llm.requests[2])  # the same error twice: experiment.py restored, shown
+    assert "ZeroDivisionError" in feedback and "experiment.py\n```python" in feedback and "plot.py" not in feedback
+
+    feedback = last_user(fake_llm.requests[3])  # the third reply edited plot.py too: now it matters
+    assert "TypeError" in feedback
+    assert "experiment.py\n```python" in feedback and "plot.py\n```python\nprint(\"still no plots\")" in feedback
+
+
 def test_placeholder_edit_is_stopped_by_the_gate_and_never_run(fake_llm, idea, tmp_path):
     placeholder = block("def train():\n    accuracy = ACCURACY\n    return accuracy\n",
                         "def train():\n    # Existing train code...\n    pass\n")

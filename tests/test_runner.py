@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from agent.runner import (content_hash, feedback_text, parse_failure, run_experiment,
+from agent.runner import (content_hash, feedback_text, files_in_traceback, parse_failure, run_experiment,
                           scrubbed_env)
 
 REPO = Path(__file__).resolve().parent.parent
@@ -151,6 +151,23 @@ def test_last_of_chained_tracebacks_is_reported():
     _, error, signature = parse_failure(output)
     assert error == "TypeError: Object of type Tensor is not JSON serializable"
     assert signature.startswith("TypeError @ experiment.py:save_results")
+
+
+def test_files_in_traceback_names_the_editable_files_its_frames_pass_through():
+    traceback = textwrap.dedent("""\
+        Traceback (most recent call last):
+          File "/tmp/stages/ws-run_1-train/experiment.py", line 40, in <module>
+            main()
+          File "/tmp/stages/ws-run_1-train/sub/plot.py", line 3, in draw
+            plt.plot(x)
+          File "/venv/lib/python3.11/site-packages/matplotlib/pyplot.py", line 9, in plot
+            raise ValueError("x")
+        ValueError: x
+        """)
+    names = ["experiment.py", "plot.py", "sub/plot.py", "notes.txt"]
+    assert files_in_traceback(traceback, names) == ["experiment.py", "sub/plot.py"]  # not the library's pyplot.py
+    assert files_in_traceback('  File "experiment.py", line 2\n    def f(:\nSyntaxError: x', names) == ["experiment.py"]
+    assert files_in_traceback(None, names) == [] and files_in_traceback("no frames here", names) == []
 
 
 def test_syntax_error_in_the_script_itself_is_parsed(workspace):

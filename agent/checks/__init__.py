@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from agent import prompts
 from agent.checks import attributes, classes, core, duplicates, flakes, imports, placeholders, shrunk
 from agent.checks.core import Finding, Rule, Source, make_source, parse, syntax_finding
 from agent.checks.placeholders import is_placeholder_comment
@@ -51,7 +52,8 @@ def check_source(new: str, old: str | None = None, *, path: str = "experiment.py
 
 def format_findings(findings: list[Finding]) -> str:
     """One `file:line: what — why` line per finding, warnings marked; for people and for the LLM."""
-    return "\n".join(f"{f.path}:{f.line}: {'' if f.blocking else 'warning: '}{f.message} — {f.why}"
+    return "\n".join(prompts.FINDING.format(path=f.path, line=f.line, message=f.message, why=f.why,
+                                             warning="" if f.blocking else prompts.FINDING_WARNING)
                      for f in findings)
 
 
