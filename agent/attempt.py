@@ -104,7 +104,7 @@ class Attempt:
     def from_trailers(cls, trailers: dict[str, str], *, sha: str = "", subject: str = "",
                       date: datetime | None = None) -> Attempt:
         """The record a commit's trailers describe; what does not parse is kept in `extra`."""
-        t = {k: v.strip() for k, v in trailers.items()}
+        t = {k: str(v).strip() for k, v in trailers.items() if v is not None}
         extra = {k: v for k, v in t.items() if k not in _KNOWN}
         # A value that does not parse is kept as written, so writing the record back loses nothing.
         parsed = {"Run": _int(t.get("Run")), "Attempt": _int(t.get("Attempt")),

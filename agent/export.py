@@ -80,7 +80,7 @@ def attempt_records(workspace: Path) -> list[AttemptRecord]:
 def _record(workspace: Path, repo, a: Attempt, info: dict | None, diff: str) -> AttemptRecord:
     params = {k.lower(): v for k, v in a.trailers.items() if k in PARAM_TRAILERS and v}
     params.update(_hyperparameters(info))
-    tags = {COMMIT_TAG: a.sha, WORKSPACE_TAG: str(workspace.resolve()), "status": a.status,
+    tags = {COMMIT_TAG: a.sha, WORKSPACE_TAG: str(workspace.resolve()), "status": str(a.status),
             "run": str(a.run), "attempt": str(a.attempt), "subject": a.subject[:5000]}
     if a.error:
         tags["error"] = a.error[:5000]
@@ -311,7 +311,7 @@ def to_wandb(records: list[AttemptRecord], *, directory: Path, project: str) -> 
                                   program=f"{rec.tags[WORKSPACE_TAG]}/experiment.py")
         run = wandb.init(project=project, id=run_id, name=rec.name, dir=str(directory), mode=mode,
                          config=rec.params | {k: v for k, v in rec.tags.items() if k != WORKSPACE_TAG},
-                         tags=[rec.attempt.status], notes=rec.attempt.subject,
+                         tags=[str(rec.attempt.status)], notes=rec.attempt.subject,
                          group=Path(rec.tags[WORKSPACE_TAG]).name, job_type="attempt",
                          reinit="create_new", settings=settings)
         exit_code = 0 if MLFLOW_STATUS.get(rec.attempt.status) == "FINISHED" else 1

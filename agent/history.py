@@ -16,9 +16,7 @@ from pathlib import Path
 import git
 
 from agent import gitguard
-from agent.attempt import NOTES, TRAILER_ORDER, Attempt, Status, _int
-
-__all__ = ["Attempt", "Status", "HistoryError", "TAMPERED", "commit_attempt", "read_history"]
+from agent.attempt import NOTES, TRAILER_ORDER, Attempt, Status, _int  # Attempt: re-exported
 from agent.ui import prog
 
 AGENT_NAME = "sae-agent"
