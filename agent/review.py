@@ -208,7 +208,7 @@ def log_table(rows: list[Row], baseline: Row | None, title: str = "",
     if inline:
         table.add_column("error", overflow="ellipsis", no_wrap=True, max_width=left)
     for r, (cells, error) in zip(rows, body):
-        texts = [Text(c, style=STATUS_STYLE[a.status] if i == 2 else "") for i, c in enumerate(cells)]
+        texts = [Text(c, style=STATUS_STYLE.get(a.status, "") if i == 2 else "") for i, c in enumerate(cells)]
         table.add_row(*texts, *([Text(error)] if inline else []))
     below = [] if inline else [f"{r.attempt.label}: {error}" for r, (_, error) in zip(rows, body)
                                if error]
@@ -369,7 +369,7 @@ def bound_text(text: str, line_chars: int = SHOW_LINE_CHARS, block_chars: int = 
 def show(workspace: Path, spec: str, *, console: Console) -> int:
     d = attempt_detail(workspace, spec)
     a = d.attempt
-    facts = [(f"run {a.run} attempt {a.attempt}", "bold"), (a.status, STATUS_STYLE[a.status]),
+    facts = [(f"run {a.run} attempt {a.attempt}", "bold"), (a.status, STATUS_STYLE.get(a.status, "white")),
              f"commit {a.short_sha}", a.date.strftime("%Y-%m-%d %H:%M")]
     facts += [x for x in (a.model and f"model {a.model}", a.profile and f"profile {a.profile}",
                           a.duration is not None and f"ran {_duration(a.duration)}",

@@ -458,8 +458,8 @@ def test_every_status_is_coloured_in_log_and_show_and_in_the_report(workspace):
     out = buffer.getvalue()
     for status in Status:
         assert status in review.STATUS_STYLE and status in review.STATUS_CSS, status
-        # rich ends the colour's escape sequence with "m" right before the word
-        assert re.search(rf"\x1b\[[0-9;]+m{re.escape(status)}\x1b\[0m", out), f"{status} is not coloured"
+        # the word (padded to the column's width) between a colour's escape sequence and the reset
+        assert re.search(rf"\x1b\[[0-9;]+m{re.escape(status)} *\x1b\[0m", out), f"{status} is not coloured"
     assert review.report(workspace, console=wide()[0]) == 0
     page = (workspace.parent / f"{workspace.name}.report.html").read_text()
     for status in Status:
