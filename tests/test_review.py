@@ -447,7 +447,7 @@ def test_review_commands_on_a_workspace_the_loop_made(loop_workspace, capsys):
 
 # -- every status has a look --------------------------------------------------------------
 
-def test_every_status_is_coloured_in_log_and_show_and_in_the_report(workspace):
+def test_every_status_is_coloured_in_log_and_in_the_report(workspace):
     """A status added to Status without a style here fails: `log` would print it plain."""
     b = Builder(workspace)
     for i, status in enumerate(Status, start=1):
