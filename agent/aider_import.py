@@ -30,6 +30,7 @@ from rich.table import Table
 from rich.text import Text
 
 from agent import edits, history
+from agent.attempt import Attempt, Status
 from agent.conversation import Conversation
 from agent.history import HistoryError
 from agent.ui import prog
@@ -136,7 +137,7 @@ class Turn:
     number: int                   # 1-based among the assistant turns
     run: int
     attempt: int
-    status: str
+    status: Status
     reply: Message
     before: list[Message]         # user messages since the previous turn
     after: list[Message]          # user messages until the next turn (the run's outcome)
@@ -176,7 +177,7 @@ def plan_turns(messages: list[Message], files: dict[str, str],
         end = indices[k + 1] if k + 1 < len(indices) else len(messages)
         reply = messages[i]
         after = [m for m in messages[i + 1:end] if m.role == "user"]
-        turn = Turn(number=k + 1, run=run, attempt=attempt, status="interrupted", reply=reply,
+        turn = Turn(number=k + 1, run=run, attempt=attempt, status=Status.INTERRUPTED, reply=reply,
                     before=pending_users, after=after,
                     echoes=[m for m in messages[i + 1:end] if m.role == "tool"])
         changed, turn.outcomes = edits.apply_reply(reply.text, current, editable, aider_compat=True)
@@ -187,9 +188,9 @@ def plan_turns(messages: list[Message], files: dict[str, str],
         _judge(turn, after)
         turns.append(turn)
         pending_users = []
-        if turn.status == "success":
+        if turn.status == Status.SUCCESS:
             run, attempt = turn.run + 1, 1
-        elif turn.status in ("failed", "edit-failed", "no-edits"):
+        elif turn.status in (Status.FAILED, Status.EDIT_FAILED, Status.NO_EDITS):
             attempt += 1  # as in the loop: every reply that did not finish its run is an attempt
     return turns
 
@@ -198,32 +199,32 @@ def _judge(turn: Turn, after: list[Message]) -> None:
     """Status, error and run output of a turn, from the user message(s) that answered it."""
     if not after:
         if turn.echoes:  # aider refused the edit and asked the model again at once
-            turn.status, turn.error = "edit-failed", "aider: " + turn.echoes[0].text.splitlines()[0]
+            turn.status, turn.error = Status.EDIT_FAILED, "aider: " + turn.echoes[0].text.splitlines()[0]
         elif not turn.outcomes:
-            turn.status = "no-edits"
+            turn.status = Status.NO_EDITS
         else:
-            turn.status, turn.error = "interrupted", "the log ends before this turn's code was run"
+            turn.status, turn.error = Status.INTERRUPTED, "the log ends before this turn's code was run"
         return
     first = after[0].text
     done = _COMPLETED.search(first)
     turn.executions = sum(1 for m in after if _FAILED in m.text or _COMPLETED.search(m.text)
                           or _TIMED_OUT.search(m.text))
     if done:
-        turn.status, turn.run = "success", int(done.group(1))
+        turn.status, turn.run = Status.SUCCESS, int(done.group(1))
         turn.results = _literal_dict(first)
     elif _FAILED in first:
-        turn.status = "failed"
+        turn.status = Status.FAILED
         turn.run_output = first.split(_FAILED, 1)[1].lstrip(" :\n")
         turn.error = failure_line(turn.run_output)
     elif _TIMED_OUT.search(first):
-        turn.status, turn.error = "failed", "Timeout: " + first.strip().splitlines()[0]
+        turn.status, turn.error = Status.FAILED, "Timeout: " + first.strip().splitlines()[0]
         turn.run_output = first
     elif _edits_only(turn, ("notes.txt", "plot.py")):
-        turn.status = "notes"
+        turn.status = Status.NOTES
     elif not turn.outcomes:
-        turn.status = "no-edits"
+        turn.status = Status.NO_EDITS
     else:
-        turn.status = "interrupted"
+        turn.status = Status.INTERRUPTED
         turn.error = "the next message is not a run result: " + first.strip().splitlines()[0][:120]
 
 
@@ -403,8 +404,8 @@ def _write_workspace(out: Path, log: Path, messages: list[Message], files: dict[
         out, subject=f"run 0: imported baseline — {target} as given",
         body=f"Imported from {log.name}: the file the log's edits were applied to, as given "
              f"with --onto.\nrun_0/final_info.json: {source}." + (f"\n\n{note}" if note else ""),
-        trailers={"Run": "0", "Attempt": "1", "Status": "baseline", "Model": MODEL,
-                  "Source": log.name})
+        trailers=Attempt(run=0, attempt=1, status=Status.BASELINE, model=MODEL,
+                         extra={"Source": log.name}))
     commits = 1
     for t in turns:
         if not conv.pending_user:  # a log that opens with an assistant turn
@@ -448,22 +449,16 @@ def _edit_summary(t: Turn) -> str:
 
 
 def _subject(t: Turn) -> str:
-    if t.status == "success":
+    if t.status == Status.SUCCESS:
         return f"run {t.run}: success (imported, edits: {_edit_summary(t)})"
     tail = f" — {t.error}" if t.error else ""
     return f"run {t.run} attempt {t.attempt}: {t.status}{tail}"[:200]
 
 
-def _trailers(t: Turn, log: Path) -> dict[str, str]:
-    trailers = {"Run": str(t.run), "Attempt": str(t.attempt), "Status": t.status, "Model": MODEL,
-                "Edits": _edit_summary(t), "Source": f"{log.name} line {t.reply.line}"}
-    if t.cost is not None:
-        trailers["Cost"] = f"${t.cost:.4f}"
-    if t.tokens is not None:
-        trailers["Tokens"] = str(t.tokens)
-    if t.error:
-        trailers["Error"] = t.error[:300]
-    return trailers
+def _trailers(t: Turn, log: Path) -> Attempt:
+    return Attempt(run=t.run, attempt=t.attempt, status=t.status, model=MODEL, cost=t.cost, tokens=t.tokens,
+                   error=t.error[:300] if t.error else None,
+                   extra={"Edits": _edit_summary(t), "Source": f"{log.name} line {t.reply.line}"})
 
 
 def _body(t: Turn, log: Path) -> str:

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from agent import history
+from agent.attempt import WITH_RESULTS, Status
 from agent.history import Attempt
 
 DEFAULT_PROJECT = "sae-agent"
@@ -27,8 +28,8 @@ COMMIT_TAG = "sae_agent.commit"        # the key exported runs are found by
 COMPLETE_TAG = "sae_agent.complete"    # set last: a run without it was cut short and is redone
 WORKSPACE_TAG = "sae_agent.workspace"
 # MLflow run status per attempt status: it ran and worked, it did not, it was stopped.
-MLFLOW_STATUS = {"success": "FINISHED", "baseline": "FINISHED", "notes": "FINISHED",
-                 "interrupted": "KILLED"}
+MLFLOW_STATUS = {Status.SUCCESS: "FINISHED", Status.BASELINE: "FINISHED", Status.NOTES: "FINISHED",
+                 Status.INTERRUPTED: "KILLED"}
 PARAM_TRAILERS = ("Run", "Attempt", "Status", "Model", "Profile", "Duration", "Cost", "Tokens")
 
 
@@ -70,7 +71,7 @@ def attempt_records(workspace: Path) -> list[AttemptRecord]:
     records = []
     for a in attempts:
         prev = history.previous_attempt(attempts, a)
-        info = review.final_info_at(repo, a) if a.status in review.RESULT_STATUSES else None
+        info = review.final_info_at(repo, a) if a.status in WITH_RESULTS else None
         diff = repo.git.diff(prev.sha, a.sha, "--", ".", *review.DIFF_EXCLUDES) if prev else ""
         records.append(_record(workspace, repo, a, info, diff))
     return records
@@ -79,7 +80,7 @@ def attempt_records(workspace: Path) -> list[AttemptRecord]:
 def _record(workspace: Path, repo, a: Attempt, info: dict | None, diff: str) -> AttemptRecord:
     params = {k.lower(): v for k, v in a.trailers.items() if k in PARAM_TRAILERS and v}
     params.update(_hyperparameters(info))
-    tags = {COMMIT_TAG: a.sha, WORKSPACE_TAG: str(workspace.resolve()), "status": a.status,
+    tags = {COMMIT_TAG: a.sha, WORKSPACE_TAG: str(workspace.resolve()), "status": str(a.status),
             "run": str(a.run), "attempt": str(a.attempt), "subject": a.subject[:5000]}
     if a.error:
         tags["error"] = a.error[:5000]
@@ -310,7 +311,7 @@ def to_wandb(records: list[AttemptRecord], *, directory: Path, project: str) -> 
                                   program=f"{rec.tags[WORKSPACE_TAG]}/experiment.py")
         run = wandb.init(project=project, id=run_id, name=rec.name, dir=str(directory), mode=mode,
                          config=rec.params | {k: v for k, v in rec.tags.items() if k != WORKSPACE_TAG},
-                         tags=[rec.attempt.status], notes=rec.attempt.subject,
+                         tags=[str(rec.attempt.status)], notes=rec.attempt.subject,
                          group=Path(rec.tags[WORKSPACE_TAG]).name, job_type="attempt",
                          reinit="create_new", settings=settings)
         exit_code = 0 if MLFLOW_STATUS.get(rec.attempt.status) == "FINISHED" else 1

@@ -9,21 +9,19 @@ from __future__ import annotations
 
 import re
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
 
 import git
 
 from agent import gitguard
+from agent.attempt import NOTES, TRAILER_ORDER, Attempt, Status, _int  # Attempt: re-exported
 from agent.ui import prog
 
 AGENT_NAME = "sae-agent"
 AGENT_EMAIL = "sae-agent@localhost"
 
-# The order trailers are written in; any others follow in the order given.
-TRAILER_ORDER = ("Run", "Attempt", "Status", "Duration", "Model", "Cost", "Tokens", "Error",
-                 "Profile", "Signature", "Tampered")
 # The Error of an attempt whose run changed the repository or other files it must not touch
 # (agent/gitguard.py, Workspace.restore_after_run); the findings follow it.
 TAMPERED = "the run changed what it must not"
@@ -37,32 +35,6 @@ _FS, _RS = "\x1f", "\x1e"
 
 class HistoryError(Exception):
     """A user-facing problem (not a workspace, no such run, ...). The CLI exits with status 2."""
-
-
-@dataclass
-class Attempt:
-    sha: str
-    run: int
-    attempt: int
-    status: str
-    subject: str
-    date: datetime
-    duration: float | None = None
-    model: str | None = None
-    cost: float | None = None
-    tokens: int | None = None
-    error: str | None = None
-    profile: str | None = None
-    trailers: dict[str, str] = field(default_factory=dict)
-
-    @property
-    def label(self) -> str:
-        """`2.1`: how a user names this attempt on the command line."""
-        return f"{self.run}.{self.attempt}"
-
-    @property
-    def short_sha(self) -> str:
-        return self.sha[:8]
 
 
 # -- writing ------------------------------------------------------------------------------
@@ -116,7 +88,7 @@ def format_message(subject: str, trailers: dict[str, str], body: str = "") -> st
     return "\n\n".join(parts) + "\n"
 
 
-def commit_attempt(workspace: Path, *, subject: str, trailers: dict[str, str], body: str = "",
+def commit_attempt(workspace: Path, *, subject: str, trailers: Attempt | dict[str, str], body: str = "",
                    paths: list[str] | None = None) -> str:
     """Commit the workspace as one attempt and return the new sha.
 
@@ -124,7 +96,10 @@ def commit_attempt(workspace: Path, *, subject: str, trailers: dict[str, str], b
     changed, because an attempt is an event whether or not it touched a file. First the guard
     puts back anything a run changed in `.git`; if it found something, the attempt is recorded
     as failed with what was found (`Tampered:`), whatever its status was going to be.
+    `trailers` is the attempt (its `to_trailers()`), or plain trailers for a commit that is none.
     """
+    if isinstance(trailers, Attempt):
+        trailers = trailers.to_trailers()
     guard = gitguard.guard(workspace)
     try:
         findings = guard.check()
@@ -155,11 +130,12 @@ def tampered(subject: str, trailers: dict[str, str], findings: list[str]) -> tup
     error = f"{TAMPERED}: {what}"
     if trailers.get("Error") and TAMPERED not in trailers["Error"]:
         error += f" (besides: {trailers['Error']})"
-    out = dict(trailers, Error=error, Tampered=what)
-    if "Run" in trailers:
-        out["Status"] = "failed"
-        subject = f"run {trailers['Run']} attempt {trailers.get('Attempt', '1')}: failed — {TAMPERED}"
-    return subject, out
+    if "Run" not in trailers:  # a commit that is no attempt says what was found, no status
+        return subject, dict(trailers, Error=error, Tampered=what)
+    a = replace(Attempt.from_trailers(trailers), status=Status.FAILED, error=error, tampered=what)
+    a.extra.pop("Status", None)
+    subject = f"run {trailers['Run']} attempt {trailers.get('Attempt', '1')}: failed — {TAMPERED}"
+    return subject, a.to_trailers()
 
 
 def _ordered(trailers: dict[str, str]):
@@ -240,43 +216,8 @@ def _attempt_records(repo: git.Repo) -> list[dict]:
 
 
 def _to_attempt(rec: dict) -> Attempt:
-    t = rec["trailers"]
-    return Attempt(
-        sha=rec["sha"],
-        run=_int(t["Run"]),
-        attempt=_int(t.get("Attempt")) or 0,
-        status=t.get("Status", "unknown"),
-        subject=rec["subject"],
-        date=datetime.fromisoformat(rec["date"]),
-        duration=_number(t.get("Duration"), suffix="s"),
-        model=t.get("Model") or None,
-        cost=_number(t.get("Cost"), prefix="$"),
-        tokens=_int(t.get("Tokens")),
-        error=t.get("Error") or None,
-        profile=t.get("Profile") or None,
-        trailers=dict(t),
-    )
-
-
-def _int(text) -> int | None:
-    try:
-        return int(str(text).strip().replace(",", ""))
-    except (TypeError, ValueError):
-        return None
-
-
-def _number(text, prefix: str = "", suffix: str = "") -> float | None:
-    if text is None:
-        return None
-    text = text.strip()
-    if prefix and text.startswith(prefix):
-        text = text[len(prefix):]
-    if suffix and text.endswith(suffix):
-        text = text[: -len(suffix)]
-    try:
-        return float(text)
-    except ValueError:
-        return None
+    return Attempt.from_trailers(rec["trailers"], sha=rec["sha"], subject=rec["subject"],
+                                 date=datetime.fromisoformat(rec["date"]))
 
 
 # -- finding one attempt ------------------------------------------------------------------
@@ -300,7 +241,7 @@ def find_attempt(workspace: Path, spec: str, attempts: list[Attempt] | None = No
     if m.group(2) is None:
         # The run's last real attempt; a notes commit (status notes, notes-missing) only stands
         # in when there is nothing else.
-        real = [a for a in of_run if not a.status.startswith("notes")]
+        real = [a for a in of_run if a.status not in NOTES]
         return (real or of_run)[-1]
     number = int(m.group(2))
     matching = [a for a in of_run if a.attempt == number]

@@ -17,6 +17,7 @@ from typing import Iterable
 
 
 from agent import checks, edits, execution, history, prompts, results, runner
+from agent.attempt import NOTES, Attempt, Status, restores_trailers
 from agent.coder import BudgetExceeded, LLMError
 from agent.conversation import TRANSCRIPT_JSON, Conversation, ConversationError
 from agent.ui import prog
@@ -120,7 +121,7 @@ class ExperimentLoop:
                                            box=options.sandbox, timeout=options.timeout, on_line=view.log,
                                            runner=options.executor)
         self._step: execution.Step | None = None
-        self._reply_cost = 0.0
+        self._reply_cost: float | None = 0.0  # of the reply not yet committed
         self._reply_tokens = 0
         self.notes_written = False
         self._before_run = None    # the workspace just before the current run (TreeSnapshot)
@@ -172,7 +173,7 @@ class ExperimentLoop:
         unwritable = self.write_files(new_files)
         if unwritable:
             self.conv.add_user(prompts.EDITS_FAILED.format(feedback="\n".join(unwritable)))
-            return self.refuse(unwritable[0], new_files, before, status="edit-failed")
+            return self.refuse(unwritable[0], new_files, before, status=Status.EDIT_FAILED)
         done = says_done(reply)
         problems = [o for o in outcomes if o.status != "applied"]
         if problems:
@@ -184,7 +185,7 @@ class ExperimentLoop:
             raise Stop("the coder reported ALL_COMPLETED")
         if "experiment.py" not in new_files:
             self.conv.add_user(prompts.NO_EDITS.format(run=st.run))
-            return self.no_run("no-edits", "the reply changed nothing in experiment.py")
+            return self.no_run(Status.NO_EDITS, "the reply changed nothing in experiment.py")
         if not self.gate_passes(new_files, before):
             return
         code = self.ws.read("experiment.py")
@@ -208,14 +209,14 @@ class ExperimentLoop:
         self.execute(self.ws.read("experiment.py"), attach_stage=Path(record.cwd))
 
     def ask(self) -> str:
-        # Tokens and cost belong to the reply that is coming: a Ctrl-C while waiting must not
-        # commit the previous reply's again.
+        # Tokens and cost belong to the reply that is coming, as its provider reported them
+        # (litellm's usage and price; cost None when the model is unpriced): a Ctrl-C while
+        # waiting must not commit the previous reply's again.
         self._reply_tokens, self._reply_cost = 0, 0.0
         try:
-            before_tokens, before_cost = self.coder.total_tokens, self.coder.total_cost or 0.0
             reply = self.coder.complete(self.conv)
-            self._reply_tokens = self.coder.total_tokens - before_tokens
-            self._reply_cost = (self.coder.total_cost or 0.0) - before_cost
+            self._reply_tokens = reply.prompt_tokens + reply.completion_tokens
+            self._reply_cost = reply.cost
         except BudgetExceeded as exc:
             raise Stop(f"budget reached: {exc}") from None
         except LLMError as exc:
@@ -261,7 +262,7 @@ class ExperimentLoop:
         findings = self.gate_findings(new_files, before) if new_files else []
         blocking = [f for f in findings if f.blocking]
         if blocking:
-            self.refuse(error, new_files, before, status="edit-failed")
+            self.refuse(error, new_files, before, status=Status.EDIT_FAILED)
             self.conv.add_user(prompts.EDITS_FAILED_AND_GATE.format(
                 feedback=edits.feedback(problems), findings=checks.format_findings(findings),
                 files=files_text(self.ws, files_that_matter(self.ws, [*new_files, *(f.path for f in findings)]))))
@@ -270,7 +271,7 @@ class ExperimentLoop:
         if findings:
             feedback += "\n" + prompts.GATE_NOTES.format(findings=checks.format_findings(findings))
         self.conv.add_user(prompts.EDITS_FAILED.format(feedback=feedback))
-        return self.no_run("edit-failed", error)
+        return self.no_run(Status.EDIT_FAILED, error)
 
     def gate_passes(self, new_files: dict[str, str], before: dict[str, str]) -> bool:
         findings = self.gate_findings(new_files, before)
@@ -287,7 +288,7 @@ class ExperimentLoop:
         return False
 
     def refuse(self, error: str, new_files: dict[str, str], before: dict[str, str],
-               status: str = "gate-failed") -> None:
+               status: Status = Status.GATE_FAILED) -> None:
         """Commit code that will not be run (history shows what was tried), then put the files
         back: a gutted or known-broken file must not be what the next edit builds on. The
         putting back is committed too, so the work tree is never left dirty (a resume would take
@@ -306,10 +307,10 @@ class ExperimentLoop:
         st = self.state
         history.commit_attempt(self.ws.path, subject=f"restore the files as they were before run "
                                f"{st.run} attempt {max(st.attempt, 1)}",
-                               trailers={"Restores": f"{st.run}.{max(st.attempt, 1)}"},
+                               trailers=restores_trailers(st.run, max(st.attempt, 1)),
                                paths=sorted(new_files))
 
-    def no_run(self, status: str, error: str) -> None:
+    def no_run(self, status: Status, error: str) -> None:
         """A reply whose code never ran: commit it and charge the fix budget."""
         st = self.state
         st.fixes += 1
@@ -335,7 +336,7 @@ class ExperimentLoop:
         if result.status == "interrupted":
             raise KeyboardInterrupt
         if result.status == "lost":  # the cluster's fault, not the code's: not charged
-            self.commit(f"run {st.run} attempt {st.attempt}: interrupted — {result.error}", "interrupted",
+            self.commit(f"run {st.run} attempt {st.attempt}: interrupted — {result.error}", Status.INTERRUPTED,
                         error=result.error, seconds=seconds)
             raise Stop(f"{result.error}; `{prog()} resume {self.ws.path}` runs it again", ok=False)
         tampered = self.restore_protected()
@@ -398,7 +399,7 @@ class ExperimentLoop:
         record = results.uncertainty_record(self.baseline_seeds, current, self.baseline_frontier)
         (self.ws.path / out_dir / "intervals.json").write_text(json.dumps(record, indent=2) + "\n")
         self.view.say((f"run {st.run} succeeded", "green"), f": {summary}")
-        st.last_good_sha = self.commit(f"run {st.run}: {summary}", "success", seconds=seconds)
+        st.last_good_sha = self.commit(f"run {st.run}: {summary}", Status.SUCCESS, seconds=seconds)
         st.last_good_run, st.last_signature = st.run, None
         st.completed_runs.append(st.run)
         runs_left = self.opt.max_runs - st.run
@@ -413,7 +414,7 @@ class ExperimentLoop:
         st = self.state
         self.view.say((f"run {st.run} attempt {st.attempt} failed", "red"), f": {error}")
         st.failed_hashes.add(runner.content_hash(code))
-        self.commit(f"run {st.run} attempt {st.attempt}: failed — {error}", "failed",
+        self.commit(f"run {st.run} attempt {st.attempt}: failed — {error}", Status.FAILED,
                     error=error, seconds=seconds, signature=signature)
         if signature and signature == st.last_signature:
             # The restored files replace the failing ones in the message: no stale file dump.
@@ -467,7 +468,7 @@ class ExperimentLoop:
         attempt = 1 + max(a.attempt for a in history.read_history(self.ws.path) if a.run == run)
         final = self.score_final_split()
         self.commit(f"notes: {'updated' if updated else 'not updated'} after {len(st.completed_runs)} run(s)",
-                    "notes" if updated else "notes-missing", run=run, attempt=attempt, body=final)
+                    Status.NOTES if updated else Status.NOTES_MISSING, run=run, attempt=attempt, body=final)
 
     def score_final_split(self) -> str | None:
         """Score the baseline's seeds and every completed run once on the final split, which the
@@ -516,10 +517,10 @@ class ExperimentLoop:
         # Interrupted mid-run: what the run changed so far is put back and named, as after any run.
         tampered = self.restore_protected() if self._before_run is not None else []
         if tampered:
-            self.commit(f"run {st.run} attempt {max(st.attempt, 1)}: failed — {history.TAMPERED}", "failed",
+            self.commit(f"run {st.run} attempt {max(st.attempt, 1)}: failed — {history.TAMPERED}", Status.FAILED,
                         error=f"{history.TAMPERED}: {'; '.join(tampered)} (then interrupted by the user)")
             return
-        self.commit(f"run {st.run} attempt {max(st.attempt, 1)}: interrupted", "interrupted",
+        self.commit(f"run {st.run} attempt {max(st.attempt, 1)}: interrupted", Status.INTERRUPTED,
                     error="interrupted by the user")
 
     # -- history --------------------------------------------------------------------------
@@ -527,34 +528,25 @@ class ExperimentLoop:
     def save_transcript(self) -> None:
         self.conv.save(self.ws.path)
 
-    def commit(self, subject: str, status: str, *, error: str | None = None,
+    def commit(self, subject: str, status: Status, *, error: str | None = None,
                seconds: float | None = None, run: int | None = None, attempt: int | None = None,
                body: str | None = None, signature: str | None = None) -> str:
         self.view.set(phase="committing")
         self.save_transcript()
         st = self.state
-        trailers = {"Run": str(run if run is not None else st.run),
-                    "Attempt": str(attempt if attempt is not None else max(st.attempt, 1)),
-                    "Status": status, "Model": self.coder.name, "Profile": str(self.ws.profile),
-                    "Tokens": str(self._reply_tokens), "Cost": f"${self._reply_cost:.4f}"}
-        if seconds is not None:
-            trailers["Duration"] = f"{seconds:.1f}s"
-        if error:
-            trailers["Error"] = error
+        record = Attempt(run=run if run is not None else st.run,
+                         attempt=attempt if attempt is not None else max(st.attempt, 1), status=status,
+                         model=self.coder.name, profile=str(self.ws.profile), tokens=self._reply_tokens,
+                         cost=self._reply_cost, duration=seconds, error=error or None, signature=signature)
         step, self._step = self._step, None
         if step is not None:   # this attempt ran: which box, and the hash of the results the agent read
-            trailers["Sandbox"] = step.box
-            trailers["Executor"] = step.result.executor
-            if step.result.job_id:
-                trailers["Slurm-Job"] = str(step.result.job_id)
-            if step.results_sha256:
-                trailers["Results-SHA256"] = step.results_sha256
-        if signature:  # the "same error twice" key, so a resume compares with it too
-            trailers["Signature"] = signature
+            record.sandbox, record.executor = step.box, step.result.executor
+            record.slurm_job = str(step.result.job_id) if step.result.job_id else None
+            record.results_sha256 = step.results_sha256 or None
         if self._tampered:
-            trailers["Tampered"] = "; ".join(self._tampered)
+            record.tampered = "; ".join(self._tampered)
             self._tampered = []
-        sha = history.commit_attempt(self.ws.path, subject=subject[:200], trailers=trailers, body=body or "")
+        sha = history.commit_attempt(self.ws.path, subject=subject[:200], trailers=record, body=body or "")
         self._reply_tokens, self._reply_cost = 0, 0.0  # charged once, to the first commit after the reply
         return sha
 
@@ -566,22 +558,22 @@ def rebuild_state(ws: Workspace) -> LoopState:
     for a in history.read_history(ws.path):
         if a.run == 0:
             continue
-        if a.status == "success":
+        if a.status == Status.SUCCESS:
             st.completed_runs.append(a.run)
             st.last_good_sha, st.last_good_run = a.sha, a.run
             st.run, st.attempt, st.executions, st.fixes = a.run + 1, 0, 0, 0
             st.last_signature = None
-        elif a.run == st.run and a.status not in ("notes", "notes-missing"):
+        elif a.run == st.run and a.status not in NOTES:
             st.attempt = max(st.attempt, a.attempt)
-            if a.status == "failed":
+            if a.status == Status.FAILED:
                 st.executions += 1
                 code = history.file_at(repo, a.sha, "experiment.py")
                 if code is not None:
                     st.failed_hashes.add(runner.content_hash(code))
                 # As `failed` does it: the same signature twice restored the code and reset it.
-                signature = a.trailers.get("Signature") or None
+                signature = a.signature
                 st.last_signature = None if signature and signature == st.last_signature else signature
-            elif a.status != "interrupted":
+            elif a.status != Status.INTERRUPTED:
                 st.fixes += 1
     return st
 
@@ -638,8 +630,8 @@ def prepare_resume(ws: Workspace, max_runs: int, executor=None) -> tuple[LoopSta
         # A half-written attempt: keep it, as interrupted, or as failed when its run tampered.
         state.attempt += 1
         subject = f"run {state.run} attempt {state.attempt}: interrupted — found uncommitted on resume"
-        trailers = {"Run": str(state.run), "Attempt": str(state.attempt), "Status": "interrupted",
-                    "Model": model or "unknown", "Profile": str(ws.profile), "Error": "interrupted"}
+        trailers = Attempt(run=state.run, attempt=state.attempt, status=Status.INTERRUPTED,
+                           model=model or "unknown", profile=str(ws.profile), error="interrupted").to_trailers()
         if found:
             subject, trailers = history.tampered(subject, trailers, found)
         conv.save(ws.path)  # the conversation the agent goes on with is the one committed

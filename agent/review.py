@@ -30,6 +30,7 @@ from rich.table import Table
 from rich.text import Text
 
 from agent import history
+from agent.attempt import RAN, WITH_RESULTS, Status
 from agent.history import Attempt, HistoryError
 from agent.ui import message, print_unclipped
 
@@ -48,11 +49,16 @@ L0_RELATIVE_TOLERANCE = 0.05
 # What `show` leaves out of the code diff: run outputs and the bookkeeping the loop writes.
 DIFF_EXCLUDES = (":(exclude)run_*", ":(exclude)transcript.json", ":(exclude)transcript.md",
                  ":(exclude).agent", ":(exclude)agent.log", ":(exclude)packages.json")
-STATUS_STYLE = {"success": "green", "baseline": "cyan", "failed": "red", "gate-failed": "yellow",
-                "interrupted": "magenta", "notes": "blue", "notes-missing": "blue"}
-# Attempts whose code was executed, and those among them that left results to compare.
-RAN_STATUSES = ("success", "baseline", "untrained", "failed", "interrupted")
-RESULT_STATUSES = ("success", "baseline", "untrained")
+# How each status looks: its rich style in `log` and `show`, its colour in the HTML report (a
+# test fails for a status missing here).
+STATUS_STYLE = {Status.SUCCESS: "green", Status.BASELINE: "cyan", Status.FAILED: "red",
+                Status.UNTRAINED: "red", Status.GATE_FAILED: "yellow", Status.EDIT_FAILED: "yellow",
+                Status.NO_EDITS: "yellow", Status.INTERRUPTED: "magenta", Status.NOTES: "blue",
+                Status.NOTES_MISSING: "blue", Status.UNKNOWN: "white"}
+STATUS_CSS = {Status.SUCCESS: "#080", Status.BASELINE: "#058", Status.FAILED: "#b00",
+              Status.UNTRAINED: "#b00", Status.GATE_FAILED: "#a60", Status.EDIT_FAILED: "#a60",
+              Status.NO_EDITS: "#a60", Status.INTERRUPTED: "#a0a", Status.NOTES: "#00a",
+              Status.NOTES_MISSING: "#00a", Status.UNKNOWN: "#666"}
 PLOT_TIMEOUT = 300
 # What `show` prints is bounded: a run can print a multi-megabyte line, a reply can be huge.
 SHOW_LINE_CHARS = 400      # a longer line is cut, saying how much was left out
@@ -111,7 +117,7 @@ def collect_rows(workspace: Path) -> tuple[list[Row], Row | None]:
     attempts = history.read_history(workspace)
     rows = []
     for a in attempts:
-        metrics = headline_of(final_info_at(repo, a)) if a.status in RESULT_STATUSES else {}
+        metrics = headline_of(final_info_at(repo, a)) if a.status in WITH_RESULTS else {}
         rows.append(Row(a, metrics, intervals=_intervals_at(repo, a) if metrics else {}))
     baseline = next((r for r in reversed(rows) if r.attempt.run == 0 and r.metrics), None)
     for r in rows:
@@ -202,7 +208,7 @@ def log_table(rows: list[Row], baseline: Row | None, title: str = "",
     if inline:
         table.add_column("error", overflow="ellipsis", no_wrap=True, max_width=left)
     for r, (cells, error) in zip(rows, body):
-        texts = [Text(c, style=STATUS_STYLE.get(c, "") if i == 2 else "") for i, c in enumerate(cells)]
+        texts = [Text(c, style=STATUS_STYLE.get(a.status, "") if i == 2 else "") for i, c in enumerate(cells)]
         table.add_row(*texts, *([Text(error)] if inline else []))
     below = [] if inline else [f"{r.attempt.label}: {error}" for r, (_, error) in zip(rows, body)
                                if error]
@@ -304,7 +310,7 @@ def attempt_detail(workspace: Path, spec: str) -> AttemptDetail:
         diff = ""
     log_text = history.file_at(repo, a.sha, f"run_{a.run}/log.txt")
     traceback = log_tail = None
-    if a.status not in RESULT_STATUSES and log_text:
+    if a.status not in WITH_RESULTS and log_text:
         from agent import runner
         tail = log_text[-2 * SHOW_BLOCK_CHARS:]  # a traceback is at the end; never parse megabytes
         traceback = runner.parse_failure(tail)[0]
@@ -391,7 +397,7 @@ def show(workspace: Path, spec: str, *, console: Console) -> int:
     console.rule("outcome")
     if d.row and d.row.metrics:
         console.print(metrics_table(d.row))
-    elif a.status in RESULT_STATUSES:
+    elif a.status in WITH_RESULTS:
         console.print(f"no readable run_{a.run}/final_info.json in this commit")
     if d.traceback:
         console.print(_code(console, bound_text(d.traceback), "pytb"))
@@ -464,10 +470,10 @@ def replay(workspace: Path, spec: str, *, console: Console, timeout: float | Non
     repo = history.open_workspace(workspace)
     attempts = history.read_history(workspace)
     a = history.find_attempt(workspace, spec, attempts)
-    if a.status not in RAN_STATUSES:
+    if a.status not in RAN:
         raise HistoryError(f"run {a.run} attempt {a.attempt} never ran (status {a.status}): "
                            "nothing to replay. Pick one that ran: "
-                           + ", ".join(x.label for x in attempts if x.status in RAN_STATUSES))
+                           + ", ".join(x.label for x in attempts if x.status in RAN))
     recorded_log = history.file_at(repo, a.sha, f"run_{a.run}/log.txt")
     recorded_info = final_info_at(repo, a)
     out_dir = f"run_{a.run}"
@@ -509,9 +515,9 @@ def replay(workspace: Path, spec: str, *, console: Console, timeout: float | Non
                             replay_status=result.status, replay_signature=result.signature,
                             replay_error=result.error, duration_s=round(seconds, 1),
                             package_changes=package_changes)
-    if a.status == "failed":
+    if a.status == Status.FAILED:
         _judge_failure(verdict, a, recorded_log, result)
-    elif a.status in RESULT_STATUSES:
+    elif a.status in WITH_RESULTS:
         _judge_success(verdict, recorded_info, dest / out_dir, result, tolerance)
     else:  # interrupted: there is no recorded outcome to compare with
         verdict.reproduced = True
@@ -867,8 +873,8 @@ def report_html(workspace, rows, baseline, idea, notes, plots, plot_note) -> str
     style = ("body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em}"
              "table{border-collapse:collapse;font-size:14px}td,th{border:1px solid #ccc;padding:3px 6px;"
              "text-align:right}td:nth-child(3),td:last-child{text-align:left}pre{white-space:pre-wrap;"
-             "background:#f6f6f6;padding:1em}img{max-width:100%}.success{color:#080}.failed{color:#b00}"
-             ".baseline{color:#058}.gate-failed{color:#a60}")
+             "background:#f6f6f6;padding:1em}img{max-width:100%}"
+             + "".join(f".{status}{{color:{colour}}}" for status, colour in STATUS_CSS.items()))
     return "\n".join([
         "<!doctype html>", '<html><head><meta charset="utf-8">',
         f"<title>Report: {esc(title)}</title><style>{style}</style></head><body>",

@@ -19,6 +19,7 @@ from typing import Callable
 from filelock import FileLock, Timeout
 
 from agent import edits, environment, execution, gitguard, history, results
+from agent.attempt import Attempt, Status
 from agent.idea import Idea
 from agent.template import Template, TemplateError, load_template, parse_template
 from agent.ui import prog
@@ -338,7 +339,7 @@ def _baseline_locked(ws: Workspace, cached: Path, *, timeout: float, on_line, sa
                                      f"retry (`{prog()} prepare --profile P` shows the whole output).") from None
             if not step.ok:
                 error = step.problem or step.result.error or step.result.status
-                _commit_baseline(ws, "failed", time.monotonic() - started, error=error)
+                _commit_baseline(ws, Status.FAILED, time.monotonic() - started, error=error)
                 raise WorkspaceError(
                     f"the baseline (the unmodified template, profile {ws.profile}, seed {seed}) did not run: "
                     f"{error}.\n  Its log is {step.result.log_path}; the workspace "
@@ -353,11 +354,11 @@ def _baseline_locked(ws: Workspace, cached: Path, *, timeout: float, on_line, sa
     try:
         baseline = ws.baseline()
     except results.ResultsError as exc:
-        _commit_baseline(ws, "failed", time.monotonic() - started, error=str(exc))
+        _commit_baseline(ws, Status.FAILED, time.monotonic() - started, error=str(exc))
         raise WorkspaceError(f"the baseline produced no usable results: {exc}") from None
     problems = results.untrained_problems(baseline)
     if problems:
-        _commit_baseline(ws, "untrained", time.monotonic() - started, error=problems[0])
+        _commit_baseline(ws, Status.UNTRAINED, time.monotonic() - started, error=problems[0])
         raise WorkspaceError(
             "the baseline SAE looks untrained, so every comparison against it would be meaningless:\n  - "
             + "\n  - ".join(problems)
@@ -370,22 +371,20 @@ def _baseline_locked(ws: Workspace, cached: Path, *, timeout: float, on_line, sa
         shutil.copytree(ws.path / BASELINE_RUN, staging)
         shutil.rmtree(cached, ignore_errors=True)
         staging.rename(cached)
-    _commit_baseline(ws, "baseline", time.monotonic() - started, source=source,
+    _commit_baseline(ws, Status.BASELINE, time.monotonic() - started, source=source,
                      summary=results.subject_summary(None, baseline))
 
 
-def _commit_baseline(ws: Workspace, status: str, seconds: float, *, error: str | None = None,
+def _commit_baseline(ws: Workspace, status: Status, seconds: float, *, error: str | None = None,
                      source: str = "", summary: str = "") -> None:
-    if status == "baseline":
+    if status == Status.BASELINE:
         subject = f"run 0: baseline — {summary}" if summary else "run 0: baseline"
     else:
         subject = f"run 0: baseline {status} — {error}"
-    trailers = {"Run": "0", "Attempt": "1", "Status": status, "Duration": f"{seconds:.1f}s",
-                "Model": "template", "Profile": str(ws.profile)}
-    if error:
-        trailers["Error"] = error.splitlines()[0][:200]
+    record = Attempt(run=0, attempt=1, status=status, duration=seconds, model="template",
+                     profile=str(ws.profile), error=error.splitlines()[0][:200] if error else None)
     body = f"Idea: {ws.idea.title}\nTemplate: {ws.template.name} ({ws.template.fingerprint()})\n{source}"
-    history.commit_attempt(ws.path, subject=subject[:200], body=body, trailers=trailers)
+    history.commit_attempt(ws.path, subject=subject[:200], body=body, trailers=record)
 
 
 def open_workspace(path: Path) -> Workspace:

@@ -1,11 +1,13 @@
 """The git history as the workspace's database: written with trailers, read back from any clone."""
 
 import subprocess
+from dataclasses import fields, replace
 
 import git
 import pytest
 
 from agent import history
+from agent.attempt import Attempt, Status
 from agent.history import HistoryError
 
 
@@ -170,3 +172,53 @@ def test_file_at_reads_a_past_version(workspace):
     first = history.find_attempt(workspace, "1.1")
     assert history.file_at(repo, first.sha, "experiment.py") == "raise AttributeError('no ae')\n"
     assert history.file_at(repo, first.sha, "nope.txt") is None
+
+
+# -- the typed record: Attempt.to_trailers / from_trailers --------------------------------
+
+def every_field() -> Attempt:
+    return Attempt(run=3, attempt=2, status=Status.FAILED, duration=41.2, model="openai/deepseek-reasoner",
+                   cost=0.0123, tokens=15234, error="ValueError: bad shape (3,)", profile="tiny",
+                   signature="ValueError @ experiment.py:main | bad shape (#,)",
+                   tampered=".git/hooks/prepare-commit-msg", sandbox="bwrap", executor="slurm",
+                   slurm_job="4711", results_sha256="3b59" * 16,
+                   extra={"Reviewed-by": "a researcher <r@example.org>", "Edits": "2 applied"})
+
+
+def test_every_field_of_an_attempt_survives_a_commit(workspace):
+    written = every_field()
+    assert {f.name for f in fields(Attempt)} - {"sha", "subject", "date"} <= \
+        {n for n in vars(written) if getattr(written, n) not in (None, {})}, "every_field misses one"
+    sha = history.commit_attempt(workspace, subject="run 3 attempt 2: failed", trailers=written)
+    read = history.find_attempt(workspace, "3.2")
+    assert read.sha == sha and read.subject == "run 3 attempt 2: failed" and read.date is not None
+    assert replace(read, sha="", subject="", date=None) == written
+    assert isinstance(read.status, Status)
+    # The user's own trailer is kept in the commit and comes back in order after the known ones.
+    assert list(read.trailers)[-2:] == ["Reviewed-by", "Edits"]
+
+
+def test_trailers_are_written_in_the_format_old_workspaces_have():
+    assert Attempt(run=1, attempt=1, status=Status.SUCCESS, duration=12.34, cost=0.01234,
+                   tokens=0).to_trailers() == {
+        "Run": "1", "Attempt": "1", "Status": "success", "Duration": "12.3s", "Cost": "$0.0123",
+        "Tokens": "0"}
+
+
+def test_a_trailer_that_does_not_parse_is_kept_as_written(workspace):
+    history.commit_attempt(workspace, subject="run 2 attempt 1: by hand", trailers=attempt_trailers(
+        2, 1, "reviewed-by-hand", Duration="about a minute", Cost="$0.01", Tokens="1,200"))
+    a = history.find_attempt(workspace, "2.1")
+    assert a.status is Status.UNKNOWN and a.duration is None and a.cost == 0.01 and a.tokens == 1200
+    assert a.trailers["Status"] == "reviewed-by-hand" and a.trailers["Duration"] == "about a minute"
+    # Written back (as `tampered` does), nothing the user wrote is lost.
+    again = Attempt.from_trailers(a.to_trailers())
+    assert again.to_trailers() == a.to_trailers()
+
+
+def test_every_status_reads_back_as_itself(workspace):
+    for i, status in enumerate(Status, start=1):
+        history.commit_attempt(workspace, subject=f"run 5 attempt {i}: {status}",
+                               trailers=Attempt(run=5, attempt=i, status=status))
+    back = [a.status for a in history.read_history(workspace) if a.run == 5]
+    assert back == list(Status)

@@ -154,3 +154,24 @@ def test_a_ctrl_c_while_waiting_for_the_llm_commits_no_tokens_again(fake_llm, id
     assert [a.status for a in attempts] == ["baseline", "success", "interrupted"]
     assert attempts[1].tokens == 120
     assert attempts[2].tokens == 0, "the previous reply's tokens were committed again"
+
+
+def test_an_attempt_carries_the_tokens_and_cost_of_its_own_reply(fake_llm, idea, tmp_path):
+    fake_llm.script([reply(GOOD, prompt_tokens=1234, completion_tokens=56), "ALL_COMPLETED", NOTES])
+    results = tmp_path / "results"
+    assert run_agent(idea, results, "--no-smoke", fake=fake_llm) == 0
+    ws = workspace_of(results)
+    success = history.find_attempt(ws, "1.1")
+    usage = json.loads((ws / "transcript.json").read_text())["usage"][0]
+    assert success.tokens == 1290 == usage["prompt_tokens"] + usage["completion_tokens"]
+    assert success.cost is not None and success.cost == pytest.approx(usage["cost"], abs=5e-5) and usage["cost"] > 0
+
+
+def test_an_unpriced_model_records_no_made_up_cost(fake_llm, idea, tmp_path):
+    fake_llm.script([GOOD, "ALL_COMPLETED", NOTES])
+    results = tmp_path / "results"
+    args = ["run", str(idea), "--results", str(results), "--no-smoke",
+            "--model", "openai/sae-agent-unpriced-test-model", "--api-base", fake_llm.url]
+    assert main(args) == 0
+    success = history.find_attempt(workspace_of(results), "1.1")
+    assert success.tokens == 120 and success.cost is None and "Cost" not in success.trailers

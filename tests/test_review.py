@@ -9,6 +9,7 @@ import hashlib
 import io
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -18,6 +19,7 @@ import pytest
 from rich.console import Console
 
 from agent import cli, history, review, runner
+from agent.attempt import Status
 from agent.conversation import Conversation
 
 SAE = "tiny-model/blocks.3.hook_resid_post"
@@ -441,3 +443,25 @@ def test_review_commands_on_a_workspace_the_loop_made(loop_workspace, capsys):
     assert review.report(ws, console=console) == 0
     page = (ws.parent / f"{ws.name}.report.html").read_text()
     assert "Raise the accuracy" in page and "Run 1 raised top-1 by 0.05." in page
+
+
+# -- every status has a look --------------------------------------------------------------
+
+def test_every_status_is_coloured_in_log_and_in_the_report(workspace):
+    """A status added to Status without a style here fails: `log` would print it plain."""
+    b = Builder(workspace)
+    for i, status in enumerate(Status, start=1):
+        b.attempt(3, i, None, None, status=status)
+    buffer = io.StringIO()
+    terminal = Console(file=buffer, width=220, color_system="standard", force_terminal=True)
+    assert review.log(workspace, console=terminal) == 0
+    out = buffer.getvalue()
+    for status in Status:
+        assert status in review.STATUS_STYLE and status in review.STATUS_CSS, status
+        # the word (padded to the column's width) between a colour's escape sequence and the reset
+        assert re.search(rf"\x1b\[[0-9;]+m{re.escape(status)} *\x1b\[0m", out), f"{status} is not coloured"
+    assert review.report(workspace, console=wide()[0]) == 0
+    page = (workspace.parent / f"{workspace.name}.report.html").read_text()
+    for status in Status:
+        assert f'<span class="{status}">' in page
+        assert re.search(rf"\.{re.escape(status)}\{{color:#[0-9a-f]+\}}", page), f"no CSS for {status}"
