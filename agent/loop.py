@@ -619,8 +619,8 @@ def prepare_resume(ws: Workspace, max_runs: int, executor=None) -> tuple[LoopSta
     # A Slurm job of the interrupted run may still be going (the agent died, the job did not).
     record = executor.live_job(ws.path / f"run_{state.run}") if executor is not None else None
     if record is not None:
-        if not found and not record.smoke and not conv.pending_user and execution.staged_as_now(ws.path, Path(record.cwd),
-                                                                      ws.template.editable):
+        still_ours = execution.staged_as_now(ws.path, Path(record.cwd), ws.template.editable)
+        if still_ours and not found and not record.smoke and not conv.pending_user:
             state.reattach = record
             return state, conv, model
         from agent.executors import scancel
