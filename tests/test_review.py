@@ -78,7 +78,8 @@ plt.savefig("top1.png")
 
 TEMPLATE = {"editable": ["experiment.py", "plot.py", "notes.txt"], "protected": [],
             "command": ["{python}", "experiment.py", "--out_dir={out_dir}"],
-            "profiles": ["tiny", "cpu"], "default_profile": "tiny", "smoke_profiles": []}
+            "profiles": ["tiny", "cpu"], "default_profile": "tiny", "smoke_profiles": [],
+            "env_allow": {"tiny": ["SAE_TEST_SHIFT"]}}   # the tolerance test's knob reaches the replay
 
 
 def experiment(top1: float, works: bool = True) -> str:
