@@ -13,6 +13,7 @@ The loop, the baseline and `replay` all run attempts through `Executor.run`:
 
 from __future__ import annotations
 
+import ast
 import hashlib
 import importlib.util
 import json
@@ -166,8 +167,8 @@ class Executor:
 
     def run(self, out_dir: str, *, smoke: bool = False, overrides: dict[str, object] | None = None,
             attach_stage: Path | None = None) -> Step:
-        """Train and evaluate the workspace's code as `out_dir`; `overrides` set top-level
-        hyperparameters of the staged experiment.py (the baseline's seeds), never the workspace's.
+        """Train and evaluate the workspace's code as `out_dir`; `overrides` set hyperparameters of
+        the staged experiment.py (the baseline's seeds and frontier), never the workspace's.
         `attach_stage`: the stage of a Slurm job still training this run (a resumed agent follows
         it there instead of staging and submitting again; its job record is in `out_dir`)."""
         run_dir = self.path / out_dir
@@ -269,16 +270,44 @@ def staged_as_now(workspace: Path, stage: Path, editable: list[str]) -> bool:
     return True
 
 
+class OverrideError(ValueError):
+    """experiment.py has no hyperparameter of that name for the agent to set."""
+
+
 def override_assignments(source: bytes, values: dict[str, object]) -> bytes:
-    """`name = ...` lines at the top level of a module set to `name = repr(value)`."""
-    import re
+    """experiment.py with hyperparameters set to `values`: the default of a field of its top-level
+    `class Config` (`    seed: int = 0` becomes `    seed: int = 1  # set by the agent`), or, in
+    a module without one, a top-level `name = ...` line."""
     text = source.decode("utf-8")
+    try:
+        tree = ast.parse(text)
+    except SyntaxError as exc:
+        raise OverrideError(f"experiment.py does not parse, so no hyperparameter can be set: {exc}") from None
+    lines = text.splitlines(keepends=True)
+    config = next((node for node in tree.body if isinstance(node, ast.ClassDef) and node.name == "Config"), None)
     for name, value in values.items():
-        text, n = re.subn(rf"^{re.escape(name)}\s*=.*$", f"{name} = {value!r}  # set by the agent",
-                          text, count=1, flags=re.M)
-        if n == 0:
-            raise ValueError(f"experiment.py has no top-level `{name} = ...` to set")
-    return text.encode("utf-8")
+        node = _assignment(config.body if config else tree.body, name)
+        if node is None:
+            where = "field in its `class Config`" if config else "top-level `name = ...` line"
+            raise OverrideError(f"experiment.py has no `{name}` {where} to set to {value!r}")
+        first = lines[node.lineno - 1]
+        indent = first[:len(first) - len(first.lstrip())]
+        annotation = f": {ast.get_source_segment(text, node.annotation)}" if isinstance(node, ast.AnnAssign) else ""
+        newline = "\n" if lines[node.end_lineno - 1].endswith("\n") else ""
+        lines[node.lineno - 1:node.end_lineno] = [f"{indent}{name}{annotation} = {value!r}  # set by the agent{newline}"]
+        lines[node.lineno:node.lineno] = [""] * (node.end_lineno - node.lineno)   # later nodes keep their line numbers
+    return "".join(lines).encode("utf-8")
+
+
+def _assignment(body: list, name: str):
+    """The last statement of `body` that gives `name` a value (`name = v` or `name: T = v`)."""
+    found = None
+    for node in body:
+        if isinstance(node, ast.AnnAssign) and node.value is not None and getattr(node.target, "id", None) == name:
+            found = node
+        elif isinstance(node, ast.Assign) and [getattr(t, "id", None) for t in node.targets] == [name]:
+            found = node
+    return found
 
 
 def _remove(path: Path) -> None:

@@ -240,6 +240,19 @@ class Workspace:
         return execution.protected_from_commit(repo, root, self.template.protected)
 
 
+def _check_overrides(ws: Workspace, seeds: list[int]) -> None:
+    """Refuse a seed or frontier knob that experiment.py has no hyperparameter for, before any run."""
+    knobs = {"seed": seeds[0]} if len(seeds) > 1 or ws.template.frontier else {}   # as the runs below set them
+    knobs.update({knob: values[0] for knob, values in ws.template.frontier.items() if values})
+    if not knobs or not (ws.path / "experiment.py").is_file():
+        return
+    try:
+        execution.override_assignments((ws.path / "experiment.py").read_bytes(), knobs)
+    except execution.OverrideError as exc:
+        raise WorkspaceError(f"the baseline cannot be run: {exc} (template.json's baseline_seeds and frontier "
+                             f"name hyperparameters of {ws.template.root / 'experiment.py'})") from None
+
+
 def frontier_dir(knob: str, value) -> str:
     return f"{BASELINE_RUN}/frontier_{knob}_{value}"
 
@@ -330,6 +343,7 @@ def _baseline_locked(ws: Workspace, cached: Path, *, timeout: float, on_line, sa
                                       box=sandbox, timeout=timeout, on_line=on_line,
                                       runner=executor)
         seeds = ws.template.baseline_seeds
+        _check_overrides(ws, seeds)
         for seed in seeds:
             out_dir = BASELINE_RUN if seed == seeds[0] else f"{BASELINE_RUN}/seed_{seed}"
             try:

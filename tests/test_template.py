@@ -7,6 +7,7 @@ The runs share one activation cache per test session (the `sae_cache` fixture) a
 model weights (SAE_MODEL_DIR, default ~/.cache/sae-agent/models), which take a minute to build once.
 """
 
+import ast
 import json
 import shutil
 import subprocess
@@ -70,6 +71,13 @@ def workspace(tmp_path_factory, env):
             "cache_files": cache_files, "cold_s": cold_s, "warm_s": warm_s}
 
 
+def config_defaults(path: Path) -> dict:
+    """The field defaults of the `class Config` in an experiment.py, read without importing it."""
+    tree = ast.parse(path.read_text())
+    (config,) = [n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == "Config"]
+    return {n.target.id: ast.literal_eval(n.value) for n in config.body if isinstance(n, ast.AnnAssign)}
+
+
 def final_info(workspace, run="run_0"):
     return json.loads((workspace["path"] / run / "final_info.json").read_text())
 
@@ -107,6 +115,11 @@ def test_final_info_has_saebench_shape_and_training_facts(workspace):
                  "tokens", "seconds"):
         assert name in training, name
     assert training["layer"] == sae_cfg["hook_layer"]
+    # every hyperparameter of experiment.py's Config, seed included, with the values the run used
+    config = config_defaults(TEMPLATE / "experiment.py")
+    assert set(config) >= {"seed", "learning_rate", "sparsity_penalty", "epochs", "dict_size", "batch_size"}
+    resolved = {"dict_size": training["dict_size"], "batch_size": training["tokens"] // training["training_steps"]}
+    assert {k: training[k] for k in config} == {**config, **resolved}
     assert results.load_results(workspace["path"] / "run_0") == info
 
 
@@ -234,7 +247,7 @@ def test_saebench_gets_its_config_and_an_sae_wrapper_it_accepts(harness_path):
         import experiment
     finally:
         sys.path.remove(str(TEMPLATE))
-    trainer = experiment.CustomTrainer(activation_dim=16, dict_size=32, layer=12, lm_name="gemma-2-2b")
+    trainer = experiment.CustomTrainer(experiment.Config(dict_size=32), 16, initial_b_dec=torch.zeros(16))
     wrapped = SAEBenchSAE(trainer.ae, model_name="gemma-2-2b", layer=12, hook_name="blocks.12.hook_resid_post",
                           scale=0.5, context_size=128, training_tokens=1000)
     sae_id, sae, _ = general_utils.load_and_format_sae("custom", wrapped, "cpu")
