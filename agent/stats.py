@@ -11,7 +11,7 @@ the reconstruction error over the held-out tokens. So
   change of the random seed alone moves every metric.
 
 The verdict is "better", "worse" or "no detectable change": the 95% interval of the difference
-excludes zero, or it does not. Pure numpy; no torch.
+excludes zero, or it does not. numpy and scipy; no torch.
 """
 
 from __future__ import annotations
@@ -111,16 +111,30 @@ def interval(draws: np.ndarray, value: float) -> Interval:
     return Interval(value, float(low), float(high))
 
 
+def quantile95(test_var: float, seed_var: float, n_seeds: int) -> float:
+    """The two-sided 95% quantile for test-set noise (many examples: normal) plus seed noise
+    estimated from `n_seeds` trainings (n - 1 degrees of freedom): Student's t at the
+    Welch-Satterthwaite degrees of freedom. With 3 seeds and seed noise dominating that is about
+    4.3, not 1.96: a spread estimated from 3 trainings is itself uncertain, and the normal
+    quantile declared 1 in 5 reseeded copies of the baseline a finding (benchmarks/bench_trust.py)."""
+    if seed_var <= 0 or n_seeds < 2:
+        return Z95
+    from scipy.stats import t as student_t
+    df = (test_var + seed_var) ** 2 / (seed_var ** 2 / (n_seeds - 1))
+    return float(student_t.ppf(0.975, df))
+
+
 def difference(metric: str, current: float, baseline_values: list[float], paired_diff_draws: np.ndarray | None
                ) -> Difference:
     """This run against the baseline's seeds: the test-set noise of the paired difference plus the
-    seed noise of one training run and of the baseline's mean."""
+    seed noise of one training run and of the baseline's mean (a prediction interval for one new
+    training of the baseline)."""
     mean = float(np.mean(baseline_values))
     value = current - mean
     test_var = float(np.var(paired_diff_draws, ddof=1)) if paired_diff_draws is not None else 0.0
     seed_sd = float(np.std(baseline_values, ddof=1)) if len(baseline_values) > 1 else None
     seed_var = seed_sd ** 2 * (1 + 1 / len(baseline_values)) if seed_sd is not None else 0.0
-    half = Z95 * math.sqrt(test_var + seed_var)
+    half = quantile95(test_var, seed_var, len(baseline_values)) * math.sqrt(test_var + seed_var)
     higher = HIGHER_IS_BETTER.get(metric, True)
     if paired_diff_draws is None and seed_sd is None:
         verdict = "no interval"   # no per-example evidence and one seed: nothing to judge by
@@ -136,5 +150,6 @@ def difference(metric: str, current: float, baseline_values: list[float], paired
 def minimum_detectable_difference(paired_sd: float, seed_sd: float | None, n_seeds: int,
                                   power_z: float = 0.841621) -> float:
     """The smallest true difference found with 80% power at alpha = 0.05 (two-sided), paired."""
-    sd = math.sqrt(paired_sd ** 2 + ((seed_sd or 0.0) ** 2) * (1 + 1 / max(n_seeds, 1)))
-    return (Z95 + power_z) * sd
+    seed_var = ((seed_sd or 0.0) ** 2) * (1 + 1 / max(n_seeds, 1))
+    sd = math.sqrt(paired_sd ** 2 + seed_var)
+    return (quantile95(paired_sd ** 2, seed_var, n_seeds) + power_z) * sd
