@@ -219,9 +219,9 @@ def _run_settings(repo, root_sha: str, dest: Path, profile: str | None):
 
 def recorded_signature(log_text: str | None, error: str | None) -> str | None:
     """The failure signature of the recorded run: from its log, else from its Error trailer."""
-    from agent import runner
+    from agent import failures
     if log_text:
-        signature = runner.parse_failure(log_text)[2]
+        signature = failures.parse_failure(log_text)[2]
         if signature:
             return signature
     if not error:
@@ -256,10 +256,10 @@ def _judge_failure(v: ReplayVerdict, a: Attempt, recorded_log: str | None, resul
 
 def _recorded_error_line(log_text: str | None) -> str | None:
     """The recorded run's own error line (the signature masks its digits)."""
-    from agent import runner
+    from agent import failures
     if not log_text:
         return None
-    return runner.parse_failure(log_text[-2 * SHOW_BLOCK_CHARS:])[1]
+    return failures.parse_failure(log_text[-2 * SHOW_BLOCK_CHARS:])[1]
 
 
 def _judge_success(v: ReplayVerdict, recorded_info: dict | None, run_dir: Path, result,

@@ -53,9 +53,9 @@ def attempt_detail(workspace: Path, spec: str) -> AttemptDetail:
     log_text = history.file_at(repo, a.sha, f"run_{a.run}/log.txt")
     traceback = log_tail = None
     if a.status not in WITH_RESULTS and log_text:
-        from agent import runner
+        from agent import failures
         tail = log_text[-2 * SHOW_BLOCK_CHARS:]  # a traceback is at the end; never parse megabytes
-        traceback = runner.parse_failure(tail)[0]
+        traceback = failures.parse_failure(tail)[0]
         if traceback is None:
             log_tail = "\n".join(tail.rstrip().splitlines()[-20:])
     rows, _ = collect_rows(workspace)
