@@ -235,8 +235,8 @@ def _edits_only(turn: Turn, names: tuple[str, ...]) -> bool:
 
 def failure_line(output: str) -> str:
     """The exception line of the last traceback in `output`, else a note that there is none."""
-    from agent import runner
-    error = runner.parse_failure(output)[1]
+    from agent import failures
+    error = failures.parse_failure(output)[1]
     if error:
         return error
     for line in reversed(output.splitlines()):

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Iterable
 
 
-from agent import checks, edits, execution, history, prompts, results, runner
+from agent import checks, edits, execution, failures, history, prompts, results
 from agent.attempt import NOTES, Attempt, Status, restores_trailers
 from agent.coder import BudgetExceeded, LLMError
 from agent.conversation import TRANSCRIPT_JSON, Conversation, ConversationError
@@ -92,7 +92,7 @@ def files_that_matter(ws: Workspace, edited: Iterable[str], traceback: str | Non
     ones its traceback passes through, in the template's order. Not every file every time: a
     plot.py the coder never touched and the run never reached is only noise (and tokens)."""
     sources = [n for n in ws.template.editable if n.endswith(".py")]
-    wanted = set(edited) | set(runner.files_in_traceback(traceback, sources))
+    wanted = set(edited) | set(failures.files_in_traceback(traceback, sources))
     return [n for n in sources if n in wanted] or sources
 
 
@@ -189,7 +189,7 @@ class ExperimentLoop:
         if not self.gate_passes(new_files, before):
             return
         code = self.ws.read("experiment.py")
-        if runner.content_hash(code) in st.failed_hashes:
+        if failures.content_hash(code) in st.failed_hashes:
             self.conv.add_user(prompts.ALREADY_FAILED.format(
                 file="experiment.py", files=files_text(self.ws, files_that_matter(self.ws, new_files))))
             return self.refuse("this exact experiment.py already failed", new_files, before)
@@ -362,7 +362,7 @@ class ExperimentLoop:
         if step.phase == "evaluate":
             error = f"evaluation failed: {error}"
         error += where
-        detail = runner.feedback_text(result)
+        detail = failures.feedback_text(result)
         template = prompts.EVALUATION_FAILED if step.phase == "evaluate" else prompts.RUN_FAILED
         self._edited = files_that_matter(self.ws, self._edited, result.traceback)  # what RESTORED shows too
         feedback = template.format(
@@ -413,7 +413,7 @@ class ExperimentLoop:
                signature: str | None, detail: str | None = None) -> None:
         st = self.state
         self.view.say((f"run {st.run} attempt {st.attempt} failed", "red"), f": {error}")
-        st.failed_hashes.add(runner.content_hash(code))
+        st.failed_hashes.add(failures.content_hash(code))
         self.commit(f"run {st.run} attempt {st.attempt}: failed — {error}", Status.FAILED,
                     error=error, seconds=seconds, signature=signature)
         if signature and signature == st.last_signature:
@@ -569,7 +569,7 @@ def rebuild_state(ws: Workspace) -> LoopState:
                 st.executions += 1
                 code = history.file_at(repo, a.sha, "experiment.py")
                 if code is not None:
-                    st.failed_hashes.add(runner.content_hash(code))
+                    st.failed_hashes.add(failures.content_hash(code))
                 # As `failed` does it: the same signature twice restored the code and reset it.
                 signature = a.signature
                 st.last_signature = None if signature and signature == st.last_signature else signature

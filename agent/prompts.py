@@ -189,7 +189,7 @@ The error, for reference:
 
 {error}"""
 
-# --- what the LLM is told about a run's output (runner.feedback_text) ------------------------
+# --- what the LLM is told about a run's output (failures.feedback_text) ------------------------
 # aider's "Run failed with the following error" line first: the replies recorded from
 # AI-Scientist (aider_import) and the coder's condensing both recognise it.
 

@@ -16,18 +16,14 @@ The LLM's code runs here, so the box matters more than the convenience:
   sets RLIMIT_CPU in the child. RLIMIT_AS counts virtual memory: CUDA maps tens of GB of address
   space at start-up, so leave it unset for GPU profiles; it is meant for CPU profiles and tests.
 
-Failure analysis (`parse_failure`) turns the output into the last traceback, a one-line error and
-a signature the loop uses to notice the same failure twice; `content_hash` lets the loop refuse to
-run a file it already saw fail. Whether a run that exited 0 produced valid results is decided in
-`agent/results.py`, not here.
+What the output means (the last traceback, a one-line error, the signature the loop uses to
+notice the same failure twice) and what the LLM is told about it live in `agent/failures.py`.
 """
 
 from __future__ import annotations
 
 import codecs
-import hashlib
 import os
-import re
 import selectors
 import signal
 import subprocess
@@ -37,7 +33,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable, Mapping
 
-from agent import prompts
+from agent import failures
+# Moved to agent/failures.py; still importable from here for code written before the split.
+from agent.failures import content_hash, feedback_text, files_in_traceback, parse_failure  # noqa: F401
 
 DEFAULT_COMMAND = ["{python}", "experiment.py", "--out_dir={out_dir}"]
 
@@ -54,7 +52,6 @@ ENV_ALLOW_PREFIXES = ("LC_",)
 READ_CHUNK = 64 * 1024
 MAX_LINE_CHARS = 64 * 1024  # a line without newline longer than this goes to on_line in pieces
 DRAIN_AFTER_EXIT = 2.0      # seconds to keep reading after the child exits (grandchildren's output)
-TRACEBACK_HEADER = "Traceback (most recent call last):"
 LINE_ENDS = ("\n", "\r", "\x0b", "\x0c", "\x1c", "\x1d", "\x1e", "\x85", "\u2028", "\u2029")
 
 
@@ -345,7 +342,7 @@ def run_experiment(
 
     duration = time.monotonic() - start
     output = sink.capture.text()
-    traceback, error, signature = describe_outcome(outcome.status, outcome.returncode, output, timeout)
+    traceback, error, signature = failures.describe_outcome(outcome.status, outcome.returncode, output, timeout)
     if outcome.error:  # the executor knows better (a Slurm time limit, an OOM kill, a lost node)
         error, signature = outcome.error, outcome.signature or signature
     return RunResult(outcome.status, outcome.returncode, duration, output, traceback, error, signature,
@@ -409,183 +406,3 @@ def stream_until_done(proc: subprocess.Popen, fd: int, sink: OutputSink, deadlin
             return "timeout"
         time.sleep(0.05)
     return "ok"
-
-
-def describe_outcome(status: str, returncode: int | None, output: str,
-                     timeout: float) -> tuple[str | None, str | None, str | None]:
-    if status == "ok":
-        return None, None, None
-    if status == "timeout":
-        return None, f"Timeout: the run exceeded {timeout:g} s and was killed", "Timeout"
-    if status == "interrupted":
-        return None, "KeyboardInterrupt: the run was interrupted by the user", None
-    if status == "lost":
-        return None, "the cluster lost the run", "Lost"
-    traceback, error, signature = parse_failure(output)
-    if error is None:
-        error, signature = exit_error(returncode, output)
-    return traceback, error, signature
-
-
-def exit_error(returncode: int | None, output: str) -> tuple[str, str]:
-    """Error and signature for a failure without a Python traceback (signal, sys.exit)."""
-    if returncode is not None and returncode < 0:
-        try:
-            name = signal.Signals(-returncode).name
-        except ValueError:
-            name = f"signal {-returncode}"
-        hint = {"SIGKILL": " (out of memory?)", "SIGXCPU": " (CPU time limit)"}.get(name, "")
-        return f"Killed by {name}{hint}", f"Signal:{name}"
-    last = next((ln.strip() for ln in reversed(output.splitlines()) if ln.strip()), "")
-    error = f"Exit code {returncode}" + (f": {last[:300]}" if last else "")
-    return error, f"ExitCode:{returncode}"
-
-
-# --------------------------------------------------------------------------- failure analysis
-
-FRAME_RE = re.compile(r'^\s*File "(?P<file>[^"]+)", line \d+(?:, in (?P<func>.+))?$')
-EXCEPTION_RE = re.compile(r"^(?P<type>[A-Za-z_][\w.]*)(?::\s?(?P<msg>.*))?$")
-
-
-def traceback_starts(lines: list[str]) -> list[int]:
-    """Where tracebacks begin: the usual header, or the bare `File "x.py", line 3` that a
-    SyntaxError in the main script prints without one (the script never started running)."""
-    starts = []
-    for i, line in enumerate(lines):
-        if line.strip() == TRACEBACK_HEADER:
-            starts.append(i)
-        elif (m := FRAME_RE.match(line)) and m.group("func") is None:
-            before = lines[i - 1] if i else ""
-            if not before[:1].isspace():  # not a frame inside a traceback already open
-                starts.append(i)
-    return starts
-
-
-def last_traceback_lines(output: str) -> list[str] | None:
-    """The lines of the last traceback in `output`, exception line included."""
-    lines = output.splitlines()
-    starts = traceback_starts(lines)
-    if not starts:
-        return None
-    block = [lines[starts[-1]]]
-    for line in lines[starts[-1] + 1:]:
-        block.append(line)
-        # Frames and their source lines are indented; the first unindented line is the exception.
-        if line and not line[0].isspace():
-            break
-    return block
-
-
-def normalize_message(msg: str) -> str:
-    """Drops what changes between runs of the same bug: addresses, numbers, long tails."""
-    msg = re.sub(r"0x[0-9a-fA-F]+", "0x…", msg)
-    msg = re.sub(r"\d+", "N", msg)
-    return msg.strip()[:120]
-
-
-def parse_failure(output: str, script: str = "experiment.py"
-                  ) -> tuple[str | None, str | None, str | None]:
-    """(traceback, one-line error, signature) of the last Python traceback in `output`.
-
-    The signature is `Type @ file:function | message`, where file:function is the innermost
-    frame in `script` (else the innermost frame at all) and the message has numbers and addresses
-    replaced. Line numbers are left out on purpose: an unrelated edit above the bug moves it by a
-    few lines, and "the same failure twice" must still match. The function name survives such
-    edits and still tells apart the same exception type raised in different places. The message
-    keeps AttributeError 'ae' apart from AttributeError 'sae' in one function, while normalized
-    numbers keep `shapes (128x512 and 256x512)` stable across hyperparameter changes.
-    """
-    block = last_traceback_lines(output)
-    if block is None:
-        return None, None, None
-    traceback = "\n".join(block)
-    exc_line = block[-1].strip() if len(block) > 1 else ""
-    match = EXCEPTION_RE.match(exc_line)
-    if not match:  # truncated output: a header and frames but no exception line
-        return traceback, None, None
-    exc_type = match.group("type")
-    location = innermost_location(block, script)
-    signature = f"{exc_type} @ {location} | {normalize_message(match.group('msg') or '')}"
-    return traceback, exc_line[:500], signature
-
-
-def files_in_traceback(traceback: str | None, names: Iterable[str]) -> list[str]:
-    """Which of `names` (workspace-relative paths) a traceback's frames pass through. A frame's
-    path may be absolute (the staged copy, a box's mount): it counts when it ends with the name."""
-    names = list(names)
-    found = set()
-    for m in map(FRAME_RE.match, (traceback or "").splitlines()):
-        ends = [n for n in names if m and (m.group("file") == n or m.group("file").endswith("/" + n))]
-        if ends:  # .../sub/plot.py is sub/plot.py, not plot.py as well
-            found.add(max(ends, key=len))
-    return [n for n in names if n in found]
-
-
-def innermost_location(block: list[str], script: str) -> str:
-    frames = [m for m in map(FRAME_RE.match, block) if m]
-    ours = [m for m in frames if Path(m.group("file")).name == script]
-    chosen = (ours or frames or [None])[-1]
-    if chosen is None:
-        return "?"
-    return f"{Path(chosen.group('file')).name}:{chosen.group('func') or '<module>'}"
-
-
-# --------------------------------------------------------------------------- feedback
-
-def feedback_text(result: RunResult, limit: int = 6000) -> str:
-    """What the LLM is told about a run, at most `limit` characters.
-
-    A failure gets aider's "Run failed with the following error" line, the end of the output
-    before the traceback (what the script was doing), then the traceback, whose end (innermost
-    frames and the error) is kept whole when something has to go.
-    """
-    seconds = f"{result.duration:.1f} s"
-    if result.status == "ok":
-        head = prompts.RUN_OUTPUT_OK.format(seconds=seconds)
-        return bounded(head, "", tidy_paths(result.output, result.log_path), limit)
-    if result.status == "timeout":
-        head = prompts.RUN_OUTPUT_TIMEOUT.format(seconds=seconds, error=result.error)
-        return bounded(head, "", tidy_paths(result.output, result.log_path), limit)
-    if result.status == "interrupted":
-        return prompts.RUN_OUTPUT_INTERRUPTED.format(seconds=seconds)[:limit]
-    head = prompts.RUN_OUTPUT_FAILED.format(error=result.error)
-    output = tidy_paths(result.output, result.log_path)
-    if result.traceback:
-        start = result.output.rfind(result.traceback.splitlines()[0])
-        before = tidy_paths(result.output[:max(start, 0)], result.log_path)
-        traceback = tidy_paths(result.traceback, result.log_path)
-        tb_room = max(limit - len(head) - 200, 0)
-        traceback = keep_end(traceback, tb_room)
-        context = keep_end(before.rstrip(), max(limit - len(head) - len(traceback) - 40, 0))
-        body = (prompts.OUTPUT_BEFORE_ERROR.format(context=context) if context else "") + traceback
-        return (head + body)[:limit]
-    return bounded(head, prompts.END_OF_OUTPUT, output, limit)
-
-
-def bounded(head: str, label: str, text: str, limit: int) -> str:
-    room = limit - len(head) - len(label)
-    if room <= 0:
-        return (head + label)[:limit]
-    return head + label + keep_end(text, room)
-
-
-def keep_end(text: str, limit: int) -> str:
-    """The last `limit` characters of `text`, saying that the start was cut."""
-    if len(text) <= limit:
-        return text
-    marker = prompts.OUTPUT_CUT
-    if limit <= len(marker):
-        return text[len(text) - limit:] if limit else ""
-    return marker + text[len(text) - (limit - len(marker)):]
-
-
-def tidy_paths(text: str, log_path: Path) -> str:
-    """Workspace-relative paths: the LLM does not need (or get to see) where the workspace lives."""
-    for workspace in {str(log_path.parent.parent), str(log_path.resolve().parent.parent)}:
-        text = text.replace(workspace + os.sep, "")
-    return text
-
-
-def content_hash(text: str) -> str:
-    """sha256 hex of a file's text: the loop keeps the hashes of files that failed to run."""
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()

@@ -48,6 +48,7 @@ def test_the_wheel_ships_the_template_and_the_ideas(wheel):
     assert shipped_template <= names, sorted(shipped_template - names)
     for idea in (ROOT / "ideas").iterdir():
         assert f"agent/ideas/{idea.name}" in names
+    assert "agent/review/report.html" in names, "the report's page template"
     assert not [n for n in names if "__pycache__" in n or n.endswith(".pyc")]
     entry_points = next(n for n in names if n.endswith("entry_points.txt"))
     assert "sae-agent = agent.cli:main" in zipfile.ZipFile(wheel).read(entry_points).decode()
@@ -85,6 +86,9 @@ def test_the_installed_package_is_not_the_checkout(installed, tmp_path):
     done = in_elsewhere(installed, tmp_path, "python", "-c", "import agent; print(agent.__file__)")
     assert done.returncode == 0, done.stderr
     assert str(installed) in done.stdout and str(ROOT) not in done.stdout
+    page = in_elsewhere(installed, tmp_path, "python", "-c",
+                        "from agent.review.report_cmd import _page_template; print('${runs}' in _page_template())")
+    assert page.stdout.strip() == "True", page.stderr  # the report's page template is package data
 
 
 @pytest.mark.slow  # a venv and an install: ~20 s with the wheel build

@@ -1,4 +1,5 @@
-"""agent/runner.py against real subprocesses: small experiment.py files written to tmp_path."""
+"""agent/runner.py (and agent/failures.py on what it captured) against real subprocesses: small
+experiment.py files written to tmp_path."""
 
 from __future__ import annotations
 
@@ -14,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from agent.runner import (content_hash, feedback_text, files_in_traceback, parse_failure, run_experiment,
-                          scrubbed_env)
+from agent.failures import content_hash, feedback_text, files_in_traceback, parse_failure
+from agent.runner import run_experiment, scrubbed_env
 
 REPO = Path(__file__).resolve().parent.parent
 
