@@ -34,8 +34,6 @@ from pathlib import Path
 from typing import Callable, Iterable, Mapping
 
 from agent import failures
-# Moved to agent/failures.py; still importable from here for code written before the split.
-from agent.failures import content_hash, feedback_text, files_in_traceback, parse_failure  # noqa: F401
 
 DEFAULT_COMMAND = ["{python}", "experiment.py", "--out_dir={out_dir}"]
 
@@ -63,7 +61,7 @@ class RunResult:
     output: str            # bounded: head + "[... N bytes dropped ...]" + tail
     traceback: str | None
     error: str | None      # one line, e.g. "AttributeError: 'CustomTrainer' object has no attribute 'ae'"
-    signature: str | None  # stable id of the failure, see parse_failure
+    signature: str | None  # stable id of the failure, see failures.parse_failure
     log_path: Path
     total_bytes: int = 0   # everything the child wrote; the log holds all of it
     executor: str = "local"    # where it ran: "local" | "slurm"

@@ -27,7 +27,7 @@ os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from agent import checks, edits, runner  # noqa: E402
+from agent import checks, edits, failures, runner  # noqa: E402
 
 TEMPLATE = REPO / "templates" / "sae_variants"
 
@@ -63,7 +63,7 @@ def time_run(workspace: Path, out_dir: str, smoke: bool) -> tuple[float, str | N
     env = {"SAE_PROFILE": os.environ.get("SAE_PROFILE", "tiny")} | ({"SAE_SMOKE": "1"} if smoke else {})
     started = time.perf_counter()
     result = runner.run_experiment(workspace, out_dir, extra_env=env, timeout=1800)
-    runner.feedback_text(result)
+    failures.feedback_text(result)
     return time.perf_counter() - started, result.error
 
 
