@@ -13,7 +13,7 @@ import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable
+from typing import TYPE_CHECKING, Iterable
 
 
 from agent import checks, edits, execution, failures, history, prompts, results
@@ -22,6 +22,9 @@ from agent.coder import BudgetExceeded, LLMError
 from agent.conversation import TRANSCRIPT_JSON, Conversation, ConversationError
 from agent.ui import prog
 from agent.workspace import TRANSCRIPTS, Workspace
+
+if TYPE_CHECKING:
+    from agent.executors import JobRecord
 
 DONE_MARKER = "ALL_COMPLETED"
 # The marker ends the idea only on a line of its own (markdown emphasis or a full stop allowed):
@@ -54,7 +57,7 @@ class LoopState:
     last_good_sha: str | None = None
     last_good_run: int = 0
     completed_runs: list[int] = field(default_factory=list)
-    reattach: object = None     # a Slurm job still training this run, found on resume (JobRecord)
+    reattach: JobRecord | None = None   # a Slurm job still training this run, found on resume
 
 
 @dataclass
@@ -198,7 +201,7 @@ class ExperimentLoop:
         if done and st.executions == 0:  # the run worked (a success resets the count)
             raise Stop("the coder reported ALL_COMPLETED")
 
-    def follow_job(self, record) -> None:
+    def follow_job(self, record: JobRecord) -> None:
         """The resumed agent's first step: the interrupted attempt's Slurm job is still training
         the code as it stands, so the loop follows it to its end rather than running it again."""
         st = self.state
