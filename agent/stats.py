@@ -115,8 +115,9 @@ def quantile95(test_var: float, seed_var: float, n_seeds: int) -> float:
     """The two-sided 95% quantile for test-set noise (many examples: normal) plus seed noise
     estimated from `n_seeds` trainings (n - 1 degrees of freedom): Student's t at the
     Welch-Satterthwaite degrees of freedom. With 3 seeds and seed noise dominating that is about
-    4.3, not 1.96: a spread estimated from 3 trainings is itself uncertain, and the normal
-    quantile declared 1 in 5 reseeded copies of the baseline a finding (benchmarks/bench_trust.py)."""
+    4.3, with 5 about 2.8, not 1.96: a spread estimated from a few trainings is itself uncertain,
+    and with 3 seeds the normal quantile declared 1 in 5 reseeded copies of the baseline a finding
+    (benchmarks/bench_trust.py)."""
     if seed_var <= 0 or n_seeds < 2:
         return Z95
     from scipy.stats import t as student_t
