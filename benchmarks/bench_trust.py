@@ -7,7 +7,7 @@
   the first `--baseline-seeds` seeds exactly as the loop judges a run (goal: at most 5%);
 - time per run (train + evaluate) and the preparation time.
 
-    python benchmarks/bench_trust.py --profile tiny --seeds 8 --baseline-seeds 3
+    python benchmarks/bench_trust.py --profile tiny --seeds 8 --baseline-seeds 5
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--profile", default="tiny")
     parser.add_argument("--seeds", type=int, default=8, help="trainings of the unmodified template in all")
-    parser.add_argument("--baseline-seeds", type=int, default=3)
+    parser.add_argument("--baseline-seeds", type=int, default=5)
     parser.add_argument("--sandbox", default=None)
     args = parser.parse_args()
 
@@ -55,6 +55,9 @@ def main() -> None:
             raise SystemExit(f"seed {seed} failed: {step.problem or step.result.error}")
         seconds.append(time.monotonic() - t)
         runs.append(results.load_results(work / f"run_{seed}"))
+        h = next(iter(results.headline(runs[-1]).values()))
+        print(f"seed {seed}: top-1 {h['sae_top_1_test_accuracy']:.4f}, EV {h['explained_variance']:.4f}, "
+              f"L0 {h['l0']:.1f} ({seconds[-1]:.0f}s)", flush=True)
     print(f"per run (train + evaluate): mean {np.mean(seconds):.1f}s, max {np.max(seconds):.1f}s")
 
     key = next(iter(results.headline(runs[0])))

@@ -33,8 +33,10 @@ class Config:
     was made) fixes the language model, the layer and the data."""
     dict_size: int | None = None      # SAE width; None: the profile's (tiny 512, cpu 2560, gemma-2-2b 16384)
     batch_size: int | None = None     # activations per step; None: the profile's (tiny 256, cpu 512, gemma-2-2b 2048)
-    epochs: float = 4                 # passes over the cached training activations
+    epochs: float | None = None       # passes over the cached training activations; None: the profile's (tiny 4, cpu 1, gemma-2-2b 4)
+    steps: int | None = None          # SAE updates; None: epochs x cached tokens / batch_size
     learning_rate: float = 3e-3       # Adam's learning rate after warm-up
+    decay_fraction: float = 0.2       # linear learning-rate decay to 0 over the last 20% of steps
     sparsity_penalty: float = 1.5     # L1 coefficient on latent activations (of mean squared norm d_model)
     warmup_steps: int = 100           # linear learning-rate warm-up
     sparsity_warmup_steps: int = 200  # linear ramp of the L1 coefficient from 0
@@ -84,12 +86,18 @@ class CustomTrainer:
         with torch.no_grad():                # start the decoder bias at the data mean
             self.ae.b_dec.copy_(initial_b_dec.to(self.device))
         self.optimizer = torch.optim.Adam(self.ae.parameters(), lr=cfg.learning_rate, betas=(0.9, 0.999))
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer, lambda step: min(1.0, (step + 1) / max(1, cfg.warmup_steps)))
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, self.lr_factor)
         self.step = 0
 
     def sparsity_coefficient(self):
         return self.cfg.sparsity_penalty * min(1.0, self.step / max(1, self.cfg.sparsity_warmup_steps))
+
+    def lr_factor(self, step):
+        """Linear warm-up, constant, then linear decay to 0 over the last `decay_fraction` of steps."""
+        warmup = min(1.0, (step + 1) / max(1, self.cfg.warmup_steps))
+        decay_steps = max(1, int(self.cfg.decay_fraction * self.cfg.steps)) if self.cfg.steps else 0
+        decay = min(1.0, (self.cfg.steps - step) / decay_steps) if decay_steps else 1.0
+        return max(0.0, min(warmup, decay))
 
     def loss(self, x):
         x_hat, f = self.ae(x, output_features=True)
@@ -136,12 +144,14 @@ def main():
     profile = harness.load_profile()
     store = harness.ActivationStore(profile)
     cfg = Config()
-    cfg = replace(cfg, dict_size=cfg.dict_size or profile.dict_size, batch_size=cfg.batch_size or profile.batch_size)
+    cfg = replace(cfg, dict_size=cfg.dict_size or profile.dict_size, batch_size=cfg.batch_size or profile.batch_size,
+                  epochs=cfg.epochs or profile.epochs)
     print(f"profile {profile.name}{' (smoke)' if profile.smoke else ''}: {profile.model_name}, layers {profile.layers}")
 
     for layer in profile.layers:
         train_acts = store.training(layer)
-        steps = max(1, int(cfg.epochs * len(train_acts) / cfg.batch_size))
+        cfg = replace(cfg, steps=cfg.steps or max(1, int(cfg.epochs * len(train_acts) / cfg.batch_size)))
+        steps = cfg.steps
         trainer = CustomTrainer(cfg, train_acts.shape[1], initial_b_dec=train_acts[:4096].mean(dim=0))
         print(f"training a {cfg.dict_size}-latent SAE on {profile.hook_name(layer)}: {steps} steps of {cfg.batch_size}")
         measured = harness.train(trainer, train_acts, steps=steps, batch_size=cfg.batch_size, seed=cfg.seed)

@@ -69,6 +69,14 @@ SUITE = {
         "Politics", "Technology", "Entertainment", "Sport"])),
     "tweet_emotion": ("Helsinki-NLP/europarl", lambda: _multiclass("102_twt_emotion", [
         "worry", "happiness", "sadness", "surprise"])),
+    # Short-text sets that Gemma-3-270M's residual stream separates well above chance (the cpu suite
+    # uses them in place of it_ticket, science_topic and tweet_emotion, where the model itself is at
+    # 0.49-0.54, so an SAE cannot be told apart from noise there).
+    "place_country": ("(cpu suite: entity knowledge)", lambda: _multiclass("17_world_country", [
+        "United_Kingdom", "United_States", "Italy", "Australia", "India"])),
+    "art_type": ("(cpu suite: entity knowledge)", lambda: _multiclass("27_art_type", ["book", "song", "movie"])),
+    "question_type": ("(cpu suite: what a question asks)", lambda: _multiclass("46_context_type", [
+        "Causality", "Belief_states", "Event_duration", "Temporal_order"])),
 }
 
 SUITE_SOURCES = {
@@ -77,6 +85,7 @@ SUITE_SOURCES = {
     "disease_class": ["101_disease_class"], "it_ticket": ["103_it_tick"], "science_topic": ["99_sci_cat"],
     "review_sentiment": ["112_amzn_rev"], "code_language": ["158_code_C", "159_code_Python", "160_code_HTML"],
     "news_topic": ["97_news_class"], "tweet_emotion": ["102_twt_emotion"],
+    "place_country": ["17_world_country"], "art_type": ["27_art_type"], "question_type": ["46_context_type"],
 }
 
 # Long-text sets used only as SAE training text.
