@@ -166,9 +166,10 @@ class Executor:
         return self._prepared[smoke]
 
     def run(self, out_dir: str, *, smoke: bool = False, overrides: dict[str, object] | None = None,
-            attach_stage: Path | None = None) -> Step:
+            attach_stage: Path | None = None, command: list[str] | None = None) -> Step:
         """Train and evaluate the workspace's code as `out_dir`; `overrides` set hyperparameters of
         the staged experiment.py (the baseline's seeds and frontier), never the workspace's.
+        `command`: another training command than the template's (a reference SAE of the harness).
         `attach_stage`: the stage of a Slurm job still training this run (a resumed agent follows
         it there instead of staging and submitting again; its job record is in `out_dir`)."""
         run_dir = self.path / out_dir
@@ -194,7 +195,7 @@ class Executor:
             box = sandbox.Box(self.box, train_stage, writable=[train_stage / out_dir],
                               readable=[Path(p) for p in dirs["train"]], hidden=_labelled_data_dirs(),
                               network=self._network())
-            result = self._run(box, out_dir, list(self.template.command), run_dir / "log.txt", smoke)
+            result = self._run(box, out_dir, list(command or self.template.command), run_dir / "log.txt", smoke)
             written = [name for name in (RESULT_FILE,) if os.path.lexists(train_stage / out_dir / name)]
             for name in AGENT_LOGS + ((RESULT_FILE,) if self.evaluator else ()):
                 _remove(train_stage / out_dir / name)

@@ -107,7 +107,7 @@ def start_conversation(ws: Workspace, max_runs: int) -> Conversation:
     conv.add_user(prompts.TASK.format(
         title=ws.idea.title, motivation=ws.idea.motivation, experiment=ws.idea.experiment,
         plan=ws.idea.plan or "(none given: plan it yourself)", max_runs=max_runs,
-        baseline=results.describe_baseline(ws.baseline_seeds()), command=command, files=files_text(ws)))
+        baseline=results.describe_baseline(ws.baseline_seeds(), ws.baseline_references()), command=command, files=files_text(ws)))
     return conv
 
 
@@ -120,6 +120,7 @@ class ExperimentLoop:
         self.baseline = ws.baseline()
         self.baseline_seeds = ws.baseline_seeds()
         self.baseline_frontier = ws.baseline_frontier()
+        self.baseline_references = ws.baseline_references()
         self.executor = execution.Executor(ws.path, ws.template, ws.profile, protected=ws.protected_files(),
                                            box=options.sandbox, timeout=options.timeout, on_line=view.log,
                                            runner=options.executor)
@@ -399,7 +400,8 @@ class ExperimentLoop:
     def succeeded(self, out_dir: str, current: dict, seconds: float) -> None:
         st = self.state
         summary = results.subject_summary(self.baseline, current, self.baseline_seeds)
-        record = results.uncertainty_record(self.baseline_seeds, current, self.baseline_frontier)
+        record = results.uncertainty_record(self.baseline_seeds, current, self.baseline_frontier,
+                                            self.baseline_references)
         (self.ws.path / out_dir / "intervals.json").write_text(json.dumps(record, indent=2) + "\n")
         self.view.say((f"run {st.run} succeeded", "green"), f": {summary}")
         st.last_good_sha = self.commit(f"run {st.run}: {summary}", Status.SUCCESS, seconds=seconds)
@@ -407,7 +409,8 @@ class ExperimentLoop:
         st.completed_runs.append(st.run)
         runs_left = self.opt.max_runs - st.run
         self.conv.add_user(prompts.RUN_SUCCEEDED.format(
-            run=st.run, comparison=results.compare(self.baseline, current, self.baseline_seeds, self.baseline_frontier),
+            run=st.run, comparison=results.compare(self.baseline, current, self.baseline_seeds, self.baseline_frontier,
+                                                   self.baseline_references),
             runs_left=runs_left,
             next_command=self.ws.template.display_command(f"run_{st.run + 1}")))
         st.run, st.attempt, st.executions, st.fixes = st.run + 1, 0, 0, 0

@@ -181,7 +181,8 @@ def intervals(final_info: dict) -> dict[str, dict[str, stats.Interval]]:
     return out
 
 
-def uncertainty_record(seeds: list[dict], current: dict, frontier: list[dict] | None = None) -> dict:
+def uncertainty_record(seeds: list[dict], current: dict, frontier: list[dict] | None = None,
+                       references: dict[str, dict] | None = None) -> dict:
     """`run_i/intervals.json`: each metric's interval and its change against the baseline, for plots,
     reports and trackers (the agent writes it; final_info.json stays the evaluator's own)."""
     diffs = differences(seeds, current)
@@ -196,6 +197,9 @@ def uncertainty_record(seeds: list[dict], current: dict, frontier: list[dict] | 
             m: {"baseline": matched[f"{m}_baseline"], "change": matched[m].value,
                 "half_width": matched[m].half_width, "verdict": matched[m].verdict}
             for m in MATCHED_METRICS if m in matched}
+        refs = {name: headline(ref).get(key) for name, ref in (references or {}).items()}
+        if any(refs.values()):
+            out[key]["references"] = {name: h for name, h in refs.items() if h}
     return out
 
 
@@ -293,8 +297,21 @@ def matched_lines(seeds: list[dict], frontier: list[dict], current: dict, key: s
     return lines
 
 
+def reference_lines(references: dict[str, dict] | None, key: str) -> list[str]:
+    """Where the template's reference SAEs (a TopK SAE at the baseline's L0) sit: context, no verdict."""
+    lines = []
+    for name, ref in (references or {}).items():
+        h = headline(ref).get(key)
+        if h:
+            k = (_sae_entries(ref).get(key, {}).get("training") or {}).get("k")
+            what = f"{name} SAE" + (f", k {k}" if k else "")
+            lines.append(f"  reference ({what}, the harness's own, same data and budget): "
+                         + ", ".join(f"{m} {_fmt(m, h.get(m))}" for m in ("l0", *MATCHED_METRICS)))
+    return lines
+
+
 def compare(baseline: dict, current: dict, seeds: list[dict] | None = None,
-            frontier: list[dict] | None = None) -> str:
+            frontier: list[dict] | None = None, references: dict[str, dict] | None = None) -> str:
     """A table of headline metrics, this run vs run 0, with each change's 95% interval and verdict."""
     seeds = seeds or [baseline]
     base_h, cur_h = headline(baseline), headline(current)
@@ -321,6 +338,8 @@ def compare(baseline: dict, current: dict, seeds: list[dict] | None = None,
         if note and key in cur_h:
             lines.append(f"  note: {note}")
             lines += matched_lines(seeds, frontier or [], current, key)
+        if key in cur_h:
+            lines += reference_lines(references, key)
     return "\n".join(lines)
 
 
@@ -345,9 +364,9 @@ def subject_summary(baseline: dict | None, current: dict, seeds: list[dict] | No
     return text
 
 
-def describe_baseline(seeds: list[dict]) -> str:
+def describe_baseline(seeds: list[dict], references: dict[str, dict] | None = None) -> str:
     """The baseline's headline metrics with their seed spread and the smallest change it can detect."""
-    lines = [compare(seeds[0], seeds[0], seeds)]
+    lines = [compare(seeds[0], seeds[0], seeds, references=references)]
     # A second seed against the first is what a change that does nothing looks like.
     for key, diffs in differences(seeds, seeds[1] if len(seeds) > 1 else seeds[0]).items():
         d = diffs.get("sae_top_1_test_accuracy")

@@ -41,6 +41,9 @@ class Template:
     # The baseline frontier: the unmodified template at other settings of one sparsity knob, so a
     # run is compared with the baseline at its own L0 ({"sparsity_penalty": [0.75, 3.0]}).
     frontier: dict[str, list[float]] = field(default_factory=dict)
+    # Reference SAEs trained by the template's protected code at the baseline's own L0 (`{k}` in the
+    # command), shown beside every comparison: {"topk": ["{python}", "-m", "harness.reference", ...]}.
+    references: dict[str, tuple[str, ...]] = field(default_factory=dict)
     # Per profile, for --executor slurm: {"partition": "gpu", "gpus": 1, "cpus": 8, "mem_gb": 64,
     # "time_min": 90, "account": "..."}; the --slurm-* flags override it.
     slurm: dict[str, dict] = field(default_factory=dict)
@@ -123,6 +126,7 @@ class TemplateSpec(_Strict):
     network: list[str] = Field(default_factory=list)
     baseline_seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
     frontier: dict[str, list[float]] = Field(default_factory=dict)
+    references: dict[str, list[str]] = Field(default_factory=dict)
     slurm: dict[str, SlurmSpec] = Field(default_factory=dict)
 
     @model_validator(mode="after")
@@ -209,5 +213,6 @@ def parse_template(root: Path, text: str, source: str = "template.json") -> Temp
         baseline_seeds=tuple(spec.baseline_seeds),
         # as written (validated as numbers): 1 stays 1, so frontier_dir names the same folder as before
         frontier={k: list(data["frontier"][k]) for k in spec.frontier},
+        references={name: tuple(command) for name, command in spec.references.items()},
         slurm={p: s.model_dump(exclude_none=True) for p, s in spec.slurm.items()},
     )

@@ -230,6 +230,16 @@ class Workspace:
                     pass
         return out
 
+    def baseline_references(self) -> dict[str, dict]:
+        """The template's reference SAEs at the baseline's L0 (a TopK SAE), where they were run."""
+        out = {}
+        for name in self.template.references:
+            try:
+                out[name] = results.load_results(self.path / reference_dir(name))
+            except results.ResultsError:
+                pass
+        return out
+
     def protected_files(self) -> dict[str, bytes]:
         """The pristine harness: from the workspace's first commit, which no run can change."""
         repo = history.open_workspace(self.path)
@@ -255,6 +265,10 @@ def _check_overrides(ws: Workspace, seeds: list[int]) -> None:
 
 def frontier_dir(knob: str, value) -> str:
     return f"{BASELINE_RUN}/frontier_{knob}_{value}"
+
+
+def reference_dir(name: str) -> str:
+    return f"{BASELINE_RUN}/reference_{name}"
 
 
 def _remove(path: Path) -> None:
@@ -363,6 +377,7 @@ def _baseline_locked(ws: Workspace, cached: Path, *, timeout: float, on_line, sa
                 step = runs.run(frontier_dir(knob, value), overrides={"seed": seeds[0], knob: value})
                 if not step.ok:   # the frontier is extra evidence: a point that fails is left out, said so
                     (on_line or print)(f"baseline frontier {knob}={value} failed: {step.problem or step.result.error}")
+        _run_references(ws, runs, on_line)
         source = ("baseline run of the unmodified template"
                   + (f", seeds {', '.join(map(str, seeds))}" if len(seeds) > 1 else ""))
     try:
@@ -377,7 +392,7 @@ def _baseline_locked(ws: Workspace, cached: Path, *, timeout: float, on_line, sa
             "the baseline SAE looks untrained, so every comparison against it would be meaningless:\n  - "
             + "\n  - ".join(problems)
             + f"\n  Refusing to start. Check the template's training settings ({ws.path / BASELINE_RUN}).")
-    record = results.uncertainty_record(ws.baseline_seeds(), baseline)
+    record = results.uncertainty_record(ws.baseline_seeds(), baseline, ws.baseline_frontier(), ws.baseline_references())
     (ws.path / BASELINE_RUN / "intervals.json").write_text(json.dumps(record, indent=2) + "\n")
     if not (cached / "final_info.json").exists():  # renamed into place: never read half-written
         staging = cached.with_name(f"{cached.name}.tmp-{os.getpid()}")
@@ -387,6 +402,19 @@ def _baseline_locked(ws: Workspace, cached: Path, *, timeout: float, on_line, sa
         staging.rename(cached)
     _commit_baseline(ws, Status.BASELINE, time.monotonic() - started, source=source,
                      summary=results.subject_summary(None, baseline))
+
+
+def _run_references(ws: Workspace, runs: execution.Executor, on_line) -> None:
+    """Each reference SAE of the template at k = the baseline's mean L0 over its seeds. Like the
+    frontier it is context, not the noise floor: one that fails is left out, and said so."""
+    l0s = [h["l0"] for seed in ws.baseline_seeds() for h in results.headline(seed).values() if h.get("l0")]
+    if not ws.template.references or not l0s:
+        return
+    k = str(max(1, round(sum(l0s) / len(l0s))))
+    for name, command in ws.template.references.items():
+        step = runs.run(reference_dir(name), command=[part.replace("{k}", k) for part in command])
+        if not step.ok:
+            (on_line or print)(f"baseline reference {name} (k {k}) failed: {step.problem or step.result.error}")
 
 
 def _commit_baseline(ws: Workspace, status: Status, seconds: float, *, error: str | None = None,

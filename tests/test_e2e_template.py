@@ -92,6 +92,15 @@ def test_known_positive_topk_beats_relu_at_matched_sparsity(tmp_path, cache_dir)
     assert abs(run1[key]["l0"] - base[key]["l0"]) / base[key]["l0"] < 0.1      # matched sparsity
     assert vs["explained_variance"]["verdict"] == "better", vs["explained_variance"]
     assert vs["explained_variance"]["change"] - vs["explained_variance"]["half_width"] > 0
+    # The harness's own TopK reference, trained with the baseline at k = the baseline's mean L0, sits
+    # at that sparsity and above the ReLU baseline: the coder is shown it beside every comparison.
+    seeds = [results.headline(results.load_results(p))[key] for p in [ws / "run_0", *(ws / "run_0").glob("seed_*")]]
+    k = round(sum(s["l0"] for s in seeds) / len(seeds))
+    reference = results.load_results(ws / "run_0" / "reference_topk")
+    assert reference[key]["training"]["k"] == k and k - 1 <= results.headline(reference)[key]["l0"] <= k
+    assert results.headline(reference)[key]["explained_variance"] > base[key]["explained_variance"]
+    transcript = (ws / "transcript.md").read_text()
+    assert f"reference (topk SAE, k {k}, the harness's own" in transcript
 
 
 def test_known_null_is_no_detectable_change(tmp_path, cache_dir):

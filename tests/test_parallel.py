@@ -179,8 +179,8 @@ def test_jobs_below_one_is_refused_before_any_workspace(fake_llm, tmp_path, cold
 
 
 @pytest.mark.slow
-def test_two_tiny_profile_ideas_in_parallel_from_a_cold_cache(tmp_path):
-    """The real template and model: two shipped ideas (offline replays) at once, nothing cached."""
+def test_three_tiny_profile_ideas_in_parallel_from_a_cold_cache(tmp_path):
+    """The real template and model: three shipped ideas (offline replays) at once, nothing cached."""
     cache = tmp_path / "cache"
     env = {"SAE_CACHE_DIR": str(cache), "PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(tmp_path),
            "LITELLM_LOCAL_MODEL_COST_MAP": "True", "HF_HUB_OFFLINE": "1", "COLUMNS": "160",
@@ -192,13 +192,14 @@ def test_two_tiny_profile_ideas_in_parallel_from_a_cold_cache(tmp_path):
         env["SAE_MODEL_DIR"] = str(models)
     results = tmp_path / "results"
     proc = subprocess.run([sys.executable, "-m", "agent", "run", "ideas/lateral_inhibition.md",
-                           "ideas/topk_orthogonality.md", "--profile", "tiny", "--jobs", "2", "--max-runs", "1",
+                           "ideas/topk_orthogonality.md", "ideas/exponential_orthogonal.md", "--profile", "tiny",
+                           "--jobs", "3", "--max-runs", "1",
                            "--results", str(results)], cwd=REPO, env=env, capture_output=True, text=True,
                           timeout=3600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     workspaces = [p for p in results.iterdir() if p.is_dir()]
-    assert len(workspaces) == 2
-    assert sorted(baseline_sources(results)) == ["cached", "computed"]
+    assert len(workspaces) == 3
+    assert sorted(baseline_sources(results)) == ["cached", "cached", "computed"]
     # A cached baseline's run_0 is a copy (its log included): count the computed one and the runs.
     computed = [ws for ws, how in zip(sorted(workspaces), baseline_sources(results)) if how == "computed"]
     logs = "\n".join(p.read_text() for p in [computed[0] / "run_0" / "prepare_log.txt", computed[0] / "run_0" / "log.txt",

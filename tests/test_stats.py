@@ -132,3 +132,16 @@ def test_a_run_outside_the_frontier_says_so_instead_of_claiming_a_gain():
     frontier = [run(0.7, l0=15.0), run(0.7, l0=60.0)]
     text = results.compare(seeds[0], run(0.9, seed=1, l0=120.0), seeds, frontier)
     assert "outside the baseline frontier" in text and "no gain can be claimed" in text
+
+
+def test_the_topk_reference_is_shown_beside_a_comparison_without_a_verdict():
+    seeds = [run(0.7, seed=s) for s in range(3)]
+    reference = run(0.75, seed=9, ev_err=5.0, l0=30.0)
+    reference[KEY]["training"]["k"] = 30
+    text = results.compare(seeds[0], run(0.7, seed=5), seeds, references={"topk": reference})
+    (line,) = [ln for ln in text.splitlines() if "reference" in ln]
+    assert "topk SAE, k 30" in line and "explained_variance 0.950" in line
+    assert not any(v in line for v in ("better", "worse", "no detectable change"))
+    record = results.uncertainty_record(seeds, run(0.7, seed=5), references={"topk": reference})
+    assert record[KEY]["references"]["topk"]["l0"] == 30.0
+    assert "reference" not in results.compare(seeds[0], run(0.7, seed=5), seeds), "none without one"

@@ -4,7 +4,9 @@
 
 - sparsity_fidelity.png: L0 vs explained variance, and L0 vs SAE top-1 probing accuracy, one point
   per run and SAE (up and to the left is better in the first, up in the second), with 95% error
-  bars where the agent recorded them (run_i/intervals.json);
+  bars where the agent recorded them (run_i/intervals.json); the baseline frontier (the unmodified
+  template at other sparsity settings, run_0/frontier_*) as a dashed line, so a run is read against
+  the baseline at its own L0, and the harness's TopK reference (run_0/reference_*) as a cross;
 - topk_accuracy.png: SAE top-k probing accuracy against k for every run, run_0 in black, the
   language model's own top-k residual channels dashed.
 """
@@ -59,9 +61,45 @@ def topk(entry, prefix):
     return [k for k, v in pairs if v is not None], [v for _, v in pairs if v is not None]
 
 
-def plot_sparsity_fidelity(runs, out="sparsity_fidelity.png", intervals=None):
-    intervals = intervals if intervals is not None else load_intervals()
+def baseline_points(root="."):
+    """The baseline's other trainings: {"frontier": [info, ...], "reference": {name: info}}."""
+    def read(paths):
+        return {p.parent.name: json.loads(p.read_text()) for p in sorted(paths)}
+    base = Path(root) / "run_0"
+    return {"frontier": list(read([*base.glob("final_info.json"), *base.glob("seed_*/final_info.json"),
+                                   *base.glob("frontier_*/final_info.json")]).values()),
+            "reference": {name.replace("reference_", ""): info
+                          for name, info in read(base.glob("reference_*/final_info.json")).items()}}
+
+
+def draw_baseline(ax_ev, ax_acc, root="."):
+    points = baseline_points(root)
+    curves = {}
+    for info in points["frontier"]:
+        for key, entry in sae_entries(info).items():
+            core = entry.get("core_metrics", {})
+            acc = entry["eval_result_metrics"]["sae"].get("sae_top_1_test_accuracy")
+            if core.get("l0") is not None:
+                curves.setdefault(key, []).append((core["l0"], core.get("explained_variance"), acc))
+    for key, pts in curves.items():
+        if len(pts) > 1:
+            pts.sort()
+            ax_ev.plot([p[0] for p in pts], [p[1] for p in pts], color="black", ls="--", lw=1, label="baseline frontier")
+            ax_acc.plot([p[0] for p in pts], [p[2] for p in pts], color="black", ls="--", lw=1, label="baseline frontier")
+    for name, info in points["reference"].items():
+        for key, entry in sae_entries(info).items():
+            core = entry.get("core_metrics", {})
+            acc = entry["eval_result_metrics"]["sae"].get("sae_top_1_test_accuracy")
+            if core.get("l0") is not None:
+                ax_ev.scatter(core["l0"], core.get("explained_variance"), color="black", marker="x", s=80,
+                              label=f"{name} reference")
+                ax_acc.scatter(core["l0"], acc, color="black", marker="x", s=80, label=f"{name} reference")
+
+
+def plot_sparsity_fidelity(runs, out="sparsity_fidelity.png", intervals=None, root="."):
+    intervals = intervals if intervals is not None else load_intervals(root)
     fig, (ax_ev, ax_acc) = plt.subplots(1, 2, figsize=(11, 4.5))
+    draw_baseline(ax_ev, ax_acc, root)
     for run, info in runs.items():
         for key, entry in sae_entries(info).items():
             core = entry.get("core_metrics", {})
