@@ -65,7 +65,9 @@ DefMemPerCPU=$(( mem / cpus ))
 JobCompType=jobcomp/filetxt
 JobCompLoc=$JOBCOMP
 AccountingStorageType=accounting_storage/none
-JobAcctGatherType=jobacct_gather/none
+JobAcctGatherType=jobacct_gather/linux
+JobAcctGatherParams=OverMemoryKill
+JobAcctGatherFrequency=task=1
 ReturnToService=2
 JobRequeue=1
 # Finished jobs stay visible to scontrol for 10 minutes; KillWait is SIGTERM -> SIGKILL.
