@@ -41,6 +41,15 @@ LIVE_STATES = {"PENDING", "CONFIGURING", "RUNNING", "COMPLETING", "SUSPENDED", "
                "RESIZING", "STOPPED", "SIGNALING", "STAGE_OUT", "REQUEUE_FED"}
 LOST_STATES = {"NODE_FAIL", "PREEMPTED", "BOOT_FAIL"}   # the cluster's fault: requeue
 HELD_STATES = {"REQUEUE_HOLD", "SPECIAL_EXIT", "RESV_DEL_HOLD"}
+# How Slurm says it killed a job for its memory, in the job's own stderr (submitit's %j_0_log.err).
+# Without cgroups (jobacct_gather/linux + OverMemoryKill, as on the local cluster) the job ends
+# FAILED, not OUT_OF_MEMORY: these lines are then the only sign of it. With task/cgroup the kernel's
+# OOM killer does it and slurmstepd reports "oom-kill event(s)" (and the state is OUT_OF_MEMORY).
+# ("Exceeded job memory limit at some point" is cgroup's warning about a job that may well be fine.)
+OOM_LINE = re.compile(r"^(?:slurmstepd\S*|srun): error: .*(?:exceeded (?:(?:job|step) )?memory limit"
+                      r"(?! at some point)|oom-kill event|Out Of Memory).*", re.IGNORECASE | re.MULTILINE)
+OOM_NUMBERS = re.compile(r"exceeded memory limit \((\d+) > (\d+)\)")   # bytes in use > the limit
+OOM_SIGNATURE = "Slurm:OUT_OF_MEMORY"
 UNSEEN_LIMIT = 600.0   # seconds without scontrol/sacct knowing the job (slurmctld down?) before it is lost
 # Variables the node sets for the job's own allocation: the submitter's values must not win.
 NODE_ENV = ("CUDA_VISIBLE_DEVICES", "GPU_DEVICE_ORDINAL", "ROCR_VISIBLE_DEVICES", "HIP_VISIBLE_DEVICES")
@@ -212,6 +221,10 @@ def job_main(spec: RunSpec) -> Outcome:
 
 # --------------------------------------------------------------------------- slurm: the submitter
 
+def mib(n: int) -> str:
+    return f"{n / 2**20:.0f} MiB"
+
+
 @dataclass
 class JobInfo:
     state: str
@@ -219,6 +232,7 @@ class JobInfo:
     reason: str = ""
     exit_code: str = ""
     node: str = ""
+    mem: str = ""          # the job's memory (scontrol's TRES mem=, e.g. "256M")
 
 
 def job_info(job_id: str) -> JobInfo | None:
@@ -232,17 +246,18 @@ def job_info(job_id: str) -> JobInfo | None:
         fields = dict(re.findall(r"(\w+)=(\S*)", out.stdout.splitlines()[0]))
         return JobInfo(state=fields.get("JobState", "UNKNOWN"), restarts=int(fields.get("Restarts", 0) or 0),
                        reason=fields.get("Reason", ""), exit_code=fields.get("ExitCode", ""),
-                       node=fields.get("NodeList", ""))
+                       node=fields.get("NodeList", ""),
+                       mem=dict(re.findall(r"(\w+)=([^,]+)", fields.get("TRES", ""))).get("mem", ""))
     try:
-        out = subprocess.run(["sacct", "-n", "-X", "-P", "-o", "State,ExitCode,NodeList", "-j", str(job_id)],
+        out = subprocess.run(["sacct", "-n", "-X", "-P", "-o", "State,ExitCode,NodeList,ReqMem", "-j", str(job_id)],
                              capture_output=True, text=True, timeout=30)
     except (OSError, subprocess.TimeoutExpired):
         return None
     line = out.stdout.strip().splitlines()[-1:] if out.returncode == 0 else []
     if not line:
         return None
-    state, exit_code, node = (line[0].split("|") + ["", "", ""])[:3]
-    return JobInfo(state=state.split()[0], exit_code=exit_code, node=node)
+    state, exit_code, node, mem = (line[0].split("|") + ["", "", "", ""])[:4]
+    return JobInfo(state=state.split()[0], exit_code=exit_code, node=node, mem=mem)
 
 
 def scancel(job_id: str) -> None:
@@ -386,18 +401,19 @@ class SlurmExecutor:
         tail = FileTail(Path(record.folder) / OUTPUT_NAME)
         restarts = None
         last_seen = time.monotonic()
+        info = None
         try:
             while True:
                 tail.pump(sink)
-                info = job_info(record.job_id)
-                if info is None:
+                seen = job_info(record.job_id)
+                if seen is None:
                     if self._result_file(record).exists():
                         break  # gone from slurmctld's memory, but it finished
                     if time.monotonic() - last_seen > UNSEEN_LIMIT:
                         return self._lost(record, f"Slurm has not known the job for {UNSEEN_LIMIT:.0f} s")
                     time.sleep(self.settings.poll)
                     continue
-                last_seen = time.monotonic()
+                info, last_seen = seen, time.monotonic()
                 if restarts is None:
                     restarts = info.restarts
                 if info.restarts > restarts:  # Slurm requeued it itself (node failure, preemption)
@@ -433,8 +449,10 @@ class SlurmExecutor:
             self._finish(spec, record, "CANCELLED")
             return Outcome("interrupted", error=f"KeyboardInterrupt: the run was interrupted by the user "
                            f"(Slurm job {record.job_id} cancelled)", job_id=record.job_id)
-        outcome = self._outcome(spec, record)
-        self._drain(tail, sink, record)
+        self._drain(tail, sink, record)   # (also gives the job's stderr time to reach a shared filesystem)
+        outcome = self._outcome(spec, record, info)
+        if outcome.signature == OOM_SIGNATURE:  # its output ends abruptly: say why, in the log too
+            sink.write(f"[slurm] {outcome.error}\n".encode())
         self._finish(spec, record, record.state)
         return outcome
 
@@ -468,8 +486,8 @@ class SlurmExecutor:
         return Outcome("lost", error=f"the cluster lost Slurm job {record.job_id}: {why}; the run was not "
                        "charged to the code", signature="Slurm:Lost", job_id=record.job_id)
 
-    def _outcome(self, spec: RunSpec, record: JobRecord) -> Outcome:
-        """How the job ended, in the runner's vocabulary."""
+    def _outcome(self, spec: RunSpec, record: JobRecord, info: JobInfo | None = None) -> Outcome:
+        """How the job ended, in the runner's vocabulary (`info`: Slurm's last word on the job)."""
         state, job_id = record.state, record.job_id
         result = self._result(record)
         if state == "COMPLETED" or (state == "UNKNOWN" and result is not None):
@@ -482,10 +500,9 @@ class SlurmExecutor:
             limit = time_limit_min(spec.timeout, self.settings)
             return Outcome("timeout", error=f"Timeout: Slurm's time limit ({limit} min) ended job {job_id}",
                            signature="Timeout", job_id=job_id)
-        if state == "OUT_OF_MEMORY":
-            mem = f" (--mem {self.settings.mem_gb:g} GB)" if self.settings.mem_gb else ""
-            return Outcome("failed", error=f"Out of memory: Slurm killed job {job_id}{mem}",
-                           signature="Slurm:OUT_OF_MEMORY", job_id=job_id)
+        oom = self._memory_kill(record)
+        if state == "OUT_OF_MEMORY" or oom is not None:
+            return self._out_of_memory(record, info, oom)
         if state == "CANCELLED" or state.startswith("CANCELLED"):
             return Outcome("interrupted", error=f"the Slurm job {job_id} was cancelled (scancel)",
                            job_id=job_id)
@@ -497,6 +514,35 @@ class SlurmExecutor:
         return self._lost(record, f"it ended in {state} before the run started or finished "
                           f"({self._job_log_tail(record)}); are the workspace and {record.folder} on a "
                           "filesystem the nodes share?")
+
+    def _memory_kill(self, record: JobRecord) -> str | None:
+        """Slurm's own line saying it killed the job for its memory, if its stderr has one."""
+        path = Path(record.folder) / f"{record.job_id}_0_log.err"
+        try:
+            with open(path, "rb") as f:  # the end is enough: the kill is what it wrote last
+                f.seek(max(0, path.stat().st_size - 64_000))
+                text = f.read().decode(errors="replace")
+        except OSError:
+            return None
+        lines = [m.group(0) for m in OOM_LINE.finditer(text)]
+        numbered = [ln for ln in lines if OOM_NUMBERS.search(ln)]
+        return (numbered or lines or [None])[0]
+
+    def _out_of_memory(self, record: JobRecord, info: JobInfo | None, line: str | None) -> Outcome:
+        numbers = OOM_NUMBERS.search(line or "")
+        if numbers:
+            used, limit = (int(x) for x in numbers.groups())
+            detail = f"limit {mib(limit)}, the job had {mib(used)} in use"
+        elif info is not None and info.mem:
+            detail = f"limit {info.mem}"
+        elif self.settings.mem_gb:
+            detail = f"limit {self.settings.mem_gb:g}G"
+        else:
+            detail = "limit: the cluster's default memory per job"
+        return Outcome("failed", returncode=-signal.SIGKILL,
+                       error=f"Out of memory: Slurm killed job {record.job_id} ({detail}); the run must "
+                       "use less memory, or the job get more (--slurm-mem)",
+                       signature=OOM_SIGNATURE, job_id=record.job_id)
 
     def _result(self, record: JobRecord) -> Outcome | None:
         import submitit

@@ -9,7 +9,9 @@
 # Idempotent: `start` on a running cluster only checks it. Without slurmdbd, `sacct` is off: the
 # job completion log (jobcomp/filetxt, $JOBCOMP) is Slurm's own record of every finished job.
 # Processes are tracked by parentage (proctrack/linuxproc) and tasks are not bound (task/none):
-# neither needs cgroups, which containers often lack.
+# neither needs cgroups, which containers often lack. Memory is enforced without them too: the
+# jobacct_gather/linux plugin samples each step's RSS every second and OverMemoryKill kills a step
+# over its --mem (the job then ends FAILED, with slurmstepd's "exceeded memory limit" in its stderr).
 set -euo pipefail
 
 CONF=/etc/slurm/slurm.conf
@@ -65,7 +67,9 @@ DefMemPerCPU=$(( mem / cpus ))
 JobCompType=jobcomp/filetxt
 JobCompLoc=$JOBCOMP
 AccountingStorageType=accounting_storage/none
-JobAcctGatherType=jobacct_gather/none
+JobAcctGatherType=jobacct_gather/linux
+JobAcctGatherParams=OverMemoryKill
+JobAcctGatherFrequency=task=1
 ReturnToService=2
 JobRequeue=1
 # Finished jobs stay visible to scontrol for 10 minutes; KillWait is SIGTERM -> SIGKILL.

@@ -79,13 +79,53 @@ def test_how_a_job_ends_becomes_the_attempts_status():
     assert (timeout.status, timeout.signature) == ("timeout", "Timeout")
     assert "Slurm's time limit (12 min) ended job 42" in timeout.error
     oom = _ended("OUT_OF_MEMORY", mem_gb=16)
-    assert oom.status == "failed" and oom.error == "Out of memory: Slurm killed job 42 (--mem 16 GB)"
+    assert oom.status == "failed" and oom.error.startswith("Out of memory: Slurm killed job 42 (limit 16G)")
     assert _ended("CANCELLED").status == "interrupted"
     assert _ended("NODE_FAIL").status == "requeue", "a node failure is submitted again"
     lost = _ended("PREEMPTED", requeues=2)
     assert lost.status == "lost" and "not charged to the code" in lost.error
     failed = _ended("FAILED")
     assert failed.status == "lost" and "filesystem the nodes share" in failed.error
+
+
+def _ended_with_log(tmp_path: Path, state: str, err: str):
+    """A job that ended in `state` with `err` as its stderr (submitit's %j_0_log.err)."""
+    executor = SlurmExecutor.__new__(SlurmExecutor)
+    executor.settings = SlurmSettings()
+    (tmp_path / "42_0_log.err").write_text(err)
+    record = JobRecord(job_id="42", folder=str(tmp_path), argv=["x"], cwd="/w", smoke=False, submitted=0.0,
+                       state=state)
+    spec = RunSpec(argv=["x"], cwd=Path("/w"), env={}, run_dir=tmp_path / "run_1", timeout=600)
+    return executor._outcome(spec, record)
+
+
+# What slurmstepd 22.05 wrote when jobacct_gather/linux with OverMemoryKill killed a job (measured on
+# the local cluster); the job then ends FAILED, not OUT_OF_MEMORY.
+OVER_MEMORY_KILL = """\
+slurmstepd-vm: error: StepId=42.0 exceeded memory limit (423624704 > 268435456), being killed
+srun: Job step aborted: Waiting up to 7 seconds for job step to finish.
+slurmstepd-vm: error: *** STEP 42.0 ON vm CANCELLED AT 2026-12-01T17:28:28 ***
+slurmstepd-vm: error: Exceeded job memory limit
+srun: error: vm: task 0: Killed
+"""
+
+
+def test_a_job_slurm_killed_for_its_memory_is_out_of_memory_whatever_its_state(tmp_path):
+    oom = _ended_with_log(tmp_path, "FAILED", OVER_MEMORY_KILL)
+    assert (oom.status, oom.returncode, oom.signature) == ("failed", -9, "Slurm:OUT_OF_MEMORY")
+    assert oom.error.startswith("Out of memory: Slurm killed job 42 (limit 256 MiB, the job had 404 MiB in use)")
+    cgroup = _ended_with_log(tmp_path, "FAILED", "slurmstepd: error: Detected 1 oom-kill event(s) in "
+                             "StepId=42.0. Some of your processes may have been killed by the cgroup "
+                             "out-of-memory handler.\n")
+    assert cgroup.error.startswith("Out of memory: Slurm killed job 42")
+
+
+def test_a_memory_warning_alone_does_not_make_a_job_out_of_memory(tmp_path):
+    # cgroup's "at some point" is a warning about a job that may have been fine: the state decides.
+    warned = "slurmstepd: error: Exceeded job memory limit at some point.\n"
+    assert _ended_with_log(tmp_path, "CANCELLED", warned).status == "interrupted"
+    assert _ended_with_log(tmp_path, "FAILED", warned).status == "lost"
+    assert _ended_with_log(tmp_path, "FAILED", "Traceback: MemoryError: out of memory\n").status == "lost"
 
 
 def test_local_executor_is_the_runner_default(tmp_path):

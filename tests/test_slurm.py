@@ -259,6 +259,44 @@ def test_a_job_killed_by_its_time_limit_is_a_timeout(slurm_cluster, tmp_path):
     assert jobcomp_state(result.job_id) == "TIMEOUT"
 
 
+# 2 GB, 20 MB every 50 ms, then held: far over a 256 MB job, slowly enough for Slurm's one-second
+# sampling (JobAcctGatherFrequency in local_slurm.sh) to see it well before the machine would notice.
+HOG = ("    import time\n    print('allocating', flush=True)\n    hog = []\n    for _ in range(100):\n"
+       "        hog.append(bytearray(20 * 2**20))\n        time.sleep(0.05)\n    time.sleep(60)\n")
+
+
+def test_a_job_over_its_memory_is_killed_by_slurm_and_reported_out_of_memory(slurm_cluster, tmp_path):
+    ws = script_workspace(tmp_path, f"def train():\n{HOG}\ntrain()\n")
+    result = runner.run_experiment(ws, "run_1", timeout=120, executor=SlurmExecutor(SlurmSettings(mem_gb=0.25)))
+    assert result.status == "failed", f"{result.status}: {result.error}"
+    assert result.error.startswith(f"Out of memory: Slurm killed job {result.job_id} (limit 256 MiB, the job had ")
+    assert result.signature == "Slurm:OUT_OF_MEMORY" and result.returncode == -signal.SIGKILL
+    assert "allocating" in result.output and result.output.rstrip().endswith(result.error), "the log says why it ends"
+    assert result.duration < 60, "killed by Slurm, not by the run's timeout"
+    # What Slurm itself records without cgroups: FAILED (not OUT_OF_MEMORY), the step killed by SIGKILL.
+    assert jobcomp_state(result.job_id) == "FAILED"
+    assert job_info(result.job_id).exit_code in ("137:0", "0:9")
+
+
+@pytest.mark.slow
+def test_an_out_of_memory_run_is_the_codes_failure_and_the_coder_hears_why(slurm_cluster, fake_llm, idea, tmp_path):
+    hog = "Run 1.\n\n" + block("def train():\n", f"def train():\n{HOG}")
+    fix = "Use less memory.\n\n" + block(f"def train():\n{HOG}", "def train():\n")
+    fake_llm.script([hog, fix, "ALL_COMPLETED", NOTES])
+    results = tmp_path / "results"
+    assert main(["run", str(idea), "--results", str(results), "--model", MODEL, "--api-base", fake_llm.url,
+                 "--executor", "slurm", "--slurm-mem", "0.25", "--no-smoke"]) == 0
+    (ws,) = [p for p in results.iterdir() if p.is_dir()]
+    attempts = history.read_history(ws)
+    assert [(a.run, a.attempt, a.status) for a in attempts] == [
+        (0, 1, "baseline"), (1, 1, "failed"), (1, 2, "success"), (1, 3, "notes")], "failed, not lost or requeued"
+    assert attempts[1].error.startswith("Out of memory: Slurm killed job ") and "(limit 256 MiB" in attempts[1].error
+    assert attempts[1].subject.startswith("run 1 attempt 1: failed — Out of memory: Slurm killed job")
+    assert "Out of memory: Slurm killed job" in [m for m in fake_llm.requests[1].body["messages"]
+                                                 if m["role"] == "user"][-1]["content"]
+    assert fake_llm.violations == []
+
+
 def test_a_requeued_job_runs_again_and_is_not_charged(slurm_cluster, tmp_path):
     ws = script_workspace(tmp_path, "import os, time\nprint('attempt', flush=True)\ntime.sleep(6)\n"
                           "os.makedirs('run_1', exist_ok=True)\nopen('run_1/done', 'w').write('yes')\n")
