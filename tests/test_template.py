@@ -151,6 +151,21 @@ def test_second_run_hits_the_activation_cache(workspace):
         run0["eval_result_metrics"]["sae"]["sae_top_1_test_accuracy"], abs=0.03)
 
 
+def test_training_activations_are_memory_mapped_and_a_runs_writes_stay_private(workspace, harness_path):
+    import torch
+    from harness.activations import ActivationStore
+    from harness.profiles import load_profile
+    profile = load_profile("tiny")
+    store = ActivationStore(profile, log=lambda *a: None)
+    acts = store.training(3)
+    assert acts.dtype == torch.float32 and acts.shape == (profile.train_tokens, profile.d_model)
+    before = float(acts[:256].sum())
+    acts.mul_(0)                      # what a careless experiment.py could do to its training data
+    fresh = ActivationStore(profile, log=lambda *a: None)
+    assert float(fresh.training(3)[:256].sum()) == before, "the write stayed in this process"
+    assert fresh._verified(fresh._dir(fresh.training_spec(3))), "the cache file is unchanged"
+
+
 def test_plot_draws_png_files(workspace):
     proc = subprocess.run([sys.executable, "plot.py"], cwd=workspace["path"], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr

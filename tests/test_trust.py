@@ -9,8 +9,8 @@ import json
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
-import torch
 
 from agent import execution, results, sandbox
 from agent.template import load_template
@@ -93,9 +93,9 @@ def test_the_training_box_sees_no_labels_no_held_out_tokens_and_cannot_touch_the
     print("VISIBLE", sorted(os.path.basename(p).split("-")[0] for p in glob.glob(root + "/activations/*")))
     data = os.path.join(list(importlib.util.find_spec("sae_probes").submodule_search_locations)[0], "data")
     print("LABELLED", sorted(os.listdir(data)) if os.path.isdir(data) else "absent")
-    for entry in glob.glob(root + "/activations/*"):
+    for entry in glob.glob(root + "/activations/*/*"):
         try:
-            open(os.path.join(entry, "tensors.pt"), "ab").write(b"poison")
+            open(entry, "ab").write(b"poison")
             print("POISONED", entry)
         except OSError as exc:
             print("REFUSED", type(exc).__name__)
@@ -122,9 +122,8 @@ def test_a_poisoned_cache_entry_is_detected_and_recomputed(plant, sae_cache):
     heldout = [p for p in Path(sae_cache["SAE_CACHE_DIR"], "activations").glob("heldout-*")
                if json.loads((p / "meta.json").read_text())["spec"]["tokens"] == 4096]
     assert heldout
-    stored = torch.load(heldout[0] / "tensors.pt")
-    stored["acts"] = stored["acts"] * 0 + 1            # every held-out token the same: EV would be junk
-    torch.save(stored, heldout[0] / "tensors.pt")
+    stored = np.load(heldout[0] / "acts.npy")
+    np.save(heldout[0] / "acts.npy", stored * 0 + 1)   # every held-out token the same: EV would be junk
     lines = []
     template = load_template(TEMPLATE)
     ex = execution.Executor(ws, template, "tiny", protected=execution.protected_from_template(template),
@@ -132,5 +131,5 @@ def test_a_poisoned_cache_entry_is_detected_and_recomputed(plant, sae_cache):
     again = ex.run("run_1", smoke=True)
     assert again.ok
     assert any("failed verification" in line for line in lines), lines[-20:]
-    fixed = torch.load(heldout[0] / "tensors.pt")["acts"]
+    fixed = np.load(heldout[0] / "acts.npy")
     assert fixed.std() > 0.1

@@ -12,6 +12,11 @@ normalisation). The SAE trains and is evaluated on scaled activations, so one se
 hyperparameters fits every model; `scale` is kept in the cache and in final_info.json, and the
 CE-loss splice divides it back out.
 
+Training and held-out activations are float32 `.npy` files written row by row into a memory map as
+the language model produces them, and read back memory-mapped (copy-on-write): preparing holds one
+batch in RAM, not the whole set, and every run on the machine shares the same page cache. That is
+what keeps gemma-2-2b's 2M x 2304 training set (18 GB) from needing several copies of itself in RAM.
+
 BOS, padding and EOS positions are dropped: SAEBench excludes them from probing means, and the
 BOS residual is orders of magnitude larger than any other token's in Gemma models.
 
@@ -32,13 +37,16 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
+import numpy as np
 import torch
 from filelock import FileLock
 
 from harness import data
 from harness.profiles import Profile, cache_dir
 
-CACHE_VERSION = 5   # 5: the training pool gained the cpu suite's short-text sets
+CACHE_VERSION = 6   # 5: the training pool gained the cpu suite's short-text sets; 6: memory-mapped .npy
+ACTS_FILE = "acts.npy"           # training and held-out entries: [tokens, d_model] float32
+SCALE_ROWS = 65536               # rows scaled in place per step (bounded memory)
 STORE_DTYPE = torch.float16   # scaled activations are O(1): float16 holds them with 3 significant digits
 
 
@@ -148,7 +156,7 @@ class ActivationStore:
             return True
         try:
             meta = json.loads((path / "meta.json").read_text())
-            ok = meta.get("sha256") == file_sha256(path / "tensors.pt")
+            ok = meta.get("sha256") == file_sha256(path / meta.get("file", "tensors.pt"))
         except (OSError, ValueError):
             ok = False
         if ok:
@@ -175,19 +183,28 @@ class ActivationStore:
                 return path
             return compute()
 
-    def _commit(self, spec: dict, tensors: dict, meta: dict) -> Path:
+    def _staging(self, spec: dict) -> Path:
+        """A fresh folder beside the entry, renamed into place by `_finish` when complete."""
         path = self._dir(spec)
         tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
-        torch.save(tensors, tmp / "tensors.pt")
-        meta = {"spec": spec, **meta, "sha256": file_sha256(tmp / "tensors.pt")}
+        return tmp
+
+    def _finish(self, spec: dict, tmp: Path, file: str, meta: dict) -> Path:
+        path = self._dir(spec)
+        meta = {"spec": spec, **meta, "file": file, "sha256": file_sha256(tmp / file)}
         (tmp / "meta.json").write_text(json.dumps(meta, indent=2))
         try:
             tmp.rename(path)
         except OSError:         # another run finished first: keep theirs
             shutil.rmtree(tmp, ignore_errors=True)
         return path
+
+    def _commit(self, spec: dict, tensors: dict, meta: dict) -> Path:
+        tmp = self._staging(spec)
+        torch.save(tensors, tmp / "tensors.pt")
+        return self._finish(spec, tmp, "tensors.pt", meta)
 
     # ------------------------------------------------------------------ training activations
     def training_spec(self, layer: int) -> dict:
@@ -198,21 +215,23 @@ class ActivationStore:
     def heldout_spec(self, layer: int) -> dict:
         return {**self.training_spec(layer), "kind": "heldout", "heldout_tokens": heldout_size(self.profile)}
 
-    def _load(self, spec: dict, compute) -> tuple[dict, dict]:
+    def _load_acts(self, spec: dict, compute) -> tuple[torch.Tensor, dict]:
+        """The entry's activations, memory-mapped copy-on-write: writes stay private to this process."""
         path = self._cached(spec, compute)
-        return torch.load(path / "tensors.pt"), json.loads((path / "meta.json").read_text())
+        meta = json.loads((path / "meta.json").read_text())
+        return torch.from_numpy(np.load(path / ACTS_FILE, mmap_mode="c")), meta
 
     def training(self, layer: int) -> torch.Tensor:
-        """Scaled activations (float32, [train_tokens, d_model]) to train on. Loaded once per run."""
+        """Scaled activations (float32, [train_tokens, d_model]) to train on, memory-mapped."""
         if layer not in self._training:
-            stored, _ = self._load(self.training_spec(layer), lambda: self._compute_training(layer)[0])
-            self._training[layer] = stored["acts"].float()
+            self._training[layer], _ = self._load_acts(self.training_spec(layer),
+                                                       lambda: self._compute_training(layer)[0])
         return self._training[layer]
 
     def heldout(self, layer: int) -> tuple[torch.Tensor, float]:
         """Scaled held-out activations (never trained on, for core metrics) and the scale applied."""
-        stored, meta = self._load(self.heldout_spec(layer), lambda: self._compute_training(layer)[1])
-        return stored["acts"].float(), meta["scale"]
+        acts, meta = self._load_acts(self.heldout_spec(layer), lambda: self._compute_training(layer)[1])
+        return acts, meta["scale"]
 
     def scale(self, layer: int) -> float:
         spec = self.training_spec(layer)
@@ -264,30 +283,36 @@ class ActivationStore:
         hook = p.hook_name(layer)
         bos = self.model.tokenizer.bos_token_id
         windows = self._packed_contexts(self._training_texts(), p.train_context)
-        chunks, have, started = [], 0, time.time()
-        wanted = p.train_tokens + heldout_size(p)
+        specs = (self.training_spec(layer), self.heldout_spec(layer))
+        sizes = (p.train_tokens, heldout_size(p))
+        stages = [self._staging(spec) for spec in specs]
+        # Rows go straight into the two files: the first train_tokens to training, the rest held out.
+        parts = [np.lib.format.open_memmap(stage / ACTS_FILE, mode="w+", dtype=np.float32, shape=(n, p.d_model))
+                 for stage, n in zip(stages, sizes)]
+        wanted, have, sum_sq, batches, started = sum(sizes), 0, 0.0, 0, time.time()
         while have < wanted:
             batch = [w for w, _ in zip(windows, range(p.llm_batch_size))]
             if not batch:
                 break
             ids = torch.stack(batch)
-            acts = self._forward(ids, [hook], layer + 1)[hook][ids != bos]
-            chunks.append(acts)
-            have += len(acts)
-            self.log(f"[harness] training activations: {min(have, wanted)}/{wanted} tokens "
-                     f"({time.time() - started:.0f}s)") if len(chunks) % 10 == 0 else None
-        acts = torch.cat(chunks)[:wanted]
-        if len(acts) < wanted:
-            raise RuntimeError(f"only {len(acts)} training tokens available, {wanted} wanted")
-        scale = float((acts.shape[1] / acts.pow(2).sum(1).mean()).sqrt())
-        self.log(f"[harness] {len(acts)} training activations in {time.time() - started:.1f}s "
-                 f"(scale {scale:.4g})")
-        acts = (acts * scale).to(STORE_DTYPE)
-        n_train = p.train_tokens
+            acts = self._forward(ids, [hook], layer + 1)[hook][ids != bos].float()[: wanted - have]
+            _write_rows(parts, sizes, have, acts.numpy())
+            sum_sq += float(acts.double().pow(2).sum())
+            have, batches = have + len(acts), batches + 1
+            self.log(f"[harness] training activations: {have}/{wanted} tokens "
+                     f"({time.time() - started:.0f}s)") if batches % 10 == 0 else None
+        if have < wanted:
+            raise RuntimeError(f"only {have} training tokens available, {wanted} wanted")
+        scale = float(np.sqrt(p.d_model * wanted / sum_sq))   # mean squared norm d_model after scaling
+        for part in parts:
+            for i in range(0, len(part), SCALE_ROWS):
+                part[i:i + SCALE_ROWS] *= scale
+            part.flush()
+        del parts
+        self.log(f"[harness] {wanted} training activations in {time.time() - started:.1f}s (scale {scale:.4g})")
         meta = {"scale": scale, "seconds": time.time() - started}
-        return (self._commit(self.training_spec(layer), {"acts": acts[:n_train]}, {**meta, "n_tokens": n_train}),
-                self._commit(self.heldout_spec(layer), {"acts": acts[n_train:]},
-                             {**meta, "n_tokens": len(acts) - n_train}))
+        return tuple(self._finish(spec, stage, ACTS_FILE, {**meta, "n_tokens": n})
+                     for spec, stage, n in zip(specs, stages, sizes))
 
     # ------------------------------------------------------------------ probing activations
     def probing_spec(self, layer: int) -> dict:
@@ -362,3 +387,13 @@ class ActivationStore:
                                              fwd_hooks=hooks)
         self.stats["llm_seconds"] += time.time() - started
         return float(loss)
+
+
+def _write_rows(parts: list, sizes: tuple[int, ...], start: int, rows: np.ndarray) -> None:
+    """Write `rows` at global row `start` of the concatenation of `parts` (sizes[i] rows each)."""
+    offset = 0
+    for part, size in zip(parts, sizes):
+        lo, hi = max(start, offset), min(start + len(rows), offset + size)
+        if lo < hi:
+            part[lo - offset:hi - offset] = rows[lo - start:hi - start]
+        offset += size
