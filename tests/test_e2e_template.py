@@ -15,6 +15,8 @@ import pytest
 
 from agent import history, results
 
+pytestmark = pytest.mark.slow  # the whole loop on the real model: minutes each
+
 REPO = Path(__file__).resolve().parent.parent
 
 

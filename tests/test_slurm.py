@@ -212,6 +212,7 @@ def resume(ws: Path, fake_llm, capsys) -> tuple[int, str, str]:
     return code, out, err
 
 
+@pytest.mark.slow  # its job trains for 20 s
 def test_resume_follows_a_job_still_running_instead_of_running_it_again(slurm_cluster, fake_llm, idea, tmp_path,
                                                                         capsys):
     ws, job_id = agent_dies_mid_run(fake_llm, idea, tmp_path, seconds=20)
@@ -253,6 +254,7 @@ def script_workspace(tmp_path: Path, body: str) -> Path:
     return ws
 
 
+@pytest.mark.slow  # waits for Slurm's 1-minute time limit
 def test_a_job_killed_by_its_time_limit_is_a_timeout(slurm_cluster, tmp_path):
     ws = script_workspace(tmp_path, "import time\nprint('started', flush=True)\ntime.sleep(600)\n")
     result = runner.run_experiment(ws, "run_1", timeout=900,
