@@ -135,7 +135,7 @@ def child_main(argv: list[str]) -> int:
             views.append(StatusView(status, cli.console, idea.name, max_runs, coder))
             return views[-1]
 
-        outcome = cli._run_one(idea, coder, opts, executor, factory, box=box)
+        outcome = cli._run_one(idea, coder, opts, executor, factory, box=box, verbosity=cli._verbosity(args))
         view = views[-1] if views else None
         if outcome is None:
             final = {"state": "failed", "reason": "no workspace (see the log)"}
