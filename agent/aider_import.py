@@ -298,13 +298,6 @@ class ImportSummary:
     note: str | None = None   # e.g. that no edit was made
 
 
-def import_command(args, console: Console) -> int:
-    summary = import_log(Path(args.log), Path(args.onto),
-                         Path(args.out) if getattr(args, "out", None) else None)
-    print_summary(summary, console)
-    return 0
-
-
 def import_log(log: Path, onto: Path, out: Path | None = None,
                name: str | None = None) -> ImportSummary:
     """Make the workspace; raise AiderImportError (nothing written) on bad input."""

@@ -16,9 +16,8 @@ from rich.table import Table
 from rich.text import Text
 
 from agent import __version__, ui
+from agent.options import DEFAULT_RESULTS, RunOptions, SlurmOptions
 
-# Relative to the current directory, not the checkout: an installed package has no checkout.
-DEFAULT_RESULTS = "results"
 console = ui.make_console()
 err_console = ui.make_console(stderr=True)
 
@@ -29,14 +28,25 @@ class UsageError(Exception):
 
 # -- run ----------------------------------------------------------------------------------
 
-def _coder_for(idea, args):
+def run_options(args: argparse.Namespace) -> RunOptions:
+    """The typed record of `run`/`resume`'s options: the only thing the code below the CLI reads."""
+    slurm = SlurmOptions(partition=args.slurm_partition, gpus=args.slurm_gpus, cpus=args.slurm_cpus,
+                         mem_gb=args.slurm_mem, time=args.slurm_time, account=args.slurm_account)
+    return RunOptions(results=getattr(args, "results", DEFAULT_RESULTS), profile=getattr(args, "profile", None),
+                      model=args.model, api_base=args.api_base, max_runs=args.max_runs,
+                      max_attempts=args.max_attempts, timeout=args.timeout, llm_timeout=args.llm_timeout,
+                      max_cost=args.max_cost, max_tokens=args.max_tokens, smoke=not args.no_smoke,
+                      sandbox=args.sandbox, executor=args.executor, slurm=slurm)
+
+
+def _coder_for(idea, opts: RunOptions):
     from agent import coder as coder_mod
 
-    model, api_base = coder_mod.resolve_model(args.model, args.api_base)
+    model, api_base = coder_mod.resolve_model(opts.model, opts.api_base)
     replay = idea.replay_file() if idea is not None else None
     try:
-        return coder_mod.make_coder(model, api_base, timeout=args.llm_timeout, max_cost=args.max_cost,
-                                    max_tokens=args.max_tokens,
+        return coder_mod.make_coder(model, api_base, timeout=opts.llm_timeout, max_cost=opts.max_cost,
+                                    max_tokens=opts.max_tokens,
                                     replay_default=replay if replay and replay.exists() else None)
     except coder_mod.LLMError as exc:
         raise UsageError(str(exc)) from None
@@ -61,16 +71,12 @@ def _check_results_dir(results: str) -> None:
                          "should hold the workspaces (it is made if missing)")
 
 
-def _executor_for(args, template, profile):
+def _executor_for(opts: RunOptions, template, profile):
     """Where runs execute (--executor, $AGENT_EXECUTOR), with the profile's Slurm resources."""
     from agent import executors
 
     try:
-        settings = executors.SlurmSettings(
-            partition=args.slurm_partition, gpus=args.slurm_gpus, cpus=args.slurm_cpus,
-            mem_gb=args.slurm_mem, account=args.slurm_account,
-            time_min=executors.parse_time(args.slurm_time) if args.slurm_time else None)
-        return executors.make_executor(args.executor, settings).for_profile(template, profile)
+        return executors.make_executor(opts.executor, opts.slurm.settings()).for_profile(template, profile)
     except executors.ExecutorError as exc:
         raise UsageError(str(exc)) from None
 
@@ -80,20 +86,23 @@ def cmd_run(args) -> int:
 
     from agent.template import load_template
 
-    _check_results_dir(args.results)
+    opts = run_options(args)
+    _check_results_dir(opts.results)
     ideas = [load_idea(_idea_path(p)) for p in args.ideas]  # every idea is checked before any work,
     executors = []
     for idea in ideas:  # its profile and its executor too
         template = load_template(idea.template_dir)
-        executors.append(_executor_for(args, template, template.choose_profile(args.profile or idea.profile)))
-    coders = [_coder_for(idea, args) for idea in ideas]  # and every model, before any workspace
+        executors.append(_executor_for(opts, template, template.choose_profile(opts.profile or idea.profile)))
+    coders = [_coder_for(idea, opts) for idea in ideas]  # and every model, before any workspace
     if len(ideas) > 1:
         from agent import parallel  # many ideas at once, one process each
-        if parallel.jobs_wanted(args) > 1:
-            return parallel.run_parallel(ideas, args, console)
+        jobs = parallel.jobs_wanted(args.jobs, len(ideas), opts.executor, args.gpus)
+        if jobs > 1:
+            return parallel.run_parallel(ideas, opts, console, jobs=jobs, gpus_flag=args.gpus)
+    box = _sandbox(opts.sandbox)  # once for all the ideas: its warning is printed once
     outcomes = []
     for idea, coder, executor in zip(ideas, coders, executors):
-        outcomes.append((idea, _run_one(idea, coder, args, executor)))
+        outcomes.append((idea, _run_one(idea, coder, opts, executor, box=box, verbosity=_verbosity(args))))
     if len(ideas) > 1:
         _summary(outcomes)
     return 0 if all(o is not None and o.ok for _, o in outcomes) else 1
@@ -114,26 +123,29 @@ def _verbosity(args) -> int:
     return -1 if getattr(args, "quiet", False) else getattr(args, "verbose", 0) or 0
 
 
-def _options(args, idea, executor=None):
+def max_runs(opts: RunOptions, idea) -> int:
+    return opts.max_runs or idea.max_runs or 5
+
+
+def _loop_options(opts: RunOptions, idea, executor, box: str):
     from agent.loop import LoopOptions
 
-    return LoopOptions(max_runs=args.max_runs or idea.max_runs or 5,
-                       max_attempts=args.max_attempts or idea.max_attempts or 4,
-                       timeout=args.timeout, smoke=not args.no_smoke, sandbox=_sandbox(args),
-                       executor=executor)
+    return LoopOptions(max_runs=max_runs(opts, idea), max_attempts=opts.max_attempts or idea.max_attempts or 4,
+                       timeout=opts.timeout, smoke=opts.smoke, sandbox=box, executor=executor)
 
 
-def _sandbox(args) -> str:
-    """The box every run goes in; refused (exit 2) when the one asked for cannot run here."""
+def _sandbox(requested: str | None) -> str:
+    """The box every run goes in; refused (exit 2) when the one asked for cannot run here.
+    Called once per command, so the staged fallback's warning is printed once."""
     from agent import sandbox
-    box = sandbox.choose(getattr(args, "sandbox", None))
-    if box == "staged" and not getattr(args, "_warned_staged", False):
+    box = sandbox.choose(requested)
+    if box == "staged":
         err_console.print(f"[yellow]warning:[/yellow] {sandbox.STAGED_WARNING}", soft_wrap=True)
-        args._warned_staged = True
     return box
 
 
-def _run_one(idea, coder, args, executor=None, view_factory=None):
+def _run_one(idea, coder, opts: RunOptions, executor=None, view_factory=None, *, box: str,
+             verbosity: int = 0):
     from agent import workspace
     from agent.loop import ExperimentLoop
     from agent.ui import LiveView
@@ -141,21 +153,21 @@ def _run_one(idea, coder, args, executor=None, view_factory=None):
     from agent.logs import workspace_log
 
     _banner(coder, idea)
-    opts = _options(args, idea, executor)
-    view_factory = view_factory or (lambda: LiveView(console, idea.name, opts.max_runs, coder,
-                                                     quiet=_verbosity(args) < 0))
+    loop_opts = _loop_options(opts, idea, executor, box)
+    view_factory = view_factory or (lambda: LiveView(console, idea.name, loop_opts.max_runs, coder,
+                                                     quiet=verbosity < 0))
     with view_factory() as view:
         view.set(phase="making the workspace and the baseline")
         try:
-            ws = workspace.create(idea, Path(args.results).resolve(), args.profile,
-                                  timeout=args.timeout, on_line=view.log, sandbox=opts.sandbox,
+            ws = workspace.create(idea, Path(opts.results).resolve(), opts.profile,
+                                  timeout=opts.timeout, on_line=view.log, sandbox=box,
                                   executor=executor)
         except workspace.WorkspaceError as exc:
             _print_error(exc)
             return None
         console.print(Text(f"workspace: {ws.path} (profile {ws.profile})"))
-        with workspace_log(ws.path, _verbosity(args)):
-            outcome = ExperimentLoop(ws, coder, view, opts).run()
+        with workspace_log(ws.path, verbosity):
+            outcome = ExperimentLoop(ws, coder, view, loop_opts).run()
     _report_outcome(outcome)
     return outcome
 
@@ -191,22 +203,25 @@ def _summary(outcomes) -> None:
 # -- resume -------------------------------------------------------------------------------
 
 def cmd_resume(args) -> int:
+    from dataclasses import replace
+
     from agent import workspace
     from agent.logs import workspace_log
     from agent.loop import ExperimentLoop, prepare_resume
     from agent.ui import LiveView
 
+    opts = run_options(args)
     try:
         ws = workspace.open_workspace(Path(args.workspace))
     except workspace.WorkspaceError as exc:
         raise UsageError(str(exc)) from None
-    if not (args.executor or os.environ.get("AGENT_EXECUTOR")) and any(ws.path.glob("run_*/slurm_job.json")):
-        args.executor = "slurm"  # its runs were Slurm jobs: one may still be running
+    if not (opts.executor or os.environ.get("AGENT_EXECUTOR")) and any(ws.path.glob("run_*/slurm_job.json")):
+        opts = replace(opts, executor="slurm")  # its runs were Slurm jobs: one may still be running
         console.print("resuming with --executor slurm: this workspace's runs were Slurm jobs")
-    opts = _options(args, ws.idea, _executor_for(args, ws.template, ws.profile))
-    state, conv, recorded_model = prepare_resume(ws, opts.max_runs, opts.executor)
-    args.model = args.model or recorded_model
-    coder = _coder_for(ws.idea, args)
+    loop_opts = _loop_options(opts, ws.idea, _executor_for(opts, ws.template, ws.profile),
+                              _sandbox(opts.sandbox))
+    state, conv, recorded_model = prepare_resume(ws, loop_opts.max_runs, loop_opts.executor)
+    coder = _coder_for(ws.idea, replace(opts, model=opts.model or recorded_model))
     coder.count_usage(conv.usage)  # the caps count what the idea has spent already
     if hasattr(coder, "played"):  # a replay continues after the replies already played
         coder.played = len(conv.assistant_replies())
@@ -214,9 +229,9 @@ def cmd_resume(args) -> int:
                        f"({len(state.completed_runs)} run(s) already done) with {coder.name}"))
     quiet = _verbosity(args) < 0
     # The log opens after prepare_resume: lines set aside last time must not look half-written.
-    with LiveView(console, ws.idea.name, opts.max_runs, coder, quiet=quiet) as view, \
+    with LiveView(console, ws.idea.name, loop_opts.max_runs, coder, quiet=quiet) as view, \
             workspace_log(ws.path, _verbosity(args)):
-        outcome = ExperimentLoop(ws, coder, view, opts, conv=conv, state=state).run()
+        outcome = ExperimentLoop(ws, coder, view, loop_opts, conv=conv, state=state).run()
     _report_outcome(outcome)
     return 0 if outcome.ok else 1
 
@@ -276,17 +291,33 @@ def cmd_check(args) -> int:
     return check_command(Path(args.file), Path(args.before) if args.before else None)
 
 
-def _review(name):
-    def command(args) -> int:
-        from agent import review
-        return getattr(review, name)(args, console)
-    return command
+def cmd_log(args) -> int:
+    from agent import review
+    return review.log(Path(args.workspace), as_json=args.json, console=console)
+
+
+def cmd_show(args) -> int:
+    from agent import review
+    return review.show(Path(args.workspace), args.run, console=console)
+
+
+def cmd_replay(args) -> int:
+    from agent import review
+    return review.replay(Path(args.workspace), args.run, console=console, timeout=args.timeout,
+                         tolerance=args.tolerance, box=args.sandbox)
+
+
+def cmd_report(args) -> int:
+    from agent import review
+    return review.report(Path(args.workspace), console=console, out=Path(args.out) if args.out else None)
 
 
 def cmd_import(args) -> int:
-    from agent.aider_import import import_command
+    from agent import aider_import
 
-    return import_command(args, console)
+    summary = aider_import.import_log(Path(args.log), Path(args.onto), Path(args.out) if args.out else None)
+    aider_import.print_summary(summary, console)
+    return 0
 
 
 def cmd_export(args) -> int:
@@ -428,12 +459,12 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     p = command("log", "a table of every attempt in a workspace")
     p.add_argument("workspace", help=WORKSPACE_HELP)
     p.add_argument("--json", action="store_true", help="print JSON for scripts")
-    p.set_defaults(func=_review("log_command"))
+    p.set_defaults(func=cmd_log)
 
     p = command("show", "what the LLM said, the diff, and the outcome of one attempt")
     p.add_argument("workspace", help=WORKSPACE_HELP)
     p.add_argument("run", help="RUN or RUN.ATTEMPT, e.g. 2 or 2.1")
-    p.set_defaults(func=_review("show_command"))
+    p.set_defaults(func=cmd_show)
 
     p = command("prepare", "compute the cached activations a profile needs (run also does it when needed)")
     p.add_argument("--profile", help="tiny | cpu | gemma-2-2b (default: the template's)")
@@ -448,12 +479,12 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     p.add_argument("--tolerance", type=_non_negative, default=0.02,
                    help="absolute tolerance for accuracies and explained variance")
     p.add_argument("--sandbox", choices=("bwrap", "staged"), help="the box the replay runs in (default: the strongest here)")
-    p.set_defaults(func=_review("replay_command"))
+    p.set_defaults(func=cmd_replay)
 
     p = command("report", "write a self-contained report of a workspace")
     p.add_argument("workspace", help=WORKSPACE_HELP)
     p.add_argument("--out", help="output file: .html or .md (default <workspace>.report.html beside it)")
-    p.set_defaults(func=_review("report_command"))
+    p.set_defaults(func=cmd_report)
 
     p = command("import", "turn an AI-Scientist/aider chat log into a workspace")
     p.add_argument("log", help="an aider chat history (.aider.chat.history.md)")

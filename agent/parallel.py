@@ -29,29 +29,19 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
+from agent.options import RunOptions, to_argv
 from agent.ui import LiveView, prog
 
 POLL = 0.25        # seconds between looks at the children
 STOP_WAIT = 120.0  # seconds the children get to commit after Ctrl-C before they are killed
 
-# Options forwarded to each child as they were given (dest, flag, takes a value).
-FORWARDED = [("results", "--results", True), ("profile", "--profile", True), ("model", "--model", True),
-             ("api_base", "--api-base", True), ("max_runs", "--max-runs", True),
-             ("max_attempts", "--max-attempts", True), ("timeout", "--timeout", True),
-             ("llm_timeout", "--llm-timeout", True), ("max_cost", "--max-cost", True),
-             ("max_tokens", "--max-tokens", True), ("no_smoke", "--no-smoke", False),
-             ("executor", "--executor", True), ("slurm_partition", "--slurm-partition", True),
-             ("slurm_gpus", "--slurm-gpus", True), ("slurm_cpus", "--slurm-cpus", True),
-             ("slurm_mem", "--slurm-mem", True), ("slurm_time", "--slurm-time", True),
-             ("slurm_account", "--slurm-account", True), ("sandbox", "--sandbox", True)]
-
 
 # --------------------------------------------------------------------------- how many, where
 
-def visible_gpus(args) -> list[str]:
-    """`--gpus 0,2`, else $CUDA_VISIBLE_DEVICES, else what nvidia-smi lists; [] without CUDA."""
-    if getattr(args, "gpus", None):
-        return [g.strip() for g in args.gpus.split(",") if g.strip()]
+def visible_gpus(given: str | None = None) -> list[str]:
+    """`--gpus 0,2` (given), else $CUDA_VISIBLE_DEVICES, else what nvidia-smi lists; [] without CUDA."""
+    if given:
+        return [g.strip() for g in given.split(",") if g.strip()]
     env = os.environ.get("CUDA_VISIBLE_DEVICES")
     if env is not None:
         return [g.strip() for g in env.split(",") if g.strip() and g.strip() != "-1"]
@@ -65,21 +55,21 @@ def visible_gpus(args) -> list[str]:
     return [line.strip() for line in out.stdout.splitlines() if line.strip()] if out.returncode == 0 else []
 
 
-def _slurm(args) -> bool:
-    return (getattr(args, "executor", None) or os.environ.get("AGENT_EXECUTOR") or "local") == "slurm"
+def _slurm(executor: str | None) -> bool:
+    return (executor or os.environ.get("AGENT_EXECUTOR") or "local") == "slurm"
 
 
-def jobs_wanted(args) -> int:
+def jobs_wanted(jobs: int | None, ideas: int, executor: str | None = None, gpus: str | None = None) -> int:
     """--jobs, else one idea per visible GPU (local) or every idea at once (Slurm queues them)."""
     from agent.cli import UsageError
 
-    if args.jobs is not None:
-        if args.jobs < 1:
-            raise UsageError(f"--jobs {args.jobs}: give at least 1")
-        return args.jobs
-    if _slurm(args):
-        return len(args.ideas)
-    return max(1, len(visible_gpus(args)))
+    if jobs is not None:
+        if jobs < 1:
+            raise UsageError(f"--jobs {jobs}: give at least 1")
+        return jobs
+    if _slurm(executor):
+        return ideas
+    return max(1, len(visible_gpus(gpus)))
 
 
 # --------------------------------------------------------------------------- the child side
@@ -130,20 +120,22 @@ def child_main(argv: list[str]) -> int:
 
     status = Path(argv[0])
     args = cli.build_parser().parse_args(argv[1:])
+    opts = cli.run_options(args)
     final = {"state": "error"}
     try:
         idea = load_idea(args.ideas[0])
         template = load_template(idea.template_dir)
-        executor = cli._executor_for(args, template, template.choose_profile(args.profile or idea.profile))
-        coder = cli._coder_for(idea, args)
-        max_runs = cli._options(args, idea).max_runs
+        executor = cli._executor_for(opts, template, template.choose_profile(opts.profile or idea.profile))
+        coder = cli._coder_for(idea, opts)
+        box = cli._sandbox(opts.sandbox)
+        max_runs = cli.max_runs(opts, idea)
         views = []
 
         def factory():
             views.append(StatusView(status, cli.console, idea.name, max_runs, coder))
             return views[-1]
 
-        outcome = cli._run_one(idea, coder, args, executor, factory)
+        outcome = cli._run_one(idea, coder, opts, executor, factory, box=box, verbosity=cli._verbosity(args))
         view = views[-1] if views else None
         if outcome is None:
             final = {"state": "failed", "reason": "no workspace (see the log)"}
@@ -182,15 +174,10 @@ class Child:
         return ((self.ended or time.monotonic()) - self.started) if self.started else 0.0
 
 
-def _child_argv(args, idea, status_file: Path) -> list[str]:
-    argv = [sys.executable, "-m", "agent.parallel", str(status_file), "run", str(idea.path), "--jobs", "1"]
-    for dest, flag, has_value in FORWARDED:
-        value = getattr(args, dest, None)
-        if has_value and value is not None:
-            argv += [flag, str(value)]
-        elif not has_value and value:
-            argv.append(flag)
-    return argv
+def child_argv(opts: RunOptions, idea_path, status_file: Path) -> list[str]:
+    """The command line of one idea's child: every run option is forwarded (agent/options.py)."""
+    return [sys.executable, "-m", "agent.parallel", str(status_file), "run", str(idea_path), "--jobs", "1",
+            *to_argv(opts)]
 
 
 def _die_with_parent_sigint() -> None:
@@ -203,12 +190,12 @@ def _die_with_parent_sigint() -> None:
             pass
 
 
-def _start(child: Child, args) -> None:
+def _start(child: Child, opts: RunOptions) -> None:
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     if child.gpu is not None:
         env["CUDA_VISIBLE_DEVICES"] = child.gpu
     with open(child.log_file, "wb") as log:
-        child.proc = subprocess.Popen(_child_argv(args, child.idea, child.status_file), env=env,
+        child.proc = subprocess.Popen(child_argv(opts, child.idea.path, child.status_file), env=env,
                                       stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                                       start_new_session=True, preexec_fn=_die_with_parent_sigint)
     child.started = time.monotonic()
@@ -265,13 +252,16 @@ def summary(children: list[Child]) -> Table:
     return t
 
 
-def run_parallel(ideas: list, args, console: Console) -> int:
-    jobs = min(jobs_wanted(args), len(ideas))
-    gpus = [] if _slurm(args) else visible_gpus(args)
+def run_parallel(ideas: list, opts: RunOptions, console: Console, *, jobs: int,
+                 gpus_flag: str | None = None) -> int:
+    """Up to `jobs` ideas at once, one child process each; `gpus_flag` is --gpus as given."""
+    slurm = _slurm(opts.executor)
+    jobs = min(jobs, len(ideas))
+    gpus = [] if slurm else visible_gpus(gpus_flag)
     scratch = Path(tempfile.mkdtemp(prefix="sae-agent-parallel-"))
     children = [Child(idea, scratch / f"{i:02d}_{idea.name}.json", scratch / f"{i:02d}_{idea.name}.log", None)
                 for i, idea in enumerate(ideas)]
-    where = f" on GPUs {','.join(gpus)}" if gpus else (" as Slurm jobs" if _slurm(args) else "")
+    where = f" on GPUs {','.join(gpus)}" if gpus else (" as Slurm jobs" if slurm else "")
     console.print(f"{len(ideas)} ideas, {jobs} at a time{where}; each idea's output: {scratch}/ "
                   "(kept if one does not succeed)")
     free_gpus = list(gpus)
@@ -290,7 +280,7 @@ def run_parallel(ideas: list, args, console: Console) -> int:
                     if c.proc is None and running < jobs:
                         if gpus:  # one idea per GPU; more jobs than GPUs share them in turn
                             c.gpu = free_gpus.pop(0) if free_gpus else gpus[children.index(c) % len(gpus)]
-                        _start(c, args)
+                        _start(c, opts)
                         running += 1
                 if all(c.ended is not None for c in children):
                     break

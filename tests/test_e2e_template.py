@@ -16,6 +16,8 @@ import pytest
 from agent import history, results
 from agent.template import load_template
 
+pytestmark = pytest.mark.slow  # the whole loop on the real model: minutes each
+
 REPO = Path(__file__).resolve().parent.parent
 
 

@@ -6,6 +6,8 @@ import subprocess
 import sys
 from importlib import metadata
 
+import pytest
+
 from agent import environment, history, review
 from test_review import Builder, experiment, wide, workspace  # noqa: F401  (the review fixture)
 
@@ -53,6 +55,7 @@ def test_replay_in_the_same_environment_says_nothing_about_it(workspace):
     assert "environment differs" not in out.getvalue()
 
 
+@pytest.mark.slow  # imports SAEBench and its evaluation (~20-50 s)
 def test_sae_bench_sparse_probing_evaluation_imports():
     """What the gemma-2-2b profile runs; sae-bench is installed without its declared dependencies."""
     done = subprocess.run([sys.executable, "-c", "import sae_bench.evals.sparse_probing.main"],

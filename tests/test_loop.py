@@ -251,7 +251,7 @@ UNSLOW = "Resumed: drop the sleep.\n\n" + block("    import time\n    time.sleep
 
 
 @pytest.mark.parametrize("how", ["sigkill", "sigint"])
-def test_stopped_mid_run_then_resumed_loses_nothing(fake_llm, idea, tmp_path, how):
+def test_stopped_mid_run_then_resumed_loses_nothing(fake_llm, idea, tmp_path, how, capsys):
     env = dict(os.environ, OPENAI_API_KEY="sk-fake", PYTHONUNBUFFERED="1")
     results = tmp_path / "results"
     fake_llm.script([SLOW_RUN])
@@ -270,9 +270,8 @@ def test_stopped_mid_run_then_resumed_loses_nothing(fake_llm, idea, tmp_path, ho
         assert history.read_history(ws)[-1].status == "interrupted"
 
     fake_llm.script([UNSLOW, "ALL_COMPLETED", NOTES])
-    proc = subprocess.run([sys.executable, "-m", "agent", "resume", str(ws), "--api-base", fake_llm.url,
-                           "--no-smoke"], cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
+    code = main(["resume", str(ws), "--api-base", fake_llm.url, "--no-smoke"])  # in this process
+    assert code == 0, "".join(capsys.readouterr())
     attempts = history.read_history(ws)
     assert [(a.run, a.status) for a in attempts] == [
         (0, "baseline"), (1, "interrupted"), (1, "success"), (1, "notes")]

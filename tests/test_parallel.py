@@ -4,6 +4,7 @@ The ideas use the mini template (tests/data/mini_template, no torch) and the str
 each idea gets its own reply queue (keyed by its title), since their requests interleave.
 """
 
+import argparse
 import json
 import os
 import signal
@@ -12,12 +13,14 @@ import sys
 import textwrap
 import time
 from concurrent.futures import ProcessPoolExecutor
+from dataclasses import fields, is_dataclass, replace
 from pathlib import Path
 
 import pytest
 
-from agent import history, workspace
-from agent.cli import main
+from agent import history, parallel, workspace
+from agent.cli import build_parser, main, run_options
+from agent.options import RunOptions, SlurmOptions
 
 REPO = Path(__file__).resolve().parent.parent
 MINI = REPO / "tests" / "data" / "mini_template"
@@ -176,6 +179,63 @@ def test_jobs_below_one_is_refused_before_any_workspace(fake_llm, tmp_path, cold
                  "--model", MODEL, "--api-base", fake_llm.url]) == 2
     assert "--jobs 0" in capsys.readouterr().err
     assert not (tmp_path / "r").exists() and fake_llm.requests == []
+
+
+# A value other than the default for every run option; a new option needs one here, or this fails.
+NOT_DEFAULT = {"results": "elsewhere", "profile": "tiny", "model": "openai/m", "api_base": "http://127.0.0.1:9",
+               "max_runs": 3, "max_attempts": 2, "timeout": 12.5, "llm_timeout": 7.0, "max_cost": 0.5,
+               "max_tokens": 1000, "smoke": False, "sandbox": "staged", "executor": "slurm",
+               "partition": "gpu", "gpus": 2, "cpus": 8, "mem_gb": 31.5, "time": "1-02:00:00", "account": "lab"}
+
+
+def not_default(record_type):
+    values = {}
+    for f in fields(record_type):
+        if is_dataclass(f.default_factory):
+            values[f.name] = not_default(f.default_factory)
+            continue
+        assert f.name in NOT_DEFAULT, f"give {record_type.__name__}.{f.name} a test value in NOT_DEFAULT"
+        assert NOT_DEFAULT[f.name] != f.default, f.name
+        values[f.name] = NOT_DEFAULT[f.name]
+    return record_type(**values)
+
+
+def parsed_child(argv: list[str]) -> RunOptions:
+    """The options a child started with `argv` runs with (`python -m agent.parallel STATUS run ...`)."""
+    assert argv[1:3] == ["-m", "agent.parallel"]
+    return run_options(build_parser().parse_args(argv[4:]))
+
+
+@pytest.mark.parametrize("opts", [RunOptions(), not_default(RunOptions),
+                                  replace(not_default(RunOptions), smoke=True, slurm=SlurmOptions())],
+                         ids=["defaults", "every-option-set", "some-set"])
+def test_every_run_option_reaches_each_child_unchanged(tmp_path, opts):
+    argv = parallel.child_argv(opts, tmp_path / "idea.md", tmp_path / "status.json")
+    assert argv[4:6] == ["run", str(tmp_path / "idea.md")] and argv[6:8] == ["--jobs", "1"]
+    assert parsed_child(argv) == opts
+
+
+def _subcommand(name: str) -> argparse.ArgumentParser:
+    (sub,) = [a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction)]
+    return sub.choices[name]
+
+
+def _flags(record_type) -> set[str]:
+    out = set()
+    for f in fields(record_type):
+        nested = f.default_factory if is_dataclass(f.default_factory) else None
+        out |= _flags(nested) if nested else {f.metadata["flag"]}
+    return out
+
+
+@pytest.mark.parametrize("command, own", [("run", {"--jobs", "--gpus"}), ("resume", set())])
+def test_every_option_of_run_and_resume_is_in_the_typed_record(command, own):
+    """An option added to the parser but not to RunOptions would never reach a --jobs child."""
+    output = {"--help", "--verbose", "--quiet"}  # the command's own output, not the idea's settings
+    given = {s for a in _subcommand(command)._actions for s in a.option_strings if s.startswith("--")}
+    assert given - output - own <= _flags(RunOptions), "options missing from agent/options.py RunOptions"
+    if command == "run":
+        assert given - output - own == _flags(RunOptions)
 
 
 @pytest.mark.slow

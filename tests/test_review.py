@@ -292,6 +292,13 @@ def test_replay_states_its_tolerance(workspace, monkeypatch, shift, code, words)
     assert "±0.02 absolute" in out.getvalue()
 
 
+def test_replay_tolerance_from_the_command_line_zero_included(workspace, monkeypatch, capsys):
+    monkeypatch.setenv("SAE_TEST_SHIFT", "0.01")  # within the default ±0.02, not within ±0
+    assert cli.main(["replay", str(workspace), "1.2", "--tolerance", "0"]) == 1
+    out = capsys.readouterr().out
+    assert "±0 absolute" in out and "not reproduced: 1 of 6 metrics outside tolerance" in out
+
+
 def test_replay_of_a_failure_that_now_succeeds_says_so(workspace):
     repo = git.Repo(workspace)
     a = history.find_attempt(workspace, "1.1")

@@ -183,8 +183,8 @@ def test_ctrl_c_cancels_the_job(slurm_cluster, fake_llm, idea, tmp_path):
     assert history.read_history(run_dir.parent)[-1].status == "interrupted"
 
 
-def agent_dies_mid_run(fake_llm, idea, tmp_path, seconds: int) -> tuple[Path, str, dict]:
-    """An agent running run 1 as a Slurm job is killed; the job lives on. (workspace, job id, env)"""
+def agent_dies_mid_run(fake_llm, idea, tmp_path, seconds: int) -> tuple[Path, str]:
+    """An agent running run 1 as a Slurm job is killed; the job lives on. (workspace, job id)"""
     fake_llm.script([sleeping(seconds)])
     results = tmp_path / "results"
     env = dict(os.environ, PYTHONUNBUFFERED="1")
@@ -200,21 +200,26 @@ def agent_dies_mid_run(fake_llm, idea, tmp_path, seconds: int) -> tuple[Path, st
     (run_dir,) = results.glob("*/run_1")
     job_id = JobRecord.load(run_dir).job_id
     assert job_info(job_id).state in ("RUNNING", "PENDING")
-    return run_dir.parent, job_id, env
+    return run_dir.parent, job_id
 
 
-def resume(ws: Path, fake_llm, env) -> subprocess.CompletedProcess:
+def resume(ws: Path, fake_llm, capsys) -> tuple[int, str, str]:
+    """`resume` in this process (the agent that died was a real one): (exit status, stdout, stderr)."""
     fake_llm.script(["ALL_COMPLETED"])
-    return subprocess.run([sys.executable, "-m", "agent", "resume", str(ws), "--api-base", fake_llm.url,
-                           "--no-smoke"], cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    capsys.readouterr()
+    code = main(["resume", str(ws), "--api-base", fake_llm.url, "--no-smoke"])
+    out, err = capsys.readouterr()
+    return code, out, err
 
 
-def test_resume_follows_a_job_still_running_instead_of_running_it_again(slurm_cluster, fake_llm, idea, tmp_path):
-    ws, job_id, env = agent_dies_mid_run(fake_llm, idea, tmp_path, seconds=20)
-    resumed = resume(ws, fake_llm, env)
-    assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
-    assert "resuming with --executor slurm" in resumed.stdout, "the workspace says its runs were Slurm jobs"
-    assert f"following Slurm job {job_id}" in resumed.stdout
+@pytest.mark.slow  # its job trains for 20 s
+def test_resume_follows_a_job_still_running_instead_of_running_it_again(slurm_cluster, fake_llm, idea, tmp_path,
+                                                                        capsys):
+    ws, job_id = agent_dies_mid_run(fake_llm, idea, tmp_path, seconds=20)
+    code, out, err = resume(ws, fake_llm, capsys)
+    assert code == 0, out[-3000:] + err[-3000:]
+    assert "resuming with --executor slurm" in out, "the workspace says its runs were Slurm jobs"
+    assert f"following Slurm job {job_id}" in out
     run1 = [a for a in history.read_history(ws) if a.run == 1]
     assert [(a.attempt, a.status) for a in run1] == [(1, "success")], "one attempt, not an interrupted one and a rerun"
     assert run1[0].trailers["Slurm-Job"] == job_id, "the job that was running is the one recorded"
@@ -227,13 +232,13 @@ def test_resume_follows_a_job_still_running_instead_of_running_it_again(slurm_cl
     assert "run 1" in after[-1]["content"].lower()
 
 
-def test_resume_cancels_a_job_running_code_that_has_changed_since(slurm_cluster, fake_llm, idea, tmp_path):
+def test_resume_cancels_a_job_running_code_that_has_changed_since(slurm_cluster, fake_llm, idea, tmp_path, capsys):
     # The researcher edited experiment.py before resuming: the job trains code that is no longer the
     # workspace's, so it is cancelled (never two runs of one attempt) and the attempt is interrupted.
-    ws, job_id, env = agent_dies_mid_run(fake_llm, idea, tmp_path, seconds=60)
+    ws, job_id = agent_dies_mid_run(fake_llm, idea, tmp_path, seconds=60)
     with open(ws / "experiment.py", "a") as f:
         f.write("# changed by hand\n")
-    resume(ws, fake_llm, env)
+    resume(ws, fake_llm, capsys)
     assert wait_for(lambda: (job_info(job_id) is None or job_info(job_id).state not in ("RUNNING", "PENDING")))
     attempts = history.read_history(ws)
     assert [(a.run, a.status) for a in attempts][:2] == [(0, "baseline"), (1, "interrupted")]
@@ -249,6 +254,7 @@ def script_workspace(tmp_path: Path, body: str) -> Path:
     return ws
 
 
+@pytest.mark.slow  # waits for Slurm's 1-minute time limit
 def test_a_job_killed_by_its_time_limit_is_a_timeout(slurm_cluster, tmp_path):
     ws = script_workspace(tmp_path, "import time\nprint('started', flush=True)\ntime.sleep(600)\n")
     result = runner.run_experiment(ws, "run_1", timeout=900,

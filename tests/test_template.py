@@ -82,6 +82,7 @@ def final_info(workspace, run="run_0"):
     return json.loads((workspace["path"] / run / "final_info.json").read_text())
 
 
+@pytest.mark.slow  # the real language model
 def test_final_info_has_saebench_shape_and_training_facts(workspace):
     info = final_info(workspace)
     assert list(info) == [KEY]          # one SAE, keyed by the model and the hook it really read
@@ -123,6 +124,7 @@ def test_final_info_has_saebench_shape_and_training_facts(workspace):
     assert results.load_results(workspace["path"] / "run_0") == info
 
 
+@pytest.mark.slow  # the real language model
 def test_baseline_is_a_trained_sae(workspace):
     info = final_info(workspace)
     assert results.untrained_problems(info) == []
@@ -136,6 +138,7 @@ def test_baseline_is_a_trained_sae(workspace):
     assert entry["core_metrics"]["frac_dead"] < 0.5
 
 
+@pytest.mark.slow  # the real language model
 def test_second_run_hits_the_activation_cache(workspace):
     # (Whether run_0 computed the cache depends on the tests before it, which share the session's
     # cache; a cold cache computed once is tests/test_parallel.py's cold-cache test.)
@@ -151,6 +154,7 @@ def test_second_run_hits_the_activation_cache(workspace):
         run0["eval_result_metrics"]["sae"]["sae_top_1_test_accuracy"], abs=0.03)
 
 
+@pytest.mark.slow  # the real language model
 def test_training_activations_are_memory_mapped_and_a_runs_writes_stay_private(workspace, harness_path):
     import torch
     from harness.activations import ActivationStore
@@ -166,6 +170,7 @@ def test_training_activations_are_memory_mapped_and_a_runs_writes_stay_private(w
     assert fresh._verified(fresh._dir(fresh.training_spec(3))), "the cache file is unchanged"
 
 
+@pytest.mark.slow  # the real language model
 def test_plot_draws_png_files(workspace):
     proc = subprocess.run([sys.executable, "plot.py"], cwd=workspace["path"], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
@@ -174,6 +179,7 @@ def test_plot_draws_png_files(workspace):
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
 
 
+@pytest.mark.slow  # the real language model
 def test_an_sae_left_at_zero_weights_is_detected_as_untrained(workspace, env, tmp_path):
     # The seeds' bug: weights initialised to zero stay zero (ReLU'(0) = 0, so no gradient ever flows).
     ws = make_workspace(tmp_path / "zero")
@@ -189,6 +195,7 @@ def test_an_sae_left_at_zero_weights_is_detected_as_untrained(workspace, env, tm
     assert any("explained variance" in p for p in problems), problems
 
 
+@pytest.mark.slow  # the real language model
 def test_smoke_mode_runs_a_few_steps_and_says_so(env, tmp_path):
     ws = make_workspace(tmp_path / "smoke")
     output, elapsed = run_experiment(ws, "run_1", smoke=True)
@@ -198,6 +205,7 @@ def test_smoke_mode_runs_a_few_steps_and_says_so(env, tmp_path):
     assert "(smoke)" in output
 
 
+@pytest.mark.slow  # the real language model
 def test_a_runtime_error_in_the_sae_fails_the_run_with_its_traceback(env, tmp_path):
     ws = make_workspace(tmp_path / "broken")
     source = (ws / "experiment.py").read_text()

@@ -15,6 +15,8 @@ import pytest
 from agent import execution, results, sandbox
 from agent.template import load_template
 
+pytestmark = pytest.mark.slow  # every case trains and evaluates on the real model
+
 ROOT = Path(__file__).resolve().parents[1]
 TEMPLATE = ROOT / "templates" / "sae_variants"
 KEY = "google/gemma-3-270m/blocks.3.hook_resid_post"

@@ -17,10 +17,6 @@ from agent.ui import print_unclipped
 UNBOUNDED = 1_000_000  # the width `log` lays its table out for when the output is not a terminal
 
 
-def log_command(args, console: Console) -> int:
-    return log(Path(args.workspace), as_json=args.json, console=console)
-
-
 def log(workspace: Path, *, as_json: bool = False, console: Console) -> int:
     rows, baseline = collect_rows(workspace)
     if as_json:

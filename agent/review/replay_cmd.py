@@ -50,13 +50,6 @@ class ReplayVerdict:
     package_changes: str | None = None  # recorded → current versions, where packages.json differs
 
 
-def replay_command(args, console: Console) -> int:
-    return replay(Path(args.workspace), args.run, console=console,
-                  timeout=getattr(args, "timeout", None),
-                  tolerance=getattr(args, "tolerance", None) or DEFAULT_TOLERANCE,
-                  box=getattr(args, "sandbox", None))
-
-
 def replay(workspace: Path, spec: str, *, console: Console, timeout: float | None = None,
            tolerance: float = DEFAULT_TOLERANCE, replays_dir: Path | None = None,
            on_line=None, box: str | None = None) -> int:

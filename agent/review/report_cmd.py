@@ -22,11 +22,6 @@ PLOT_TIMEOUT = 300
 PAGE_TEMPLATE = "report.html"  # the HTML skeleton and its CSS, a package data file
 
 
-def report_command(args, console: Console) -> int:
-    out = Path(args.out) if getattr(args, "out", None) else None
-    return report(Path(args.workspace), console=console, out=out)
-
-
 def default_report_path(workspace: Path) -> Path:
     return workspace.parent / f"{workspace.name}.report.html"
 

@@ -24,10 +24,6 @@ SHOW_LINE_CHARS = 400      # a longer line is cut, saying how much was left out
 SHOW_BLOCK_CHARS = 20000   # a longer text (a reply, the diff, a traceback) keeps its start and end
 
 
-def show_command(args, console: Console) -> int:
-    return show(Path(args.workspace), args.run, console=console)
-
-
 @dataclass
 class AttemptDetail:
     attempt: Attempt
