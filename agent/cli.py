@@ -98,7 +98,8 @@ def cmd_run(args) -> int:
         from agent import parallel  # many ideas at once, one process each
         jobs = parallel.jobs_wanted(args.jobs, len(ideas), opts.executor, args.gpus)
         if jobs > 1:
-            return parallel.run_parallel(ideas, opts, console, jobs=jobs, gpus_flag=args.gpus)
+            return parallel.run_parallel(ideas, opts, console, jobs=jobs, gpus_flag=args.gpus,
+                                         verbosity=_verbosity(args))
     box = _sandbox(opts.sandbox)  # once for all the ideas: its warning is printed once
     outcomes = []
     for idea, coder, executor in zip(ideas, coders, executors):

@@ -174,10 +174,12 @@ class Child:
         return ((self.ended or time.monotonic()) - self.started) if self.started else 0.0
 
 
-def child_argv(opts: RunOptions, idea_path, status_file: Path) -> list[str]:
-    """The command line of one idea's child: every run option is forwarded (agent/options.py)."""
+def child_argv(opts: RunOptions, idea_path, status_file: Path, verbosity: int = 0) -> list[str]:
+    """The command line of one idea's child: every run option is forwarded (agent/options.py), and
+    -v/-q, which set the level of the child's own agent.log."""
+    output = ["-q"] if verbosity < 0 else ["-v"] * verbosity
     return [sys.executable, "-m", "agent.parallel", str(status_file), "run", str(idea_path), "--jobs", "1",
-            *to_argv(opts)]
+            *to_argv(opts), *output]
 
 
 def _die_with_parent_sigint() -> None:
@@ -190,12 +192,12 @@ def _die_with_parent_sigint() -> None:
             pass
 
 
-def _start(child: Child, opts: RunOptions) -> None:
+def _start(child: Child, opts: RunOptions, verbosity: int = 0) -> None:
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     if child.gpu is not None:
         env["CUDA_VISIBLE_DEVICES"] = child.gpu
     with open(child.log_file, "wb") as log:
-        child.proc = subprocess.Popen(child_argv(opts, child.idea.path, child.status_file), env=env,
+        child.proc = subprocess.Popen(child_argv(opts, child.idea.path, child.status_file, verbosity), env=env,
                                       stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                                       start_new_session=True, preexec_fn=_die_with_parent_sigint)
     child.started = time.monotonic()
@@ -253,7 +255,7 @@ def summary(children: list[Child]) -> Table:
 
 
 def run_parallel(ideas: list, opts: RunOptions, console: Console, *, jobs: int,
-                 gpus_flag: str | None = None) -> int:
+                 gpus_flag: str | None = None, verbosity: int = 0) -> int:
     """Up to `jobs` ideas at once, one child process each; `gpus_flag` is --gpus as given."""
     slurm = _slurm(opts.executor)
     jobs = min(jobs, len(ideas))
@@ -280,7 +282,7 @@ def run_parallel(ideas: list, opts: RunOptions, console: Console, *, jobs: int,
                     if c.proc is None and running < jobs:
                         if gpus:  # one idea per GPU; more jobs than GPUs share them in turn
                             c.gpu = free_gpus.pop(0) if free_gpus else gpus[children.index(c) % len(gpus)]
-                        _start(c, opts)
+                        _start(c, opts, verbosity)
                         running += 1
                 if all(c.ended is not None for c in children):
                     break

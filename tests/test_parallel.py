@@ -286,3 +286,11 @@ def test_each_idea_is_pinned_to_its_own_gpu(fake_llm, tmp_path, cold_cache):
         json.loads((ws / "run_1" / "final_info.json").read_text())["mini-model/blocks.0.hook_resid_post"]
         ["eval_result_metrics"]["sae"]["sae_top_1_test_accuracy"] for ws in results.iterdir() if ws.is_dir())
     assert accuracies == pytest.approx([0.76, 0.77]), "GPU 0 for one idea, GPU 1 for the other"
+
+
+@pytest.mark.parametrize("verbosity, verbose, quiet", [(0, 0, False), (2, 2, False), (-1, 0, True)])
+def test_each_child_gets_the_verbosity_the_run_was_given(tmp_path, verbosity, verbose, quiet):
+    """`run ideas/*.md --jobs 3 -vv`: every idea's own agent.log is written at debug level too."""
+    argv = parallel.child_argv(RunOptions(), tmp_path / "idea.md", tmp_path / "status.json", verbosity)
+    args = build_parser().parse_args(argv[4:])
+    assert (args.verbose, args.quiet) == (verbose, quiet)
