@@ -407,8 +407,16 @@ def _baseline_locked(ws: Workspace, cached: Path, *, timeout: float, on_line, sa
 def _run_references(ws: Workspace, runs: execution.Executor, on_line) -> None:
     """Each reference SAE of the template at k = the baseline's mean L0 over its seeds. Like the
     frontier it is context, not the noise floor: one that fails is left out, and said so."""
-    l0s = [h["l0"] for seed in ws.baseline_seeds() for h in results.headline(seed).values() if h.get("l0")]
-    if not ws.template.references or not l0s:
+    if not ws.template.references:
+        return
+    try:
+        seeds = ws.baseline_seeds()
+    except results.ResultsError:
+        return   # no usable baseline: said below, with what to do
+    if results.untrained_problems(seeds[0]):
+        return   # refused below: a reference beside an untrained baseline would cost a training for nothing
+    l0s = [h["l0"] for seed in seeds for h in results.headline(seed).values() if h.get("l0")]
+    if not l0s:
         return
     k = str(max(1, round(sum(l0s) / len(l0s))))
     for name, command in ws.template.references.items():
