@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import difflib
 import hashlib
 import json
@@ -126,7 +128,8 @@ class TemplateSpec(_Strict):
     network: list[str] = Field(default_factory=list)
     baseline_seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
     frontier: dict[str, list[float]] = Field(default_factory=dict)
-    references: dict[str, list[str]] = Field(default_factory=dict)
+    # each command non-empty: an empty one would silently run the template's own command instead
+    references: dict[str, Annotated[list[str], Field(min_length=1)]] = Field(default_factory=dict)
     slurm: dict[str, SlurmSpec] = Field(default_factory=dict)
 
     @model_validator(mode="after")

@@ -68,6 +68,7 @@ def test_a_misspelt_key_is_refused_with_the_close_match(tmp_path, spec, message)
     ({"frontier": {"sparsity_penalty": 0.5}}, "'frontier.sparsity_penalty' should be a valid list"),
     ({"frontier": {"sparsity_penalty": [0.5, "high"]}}, "'frontier.sparsity_penalty[1]' should be a valid number"),
     ({"baseline_seeds": ["0"]}, "'baseline_seeds[0]' should be a valid integer"),
+    ({"references": {"topk": []}}, "'references.topk' list should have at least 1 item"),
     ({"profiles": ["cpu"], "limits": {"cpu": {"cpu_seconds": -5}}}, "'limits.cpu.cpu_seconds' should be greater than 0"),
     ({"command": []}, "'command' list should have at least 1 item"),
     ({"profiles": ["tiny", "cpu"], "limits": {"gpu": {"address_space_gb": 4}}},

@@ -64,7 +64,13 @@ def topk(entry, prefix):
 def baseline_points(root="."):
     """The baseline's other trainings: {"frontier": [info, ...], "reference": {name: info}}."""
     def read(paths):
-        return {p.parent.name: json.loads(p.read_text()) for p in sorted(paths)}
+        out = {}
+        for p in sorted(paths):
+            try:
+                out[p.parent.name] = json.loads(p.read_text())
+            except json.JSONDecodeError:
+                print(f"skipping {p}: not valid JSON")
+        return out
     base = Path(root) / "run_0"
     return {"frontier": list(read([*base.glob("final_info.json"), *base.glob("seed_*/final_info.json"),
                                    *base.glob("frontier_*/final_info.json")]).values()),
