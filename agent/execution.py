@@ -107,6 +107,9 @@ class Executor:
             env["SAE_SMOKE"] = "1"
         if os.environ.get("SAE_MODEL_DIR"):
             env["SAE_MODEL_DIR"] = os.environ["SAE_MODEL_DIR"]
+        hub = self._prepared.get(smoke, {}).get("hub_cache")
+        if hub:   # the weights prepare fetched, read-only in the box (whose $HOME is its own)
+            env["HF_HUB_CACHE"] = hub
         if home is not None:   # the staged box: a private home; bwrap sets its own
             env["HOME"] = str(home)
         return env

@@ -33,7 +33,7 @@ class Config:
     was made) fixes the language model, the layer and the data."""
     dict_size: int | None = None      # SAE width; None: the profile's (tiny 512, cpu 2560, gemma-2-2b 16384)
     batch_size: int | None = None     # activations per step; None: the profile's (tiny 256, cpu 512, gemma-2-2b 2048)
-    epochs: float | None = None       # passes over the cached training activations; None: the profile's (tiny 4, cpu 1, gemma-2-2b 4)
+    epochs: float | None = None       # passes over the training activations; None: the profile's (tiny 4, cpu 1, gemma-2-2b 1)
     steps: int | None = None          # SAE updates; None: epochs x cached tokens / batch_size
     learning_rate: float = 3e-3       # Adam's learning rate after warm-up
     decay_fraction: float = 0.2       # linear learning-rate decay to 0 over the last 20% of steps

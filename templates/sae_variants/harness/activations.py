@@ -30,9 +30,11 @@ entry is an error that names `python -m agent prepare`, not a silent recomputati
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import os
 import shutil
+import socket
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -43,8 +45,9 @@ from filelock import FileLock
 
 from harness import data
 from harness.profiles import Profile, cache_dir
+from harness.stream import ActivationStream
 
-CACHE_VERSION = 6   # 5: the training pool gained the cpu suite's short-text sets; 6: memory-mapped .npy
+CACHE_VERSION = 7   # 6: memory-mapped .npy; 7: no window dropped between LLM batches (zip over a generator did)
 ACTS_FILE = "acts.npy"           # training and held-out entries: [tokens, d_model] float32
 SCALE_ROWS = 65536               # rows scaled in place per step (bounded memory)
 STORE_DTYPE = torch.float16   # scaled activations are O(1): float16 holds them with 3 significant digits
@@ -166,6 +169,7 @@ class ActivationStore:
     def entry_dirs(self, kinds: tuple[str, ...], layer: int) -> list[Path]:
         """The cache folders of the given kinds for `layer` (what a box must be able to read)."""
         specs = {"train": lambda: self.training_spec(layer), "heldout": lambda: self.heldout_spec(layer),
+                 "stream": lambda: self.stream_spec(layer),
                  "probe": lambda: self.probing_spec(layer), "ce": lambda: self.ce_spec(layer)}
         return [self._dir(specs[k]()) for k in kinds if k in specs]
 
@@ -186,7 +190,12 @@ class ActivationStore:
     def _staging(self, spec: dict) -> Path:
         """A fresh folder beside the entry, renamed into place by `_finish` when complete."""
         path = self._dir(spec)
-        tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
+        owner = f"{socket.gethostname()}-{os.getpid()}"
+        for stale in path.parent.glob(f"{path.name}.tmp-*"):   # left by a prepare killed on this machine
+            host, _, pid = stale.name.split(".tmp-", 1)[1].rpartition("-")
+            if host in ("", socket.gethostname()) and not _alive(pid):
+                shutil.rmtree(stale, ignore_errors=True)
+        tmp = path.with_name(f"{path.name}.tmp-{owner}")
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
         return tmp
@@ -221,11 +230,13 @@ class ActivationStore:
         meta = json.loads((path / "meta.json").read_text())
         return torch.from_numpy(np.load(path / ACTS_FILE, mmap_mode="c")), meta
 
-    def training(self, layer: int) -> torch.Tensor:
-        """Scaled activations (float32, [train_tokens, d_model]) to train on, memory-mapped."""
+    def training(self, layer: int):
+        """Scaled activations (float32, [train_tokens, d_model]) to train on, memory-mapped; on a
+        profile that streams, an `ActivationStream` of stream_tokens rows that starts with them."""
         if layer not in self._training:
-            self._training[layer], _ = self._load_acts(self.training_spec(layer),
-                                                       lambda: self._compute_training(layer)[0])
+            pool, meta = self._load_acts(self.training_spec(layer), lambda: self._compute_training(layer)[0])
+            self._training[layer] = ActivationStream(self, layer, pool, meta["scale"]) if self.profile.streams \
+                else pool
         return self._training[layer]
 
     def heldout(self, layer: int) -> tuple[torch.Tensor, float]:
@@ -278,6 +289,12 @@ class ActivationStore:
                 yield torch.tensor([bos] + stream[: context - 1])
                 stream = stream[context - 1:]
 
+    def _llm_batches(self, windows):
+        """Windows in batches of llm_batch_size: how every training entry consumes the text, so the
+        stream can tell which windows the pool and the held-out rows used."""
+        while batch := list(itertools.islice(windows, self.profile.llm_batch_size)):
+            yield torch.stack(batch)
+
     def _compute_training(self, layer: int) -> tuple[Path, Path]:
         p = self.profile
         hook = p.hook_name(layer)
@@ -290,17 +307,15 @@ class ActivationStore:
         parts = [np.lib.format.open_memmap(stage / ACTS_FILE, mode="w+", dtype=np.float32, shape=(n, p.d_model))
                  for stage, n in zip(stages, sizes)]
         wanted, have, sum_sq, batches, started = sum(sizes), 0, 0.0, 0, time.time()
-        while have < wanted:
-            batch = [w for w, _ in zip(windows, range(p.llm_batch_size))]
-            if not batch:
-                break
-            ids = torch.stack(batch)
+        for ids in self._llm_batches(windows):
             acts = self._forward(ids, [hook], layer + 1)[hook][ids != bos].float()[: wanted - have]
             _write_rows(parts, sizes, have, acts.numpy())
             sum_sq += float(acts.double().pow(2).sum())
             have, batches = have + len(acts), batches + 1
             self.log(f"[harness] training activations: {have}/{wanted} tokens "
                      f"({time.time() - started:.0f}s)") if batches % 10 == 0 else None
+            if have >= wanted:
+                break
         if have < wanted:
             raise RuntimeError(f"only {have} training tokens available, {wanted} wanted")
         scale = float(np.sqrt(p.d_model * wanted / sum_sq))   # mean squared norm d_model after scaling
@@ -313,6 +328,38 @@ class ActivationStore:
         meta = {"scale": scale, "seconds": time.time() - started}
         return tuple(self._finish(spec, stage, ACTS_FILE, {**meta, "n_tokens": n})
                      for spec, stage, n in zip(specs, stages, sizes))
+
+    # ------------------------------------------------------------------ streamed training tokens
+    def stream_spec(self, layer: int) -> dict:
+        return {**self.training_spec(layer), "kind": "stream", "stream_tokens": self.profile.stream_tokens}
+
+    def stream_windows(self, layer: int) -> torch.Tensor:
+        """Token windows [n, train_context] (int32) whose activations the stream computes after the
+        pool: at least stream_tokens - train_tokens kept tokens, from text after the held-out rows'."""
+        spec = self.stream_spec(layer)
+        path = self._cached(spec, lambda: self._compute_stream(spec))
+        return torch.load(path / "tensors.pt")["windows"]
+
+    def _compute_stream(self, spec: dict) -> Path:
+        p, started = self.profile, time.time()
+        bos = self.model.tokenizer.bos_token_id
+        batches = self._llm_batches(self._packed_contexts(self._training_texts(), p.train_context))
+        used = p.train_tokens + heldout_size(p)
+        for ids in batches:              # the batches _compute_training turned into the pool and held-out rows
+            used -= int((ids != bos).sum())
+            if used <= 0:
+                break
+        wanted, kept, out = p.stream_tokens - p.train_tokens, 0, []
+        for ids in batches:
+            out.append(ids.to(torch.int32))
+            kept += int((ids != bos).sum())
+            if kept >= wanted:
+                break
+        if used > 0 or kept < wanted:
+            raise RuntimeError(f"the training text has too few tokens for a stream of {p.stream_tokens}")
+        self.log(f"[harness] {kept} streamed training tokens in {sum(map(len, out))} windows "
+                 f"({time.time() - started:.1f}s)")
+        return self._commit(spec, {"windows": torch.cat(out)}, {"tokens": kept, "seconds": time.time() - started})
 
     # ------------------------------------------------------------------ probing activations
     def probing_spec(self, layer: int) -> dict:
@@ -397,3 +444,13 @@ def _write_rows(parts: list, sizes: tuple[int, ...], start: int, rows: np.ndarra
         if lo < hi:
             part[lo - offset:hi - offset] = rows[lo - start:hi - start]
         offset += size
+
+
+def _alive(pid: str) -> bool:
+    try:
+        os.kill(int(pid), 0)
+    except (ValueError, ProcessLookupError):
+        return False
+    except PermissionError:   # someone else's process
+        return True
+    return True

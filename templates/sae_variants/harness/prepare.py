@@ -2,7 +2,8 @@
 
 Run by the agent (trusted code, before any generated code runs) so that experiment.py and the
 evaluator find everything prepared and can be given read-only views of exactly what they need.
-With --json it prints the folders each side reads: {"train": [...], "eval": [...], "models": ...}.
+With --json it prints the folders each side reads: {"train": [...], "eval": [...], "models": ...}, and
+for a model from the hub "hub_cache", which the boxes are pointed at (their $HOME is private).
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ def prepare(profile, log=print) -> dict:
     started = time.time()
     for layer in profile.layers:
         store.training(layer)
+        if profile.streams:
+            store.stream_windows(layer)
         _, scale = store.heldout(layer)
         if profile.probing_backend == "harness":
             acts = store.probing(layer, scale)
@@ -29,11 +32,28 @@ def prepare(profile, log=print) -> dict:
         store.ce_data(layer)
     log(f"[harness] profile {profile.name}{' (smoke)' if profile.smoke else ''} prepared in "
         f"{time.time() - started:.1f}s")
-    layers = profile.layers
-    return {"train": [str(p) for layer in layers for p in store.entry_dirs(("train",), layer)],
-            "eval": [str(p) for layer in layers for p in store.entry_dirs(("train", "heldout", "probe", "ce"), layer)
-                     if p.exists()],
+
+    def entries(kinds, only_existing=False):
+        return [str(p) for layer in profile.layers for p in store.entry_dirs(kinds, layer)
+                if p.exists() or not only_existing]
+
+    hub = hub_cache() if profile.model_source == "hub" else None
+    weights = [str(model_dir())] + ([hub] if hub else [])
+    dirs = {"eval": entries(("train", "heldout", "probe", "ce"), only_existing=True) + ([hub] if hub else []),
             "models": str(model_dir())}
+    if profile.streams:   # the run computes activations itself: the stored windows and the weights
+        dirs["train"] = entries(("train", "stream")) + weights
+    else:
+        dirs["train"] = entries(("train",))
+    if hub:
+        dirs["hub_cache"] = hub
+    return dirs
+
+
+def hub_cache() -> str:
+    """The Hugging Face hub cache the model was loaded from (boxes read it there, read-only)."""
+    from huggingface_hub import constants
+    return str(constants.HF_HUB_CACHE)
 
 
 def main(argv=None) -> int:

@@ -57,9 +57,16 @@ class Profile:
     ce_context: int
     dict_size: int             # default SAE width for this profile
     batch_size: int            # default SAE batch size
-    epochs: float = 1.0        # default passes over the cached training activations
+    epochs: float = 1.0        # default passes over the training activations
+    stream_tokens: int = 0     # > train_tokens: train on this many, the rest computed as training reads them
+    stream_buffer: int = 262_144   # rows of the streamed activations' shuffle buffer (SAELens' default size)
     smoke: bool = False
     extra: dict = field(default_factory=dict)
+
+    @property
+    def streams(self) -> bool:
+        """Whether training runs the language model for activations beyond the cached pool (harness/stream.py)."""
+        return self.stream_tokens > self.train_tokens
 
     def hook_name(self, layer: int) -> str:
         return f"blocks.{layer}.hook_resid_post"
@@ -121,13 +128,15 @@ PROFILES: dict[str, Profile] = {
         dict_size=2560, batch_size=512, epochs=1,
     ),
     # The seeds' setting on a GPU with hub access: SAEBench's own sparse probing on its 8 data sets.
+    # 50M distinct training tokens, streamed: a 1M-token pool is cached (9 GB), the other 49M are
+    # computed by the model as training reads them (a 460 GB cache otherwise).
     "gemma-2-2b": Profile(
         name="gemma-2-2b", model_name="gemma-2-2b", model_source="hub",
         layers=(12,), d_model=2304, dtype="bfloat16",
-        train_tokens=2_000_000, train_context=128, train_source="pile", llm_batch_size=32,
+        train_tokens=1_000_000, train_context=128, train_source="pile", llm_batch_size=32,
         probing=Probing(SAEBENCH_SUITE, train_per_class=4000, test_per_class=1000, context_length=128),
         probing_backend="saebench", ce_sequences=64, ce_context=128,
-        dict_size=16384, batch_size=2048, epochs=4,
+        dict_size=16384, batch_size=2048, epochs=1, stream_tokens=50_000_000,
         extra={"pile_dataset": "monology/pile-uncopyrighted"},
     ),
 }
@@ -183,6 +192,7 @@ def smoke(profile: Profile) -> Profile:
                                     train_per_class=8, test_per_class=8, context_length=16,
                                     final_per_class=0),
         ce_sequences=0, dict_size=min(profile.dict_size, 512), batch_size=min(profile.batch_size, 256),
+        stream_tokens=min(profile.stream_tokens, 8192), stream_buffer=min(profile.stream_buffer, 2048),
     )
 
 

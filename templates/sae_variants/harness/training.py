@@ -1,4 +1,4 @@
-"""The training driver: feeds shuffled batches of cached activations to `trainer.update(step, batch)`.
+"""The training driver: feeds shuffled batches of training activations to `trainer.update(step, batch)`.
 
 experiment.py decides what the SAE and its loss are; this loop decides what data it sees, logs
 progress, stops on a NaN loss, and reports the facts that go into final_info.json.
@@ -16,26 +16,32 @@ class TrainingError(RuntimeError):
     pass
 
 
+def _batches(activations, batch_size: int, seed: int):
+    """Shuffled batches without end: a fresh order each pass over a tensor; a stream shuffles its own."""
+    if hasattr(activations, "batches"):      # harness.stream.ActivationStream
+        yield from activations.batches(batch_size, seed)
+        return
+    n = len(activations)
+    generator = torch.Generator().manual_seed(seed)
+    while True:
+        order = torch.randperm(n, generator=generator)
+        for position in range(0, max(1, n - batch_size + 1), batch_size):
+            yield activations[order[position:position + batch_size]]
+
+
 def train(trainer, activations: torch.Tensor, *, steps: int, batch_size: int, seed: int = 0,
           log_every: int | None = None, log=print) -> dict:
     """Run `steps` updates; returns training_steps, final_loss, tokens, seconds."""
     if steps <= 0:
         raise TrainingError(f"steps must be positive, got {steps}: an SAE trained for 0 steps is not a result")
-    n = len(activations)
     device = next(trainer.ae.parameters()).device
-    generator = torch.Generator().manual_seed(seed)
-    order = torch.randperm(n, generator=generator)
-    position = 0
+    batches = _batches(activations, batch_size, seed)
     log_every = log_every or max(1, steps // 10)
     started = time.time()
     final_loss = float("nan")
     losses: list[float] = []
     for step in range(steps):
-        if position + batch_size > n:       # next epoch, fresh order
-            order = torch.randperm(n, generator=generator)
-            position = 0
-        batch = activations[order[position:position + batch_size]].to(device)
-        position += batch_size
+        batch = next(batches).to(device)
         trainer.update(step, batch)
         if step % log_every == 0 or step == steps - 1:
             with torch.no_grad():
