@@ -117,7 +117,10 @@ def run_saebench(wrapped: SAEBenchSAE, profile, artifacts_path: str, model) -> d
     folder = artifacts_folder(artifacts_path, profile, wrapped.cfg.hook_name)
     with _probe_dimensions_checked_per_call(), warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)   # sklearn's `penalty=` deprecation, per probe
-        results, per_class = run_eval_single_sae(config, wrapped, model, device, folder, save_activations=True)
+        # save_activations=False: SAEBench's saved token activations take ~53 GB for gemma-2-2b, more
+        # than the 40 GB disk budget; recomputing them runs the model over the probe texts each evaluation.
+        # An artifacts file that is already there (pre-seeded) is still read.
+        results, per_class = run_eval_single_sae(config, wrapped, model, device, folder, save_activations=False)
     scalars = {k: v for k, v in results.items() if not isinstance(v, dict)}
     # SAEBench's own output records check the metric names and types
     llm = SparseProbingLlmMetrics(**{k: v for k, v in scalars.items() if k.startswith("llm_")})
