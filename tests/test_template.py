@@ -283,3 +283,23 @@ def test_saebench_gets_its_config_and_an_sae_wrapper_it_accepts(harness_path):
     assert torch.allclose(wrapped.decode(wrapped.encode(x)), trainer.ae(x * 0.5) / 0.5, atol=1e-6)
     wrapped.to(dtype=torch.bfloat16)
     assert wrapped.dtype == torch.bfloat16 and wrapped.cfg.dtype == "bfloat16"
+
+
+def test_cpu_probe_splits_are_disjoint_balanced_and_as_large_as_each_data_set_allows(harness_path):
+    from harness import data
+    from harness.profiles import PROFILES
+    p = PROFILES["cpu"].probing
+    sizes = {}
+    for name in p.dataset_names:
+        splits = data.probing_split(name, p.train_per_class, p.test_per_class, p.random_seed, p.final_per_class)
+        for cls in splits["train"]:
+            parts = [set(splits[s][cls]) for s in ("train", "test", "final")]
+            assert [len(x) for x in parts] == [150, len(splits["test"][cls]), 60]
+            assert not (parts[0] & parts[1] or parts[0] & parts[2] or parts[1] & parts[2]), (name, cls)
+        per_class = {len(texts) for texts in splits["test"].values()}
+        assert len(per_class) == 1, f"{name}: classes of different test sizes {per_class}"
+        sizes[name] = per_class.pop()
+        smallest = min(len(set(t)) for t in data.SUITE[name][1]().values())
+        assert sizes[name] == min(300, smallest - 210)
+    assert sizes["disease_class"] == 119 and sizes["occupation"] == 300   # the smallest class binds, or the cap
+    assert sum(sizes.values()) >= 2000

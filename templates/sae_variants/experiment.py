@@ -31,7 +31,7 @@ import harness
 class Config:
     """Every hyperparameter, recorded in final_info.json. The profile (chosen when the workspace
     was made) fixes the language model, the layer and the data."""
-    dict_size: int | None = None      # SAE width; None: the profile's (tiny 512, cpu 2560, gemma-2-2b 16384)
+    dict_size: int | None = None      # SAE width; None: the profile's (tiny 512, cpu 1280, gemma-2-2b 16384)
     batch_size: int | None = None     # activations per step; None: the profile's (tiny 256, cpu 512, gemma-2-2b 2048)
     epochs: float | None = None       # passes over the training activations; None: the profile's (tiny 4, cpu 1, gemma-2-2b 1)
     steps: int | None = None          # SAE updates; None: epochs x cached tokens / batch_size

@@ -93,17 +93,27 @@ EXTRA_TRAINING = ["94_ai_gen", "100_news_fake", "111_yelp_data", "110_aimade_hum
                   "161_agnews_0", "157_amazon_5star", "64_wikidata_occupation_isresearcher"]
 
 
+def test_split_size(name: str, train_per_class: int, test_per_class: int, final_per_class: int = 0) -> int:
+    """Test texts per class: `test_per_class`, or what the data set's smallest class leaves after its
+    train and final texts if that is fewer (every class of a data set stays the same size; a larger
+    test split only makes the accuracy less noisy)."""
+    smallest = min(len(set(texts)) for texts in SUITE[name][1]().values())
+    return max(1, min(test_per_class, smallest - train_per_class - final_per_class))
+
+
 def probing_split(name: str, train_per_class: int, test_per_class: int, seed: int, final_per_class: int = 0
                   ) -> dict[str, dict[str, list[str]]]:
     """Disjoint train/test(/final) texts per class, sampled with a fixed seed.
 
     `final` is the split the coder never hears about: scored once, at the end of an idea, so that
-    rounds of tuning against the test split cannot overfit what is reported last."""
+    rounds of tuning against the test split cannot overfit what is reported last. `test_per_class`
+    is an upper bound (`test_split_size`)."""
     if name not in SUITE:
         raise KeyError(f"unknown probing data set {name!r}; known: {', '.join(SUITE)}")
     classes = SUITE[name][1]()
     rng = random.Random(f"{seed}-{name}")
-    sizes = {"train": train_per_class, "test": test_per_class, "final": final_per_class}
+    test = test_split_size(name, train_per_class, test_per_class, final_per_class)
+    sizes = {"train": train_per_class, "test": test, "final": final_per_class}
     splits: dict[str, dict[str, list[str]]] = {split: {} for split, n in sizes.items() if n > 0}
     for cls, texts in classes.items():
         texts = sorted(set(texts))

@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 
 from harness import metrics, probing
-from harness.data import SUITE
+from harness.data import SUITE, test_split_size
 from harness.profiles import Profile
 
 EVAL_TYPE_ID = "sparse_probing"
@@ -43,6 +43,9 @@ def _eval_config(profile: Profile) -> dict:
         "backend": profile.probing_backend,
         "set_sizes_are_per_class": True,
     }
+    if profile.probing_backend == "harness":   # the test split is capped by each data set's smallest class
+        cfg["probe_test_set_sizes"] = {name: test_split_size(name, p.train_per_class, p.test_per_class,
+                                                             p.final_per_class) for name in p.dataset_names}
     if profile.probing_backend == "harness":
         cfg["stands_in_for"] = {name: SUITE[name][0] for name in p.dataset_names if name in SUITE}
     return cfg

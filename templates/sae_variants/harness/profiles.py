@@ -114,18 +114,20 @@ PROFILES: dict[str, Profile] = {
         dict_size=512, batch_size=256, epochs=4,
     ),
     # The offline default on a laptop: `prepare` once (cached activations), then a run in about
-    # 5 minutes on 2 cores. Sized by compute: one pass over 256k distinct tokens costs what 4 passes
-    # over 64k did (a 2560-latent SAE costs ~20 MFLOP per token trained), and 100 test texts per
-    # class (SAEBench's 128-token contexts) bring the minimum detectable top-1 difference down
-    # from ~0.04 (benchmarks/bench_trust.py prints it).
+    # 5 minutes on 2 cores. Sized by compute: 1M distinct training tokens seen once, through a
+    # 1280-latent SAE (2x d_model, the ratio of SAEBench's smallest gemma-2-2b width, 4k for 2304):
+    # ~10 MFLOP per token trained; a 2560-latent SAE takes over 5 minutes to train alone here.
+    # Up to 300 test texts per class (what each data set's smallest class leaves) at SAEBench's
+    # 128-token contexts: a larger test split lowers the minimum detectable top-1 difference
+    # (benchmarks/bench_trust.py prints it).
     "cpu": Profile(
         name="cpu", model_name="google/gemma-3-270m", model_source="gemma3-270m-gguf",
         layers=(6,), d_model=640, dtype="float32",
-        train_tokens=256_000, train_context=128, train_source="sae-probes", llm_batch_size=16,
-        probing=Probing(OFFLINE_SUITE, train_per_class=150, test_per_class=100, context_length=128,
+        train_tokens=1_000_000, train_context=128, train_source="sae-probes", llm_batch_size=16,
+        probing=Probing(OFFLINE_SUITE, train_per_class=150, test_per_class=300, context_length=128,
                         final_per_class=60),
         probing_backend="harness", ce_sequences=16, ce_context=128,
-        dict_size=2560, batch_size=512, epochs=1,
+        dict_size=1280, batch_size=512, epochs=1,
     ),
     # The seeds' setting on a GPU with hub access: SAEBench's own sparse probing on its 8 data sets.
     # 50M distinct training tokens, streamed: a 1M-token pool is cached (9 GB), the other 49M are
