@@ -62,6 +62,10 @@ def test_a_stream_reads_like_the_training_tensor_within_its_pool(stream):
         acts[30_000]
     with pytest.raises(IndexError, match="harness.train"):
         acts[:STREAM_TOKENS]
+    with pytest.raises(IndexError):
+        acts[-1]                      # the stream's last row, not the pool's
+    import torch
+    assert torch.equal(acts[torch.tensor([0, 23_999])], pool[[0, 23_999]])
 
 
 @pytest.mark.slow  # the real language model

@@ -38,11 +38,12 @@ class ActivationStream:
         if isinstance(index, slice):
             start, stop, _ = index.indices(len(self))
             beyond = max(start, stop) > len(self.pool)
-        elif isinstance(index, int):
-            beyond = not -len(self.pool) <= index < len(self.pool)
+        elif isinstance(index, int):      # a negative index counts from the stream's end, not the pool's
+            beyond = not 0 <= (index + len(self) if index < 0 else index) < len(self.pool)
         else:
             index = torch.as_tensor(index)
-            beyond = index.dtype != torch.bool and index.numel() > 0 and int(index.max()) >= len(self.pool)
+            beyond = index.dtype != torch.bool and index.numel() > 0 and not (
+                0 <= int(index.min()) and int(index.max()) < len(self.pool))
         if beyond:
             raise IndexError(f"only the first {len(self.pool)} of the {len(self)} training activations are "
                              "cached and can be indexed; the rest are computed as harness.train reads them "
