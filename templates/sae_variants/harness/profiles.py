@@ -13,7 +13,9 @@ transformer-lens serves it as a HookedTransformer with no hub access (its config
 weights come in through `hf_model=`; logits match transformers' to 1e-7). all-MiniLM-L6-v2 was the
 alternative: smaller, but an encoder, which transformer-lens 3 only serves as BertForMaskedLM (the
 package ships a bare BertModel) and which has no next-token loss. Layer 6 of 18 (a third of the
-depth) keeps the cold activation pass within the ≤ 5-minute budget on 2 cores: ~1,300 tokens/s there.
+depth) halves the language model's cost per token: 7 layers are ~80 MFLOP per token, which runs at
+~730 tokens/s on 2 cores (~60 GFLOP/s, this machine's matmul rate at these shapes), so `prepare`
+for the cpu profile (~2M tokens: training and probe texts) takes about 45 minutes, once.
 """
 
 from __future__ import annotations
@@ -123,7 +125,7 @@ PROFILES: dict[str, Profile] = {
     "cpu": Profile(
         name="cpu", model_name="google/gemma-3-270m", model_source="gemma3-270m-gguf",
         layers=(6,), d_model=640, dtype="float32",
-        train_tokens=1_000_000, train_context=128, train_source="sae-probes", llm_batch_size=16,
+        train_tokens=1_000_000, train_context=128, train_source="sae-probes", llm_batch_size=64,
         probing=Probing(OFFLINE_SUITE, train_per_class=150, test_per_class=300, context_length=128,
                         final_per_class=60),
         probing_backend="harness", ce_sequences=16, ce_context=128,
