@@ -356,7 +356,9 @@ class ActivationStore:
             if kept >= wanted:
                 break
         if used > 0 or kept < wanted:
-            raise RuntimeError(f"the training text has too few tokens for a stream of {p.stream_tokens}")
+            raise RuntimeError(f"the training text ({p.train_source}) has {p.train_tokens + kept} usable tokens after "
+                               f"the held-out rows, fewer than the profile's stream of {p.stream_tokens}; "
+                               "lower stream_tokens or train on a larger text source")
         self.log(f"[harness] {kept} streamed training tokens in {sum(map(len, out))} windows "
                  f"({time.time() - started:.1f}s)")
         return self._commit(spec, {"windows": torch.cat(out)}, {"tokens": kept, "seconds": time.time() - started})
