@@ -289,6 +289,12 @@ class ActivationStore:
                 yield torch.tensor([bos] + stream[: context - 1])
                 stream = stream[context - 1:]
 
+    def window_activations(self, ids: torch.Tensor, layer: int) -> torch.Tensor:
+        """Unscaled float32 rows of the hook's activations for a batch of windows, BOS positions dropped
+        (what both the cached pool and the stream are made of)."""
+        hook = self.profile.hook_name(layer)
+        return self._forward(ids, [hook], layer + 1)[hook][ids != self.model.tokenizer.bos_token_id].float()
+
     def _llm_batches(self, windows):
         """Windows in batches of llm_batch_size: how every training entry consumes the text, so the
         stream can tell which windows the pool and the held-out rows used."""
@@ -297,8 +303,6 @@ class ActivationStore:
 
     def _compute_training(self, layer: int) -> tuple[Path, Path]:
         p = self.profile
-        hook = p.hook_name(layer)
-        bos = self.model.tokenizer.bos_token_id
         windows = self._packed_contexts(self._training_texts(), p.train_context)
         specs = (self.training_spec(layer), self.heldout_spec(layer))
         sizes = (p.train_tokens, heldout_size(p))
@@ -308,7 +312,7 @@ class ActivationStore:
                  for stage, n in zip(stages, sizes)]
         wanted, have, sum_sq, batches, started = sum(sizes), 0, 0.0, 0, time.time()
         for ids in self._llm_batches(windows):
-            acts = self._forward(ids, [hook], layer + 1)[hook][ids != bos].float()[: wanted - have]
+            acts = self.window_activations(ids, layer)[: wanted - have]
             _write_rows(parts, sizes, have, acts.numpy())
             sum_sq += float(acts.double().pow(2).sum())
             have, batches = have + len(acts), batches + 1

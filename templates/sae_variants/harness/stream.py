@@ -60,12 +60,9 @@ class ActivationStream:
         for start in range(0, len(self.pool), POOL_CHUNK):
             yield self.pool[start:start + POOL_CHUNK].clone()
         windows = self.store.stream_windows(self.layer)
-        bos = self.store.model.tokenizer.bos_token_id
-        hook = self.store.profile.hook_name(self.layer)
-        for start in range(0, len(windows), self.store.profile.llm_batch_size):
-            ids = windows[start:start + self.store.profile.llm_batch_size].long()
-            acts = self.store._forward(ids, [hook], self.layer + 1)[hook]
-            yield acts[ids != bos].float() * self.scale
+        step = self.store.profile.llm_batch_size
+        for start in range(0, len(windows), step):
+            yield self.store.window_activations(windows[start:start + step].long(), self.layer) * self.scale
 
     def batches(self, batch_size: int, seed: int = 0) -> Iterator[torch.Tensor]:
         """Shuffled [batch_size, d_model] batches, without end (the stream starts over when read)."""
@@ -85,13 +82,13 @@ class _Refill:
     """Rows from `rows()` in exact counts; when it runs out it is started again (the next pass)."""
 
     def __init__(self, rows):
-        self.rows, self.pending = rows, []
-        self.it = rows()
+        self.rows, self.it = rows, rows()
+        self.left: torch.Tensor | None = None   # the unused end of the last chunk
 
     def take(self, n: int) -> torch.Tensor:
         out, have, restarted = [], 0, False
         while have < n:
-            chunk = self.pending.pop() if self.pending else next(self.it, None)
+            chunk, self.left = (self.left, None) if self.left is not None else (next(self.it, None), None)
             if chunk is None:
                 if restarted:
                     raise RuntimeError("the training stream has no rows")
@@ -99,8 +96,7 @@ class _Refill:
                 continue
             restarted = False
             if have + len(chunk) > n:
-                self.pending.append(chunk[n - have:])
-                chunk = chunk[: n - have]
+                chunk, self.left = chunk[: n - have], chunk[n - have:]
             out.append(chunk)
             have += len(chunk)
         return torch.cat(out)
