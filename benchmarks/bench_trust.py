@@ -34,6 +34,7 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=8, help="trainings of the unmodified template in all")
     parser.add_argument("--baseline-seeds", type=int, default=5)
     parser.add_argument("--sandbox", default=None)
+    parser.add_argument("--keep", type=Path, default=None, help="copy the runs' folders here, for later analysis")
     args = parser.parse_args()
 
     template = load_template(ROOT / "templates" / "sae_variants")
@@ -75,6 +76,7 @@ def main() -> None:
           f"(80% power, alpha 0.05, {len(base)} baseline seeds)")
     for metric in ("sae_top_1_test_accuracy", "explained_variance"):
         print(f"{metric} per seed: " + " ".join(f"{results.headline(r)[key][metric]:.4f}" for r in runs))
+    per_dataset_spread(runs, key)
     for r in rest:
         d = results.differences(base, r)[key]
         print(f"  null seed vs seeds 0..{len(base) - 1}: "
@@ -94,7 +96,33 @@ def main() -> None:
     for m, (found, n) in judged.items():
         if n:
             print(f"false discoveries of the null, {m}: {found}/{n} ({found / n:.1%}; goal <= 5%)")
+    if args.keep:
+        shutil.copytree(work, args.keep, dirs_exist_ok=True)
     shutil.rmtree(work, ignore_errors=True)
+
+
+def per_dataset_spread(runs: list[dict], key: str) -> None:
+    """Where the seed spread of top-1 comes from: each data set's own spread, and whether the data
+    sets vary together (then more data sets would not shrink it) or independently (then the spread
+    of their mean falls as 1/sqrt(number of data sets))."""
+    per_run = []
+    for r in runs:
+        bits = results.evidence(r)[key]["probing"]["sae_top_1_test_accuracy"]
+        by_dataset: dict[str, list[float]] = {}
+        for task, text in bits.items():
+            by_dataset.setdefault(task.split("/", 1)[0], []).append(text.count("1") / len(text))
+        per_run.append({d: float(np.mean(v)) for d, v in by_dataset.items()})
+    names = sorted(per_run[0])
+    table = np.array([[acc[d] for d in names] for acc in per_run])   # [seeds, data sets]
+    sds = table.std(axis=0, ddof=1)
+    for name, column, sd in zip(names, table.T, sds):
+        print(f"  top-1 {name}: mean {column.mean():.4f}, seed sd {sd:.4f}")
+    independent = float(np.sqrt(np.sum(sds ** 2)) / len(names))
+    observed = float(table.mean(axis=1).std(ddof=1))
+    corr = np.corrcoef(table.T)
+    off = corr[~np.eye(len(names), dtype=bool)]
+    print(f"top-1 seed sd of the mean over {len(names)} data sets: {observed:.4f} observed, {independent:.4f} "
+          f"if the data sets varied independently (mean correlation between data sets {np.nanmean(off):+.2f})")
 
 
 if __name__ == "__main__":
