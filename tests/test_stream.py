@@ -73,7 +73,7 @@ def test_streamed_windows_are_the_text_after_the_pool_and_held_out_rows(stream):
     store, _ = stream
     p = store.profile
     windows = store.stream_windows(3)
-    bos = store.model.tokenizer.bos_token_id
+    bos = store.tokenizer.bos_token_id
     text = store._packed_contexts(store._training_texts(), p.train_context)
     before, used = 0, 0
     first = windows[0].long()

@@ -104,8 +104,16 @@ class ActivationStore:
         if self._model is None:
             from harness.models import load_model
             device = "cuda" if torch.cuda.is_available() else "cpu"
-            self._model = load_model(self.profile, device=device, log=self.log)
+            # without its tokenizer until a text is tokenized: the evaluator reads token ids from the cache
+            self._model = load_model(self.profile, device=device, log=self.log, tokenizer=False)
         return self._model
+
+    @property
+    def tokenizer(self):
+        if self.model.tokenizer is None:
+            from harness.models import attach_tokenizer
+            attach_tokenizer(self.model, self.profile)
+        return self.model.tokenizer
 
     def _forward(self, tokens: torch.Tensor, hooks: list[str], stop_at_layer: int) -> dict[str, torch.Tensor]:
         started = time.time()
@@ -118,7 +126,7 @@ class ActivationStore:
 
     def _tokenize(self, texts: list[str], context: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Right-padded tokens (BOS first, as the model was trained) and the mask of tokens to keep."""
-        tok = self.model.tokenizer
+        tok = self.tokenizer
         tok.padding_side = "right"
         enc = tok(texts, padding="longest", truncation=True, max_length=context, return_tensors="pt")
         ids = enc["input_ids"]
@@ -274,7 +282,7 @@ class ActivationStore:
     def _packed_contexts(self, texts, context: int):
         """Yield [BOS + (context-1) tokens] windows packed from consecutive texts, BOS between texts
         (SAELens' layout), each text cut to one window's worth so that no single long file dominates."""
-        tok = self.model.tokenizer
+        tok = self.tokenizer
         bos = tok.bos_token_id
         stream: list[int] = []
         pending = []
@@ -293,7 +301,7 @@ class ActivationStore:
         """Unscaled float32 rows of the hook's activations for a batch of windows, BOS positions dropped
         (what both the cached pool and the stream are made of)."""
         hook = self.profile.hook_name(layer)
-        return self._forward(ids, [hook], layer + 1)[hook][ids != self.model.tokenizer.bos_token_id].float()
+        return self._forward(ids, [hook], layer + 1)[hook][ids != self.tokenizer.bos_token_id].float()
 
     def _llm_batches(self, windows):
         """Windows in batches of llm_batch_size: how every training entry consumes the text, so the
@@ -346,7 +354,7 @@ class ActivationStore:
 
     def _compute_stream(self, spec: dict) -> Path:
         p, started = self.profile, time.time()
-        bos = self.model.tokenizer.bos_token_id
+        bos = self.tokenizer.bos_token_id
         batches = self._llm_batches(self._packed_contexts(self._training_texts(), p.train_context))
         used = p.train_tokens + heldout_size(p)
         for ids in batches:              # the batches _compute_training turned into the pool and held-out rows
@@ -419,7 +427,7 @@ class ActivationStore:
     def _compute_ce(self, layer: int, spec: dict) -> Path:
         p = self.profile
         windows = self._packed_contexts(self._training_texts(heldout=True), p.ce_context)
-        tokens = torch.stack([w for w, _ in zip(windows, range(p.ce_sequences))])
+        tokens = torch.stack(list(itertools.islice(windows, p.ce_sequences)))
         clean = self.loss_with_hook(tokens, layer, None)
         zero = self.loss_with_hook(tokens, layer, lambda resid: torch.zeros_like(resid))
         return self._commit(spec, {"tokens": tokens}, {"clean_loss": clean, "zero_loss": zero})

@@ -94,6 +94,7 @@ def evaluate(sae, store, layer: int, training: dict, log=print) -> dict:
         wrapped = SAEBenchSAE(sae, model_name=profile.model_name, layer=layer,
                               hook_name=profile.hook_name(layer), scale=scale,
                               context_size=profile.train_context, training_tokens=training.get("tokens", 0))
+        store.tokenizer   # SAEBench tokenizes its own texts with the model's tokenizer
         bench = run_saebench(wrapped, profile, str(cache_dir() / "saebench_artifacts"), store.model)
         llm_m, sae_m = bench["eval_result_metrics"]["llm"], bench["eval_result_metrics"]["sae"]
         details, unstructured = bench["eval_result_details"], bench.get("eval_result_unstructured")

@@ -13,6 +13,7 @@ GPU profile: `gemma-2-2b` straight from the hub, in bfloat16, as SAEBench loads 
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import tempfile
@@ -72,21 +73,25 @@ def _forget_quantization(model) -> None:
     model.is_quantized = False
 
 
-def load_model(profile: Profile, device: str = "cpu", log=print):
-    """A HookedTransformer for the profile's model."""
+TL_STATE = "transformer_lens.pt"   # the HookedTransformer's config and weights, converted once
+
+
+def load_model(profile: Profile, device: str = "cpu", log=print, tokenizer: bool = True):
+    """A HookedTransformer for the profile's model. `tokenizer=False`: without one (the evaluator
+    reads token ids from the cache; the 262k-token tokenizer takes ~7 s to build), until
+    `attach_tokenizer`."""
     started = time.time()
     from transformer_lens import HookedTransformer
     dtype = getattr(torch, profile.dtype)
     if profile.model_source == "gemma3-270m-gguf":
         _offline()
-        from transformers import AutoModelForCausalLM, AutoTokenizer
         path = gemma3_270m_dir(log)
-        tokenizer = AutoTokenizer.from_pretrained(str(path))
-        hf_model = AutoModelForCausalLM.from_pretrained(str(path), dtype=dtype)
-        _forget_quantization(hf_model)
-        model = HookedTransformer.from_pretrained_no_processing(
-            "google/gemma-3-270m", hf_model=hf_model, tokenizer=tokenizer, device=device, dtype=dtype)
-        del hf_model
+        if (path / TL_STATE).is_file():
+            model = _from_converted(path, device)
+            if tokenizer:
+                attach_tokenizer(model, profile)
+        else:   # converted in memory: a folder prepared before the saved conversion, or read-only
+            model = convert_for_transformer_lens(log, dtype, save=os.access(path, os.W_OK)).to(device)
     elif profile.model_source == "hub":
         model = HookedTransformer.from_pretrained_no_processing(profile.model_name, device=device, dtype=dtype)
     else:
@@ -94,6 +99,52 @@ def load_model(profile: Profile, device: str = "cpu", log=print):
     model.eval()
     log(f"[harness] loaded {profile.model_name} in {time.time() - started:.1f}s")
     return model
+
+
+def attach_tokenizer(model, profile: Profile) -> None:
+    """Give a model loaded with `tokenizer=False` its tokenizer, as transformer-lens' own loader would."""
+    if model.tokenizer is None and profile.model_source == "gemma3-270m-gguf":
+        from transformers import AutoTokenizer
+        model.set_tokenizer(AutoTokenizer.from_pretrained(str(gemma3_270m_dir())),
+                            default_padding_side=None)   # the tokenizer's own side, as from_pretrained leaves it
+
+
+def convert_for_transformer_lens(log=print, dtype=torch.float32, save: bool = True):
+    """transformer-lens' conversion of the saved model (~10 s each time), kept beside it when `save`:
+    later loads assign the saved tensors to an empty model in well under a second. `prepare` runs
+    it, so the boxes (where the model folder is read-only) find it done."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformer_lens import HookedTransformer
+    path = gemma3_270m_dir(log)
+    hf_model = AutoModelForCausalLM.from_pretrained(str(path), dtype=dtype)
+    _forget_quantization(hf_model)
+    model = HookedTransformer.from_pretrained_no_processing(
+        "google/gemma-3-270m", hf_model=hf_model, tokenizer=AutoTokenizer.from_pretrained(str(path)),
+        device="cpu", dtype=dtype)
+    if save:
+        tmp = path / f"{TL_STATE}.tmp-{os.getpid()}"
+        torch.save({"cfg": json.dumps(model.cfg.to_dict(), default=_plain), "state_dict": model.state_dict()}, tmp)
+        os.replace(tmp, path / TL_STATE)   # atomic: a reader finds the old state or the whole new one
+        log(f"[harness] saved transformer-lens' conversion in {path / TL_STATE}")
+    return model
+
+
+def _plain(value):
+    """The config's numpy scalars and torch dtype, for JSON (a weights-only load takes no pickled objects)."""
+    return value.item() if hasattr(value, "item") else str(value)
+
+
+def _from_converted(path: Path, device: str):
+    from transformer_lens import HookedTransformer, HookedTransformerConfig
+    saved = torch.load(path / TL_STATE, mmap=True, weights_only=True)
+    cfg = json.loads(saved["cfg"])
+    cfg["dtype"] = getattr(torch, cfg["dtype"].removeprefix("torch."))
+    # no random initialisation and no tokenizer lookup by name (the hub): the weights are assigned below
+    cfg = HookedTransformerConfig.from_dict({**cfg, "init_weights": False, "tokenizer_name": None, "device": device})
+    with torch.device("meta"):
+        model = HookedTransformer(cfg, tokenizer=None, move_to_device=False)
+    model.load_state_dict(saved["state_dict"], assign=True)
+    return model.to(device)
 
 
 def remove_model_cache() -> None:
