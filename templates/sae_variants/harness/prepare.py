@@ -33,6 +33,8 @@ def prepare(profile, log=print) -> dict:
             acts = store.probing(layer, scale)
             probing.llm_results(acts, profile.probing.k_values, store.llm_results_file(layer, scale))
         store.ce_data(layer)
+    if profile.probing_backend == "saebench":
+        saebench.fetch_datasets(profile, log=log)
     log(f"[harness] profile {profile.name}{' (smoke)' if profile.smoke else ''} prepared in "
         f"{time.time() - started:.1f}s")
 

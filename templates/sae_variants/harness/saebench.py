@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import os
+import time
 import warnings
 
 import torch
@@ -97,6 +98,19 @@ def _probe_dimensions_checked_per_call():
         yield
     finally:
         pt.train_probe_on_activations = checked
+
+
+def fetch_datasets(profile, log=print) -> None:
+    """Download SAEBench's probe data sets into the hub cache, through SAEBench's own loader (so
+    exactly the files its evaluation reads). `prepare` runs this, trusted and with the network; the
+    evaluator's box then sees the hub cache read-only, where huggingface_hub returns a file that is
+    already there without writing, but fails on one it would have to download."""
+    from sae_bench.sae_bench_utils import dataset_utils
+    p = profile.probing
+    for name in p.dataset_names:
+        started = time.time()
+        dataset_utils.get_multi_label_train_test_data(name, p.train_per_class, p.test_per_class, p.random_seed)
+        log(f"[harness] SAEBench data set {name} fetched in {time.time() - started:.1f}s")
 
 
 def artifacts_folder(artifacts_path: str, profile, hook_name: str) -> str:
