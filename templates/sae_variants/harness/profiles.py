@@ -15,7 +15,8 @@ alternative: smaller, but an encoder, which transformer-lens 3 only serves as Be
 package ships a bare BertModel) and which has no next-token loss. Layer 6 of 18 (a third of the
 depth) halves the language model's cost per token: 7 layers are ~80 MFLOP per token, which runs at
 ~730 tokens/s on 2 cores (~60 GFLOP/s, this machine's matmul rate at these shapes), so `prepare`
-for the cpu profile (~2M tokens: training and probe texts) takes about 45 minutes, once.
+for the cpu profile (~1.9M tokens: training and probe texts) takes about 50 minutes, once (3050 s
+measured on an idle machine; 64 texts per batch and 16 measured the same there).
 """
 
 from __future__ import annotations
