@@ -13,8 +13,6 @@ tasks -> more tasks shrink the spread as 1/sqrt(n)).
 import argparse
 import glob
 import sys
-import warnings
-import zlib
 from pathlib import Path
 
 import numpy as np
@@ -26,7 +24,6 @@ sys.path.insert(0, str(ROOT))
 from harness.profiles import load_profile  # noqa: E402
 from harness.activations import ActivationStore  # noqa: E402
 from harness import artifacts, probing  # noqa: E402
-from sae_bench.evals.sparse_probing import probe_training as pt  # noqa: E402
 from agent import stats  # noqa: E402
 
 parser = argparse.ArgumentParser()
@@ -51,20 +48,8 @@ def split(pool: dict, n_train: int, seed: int = 0):
 
 
 def top1(train, test, seed_text):
-    torch.manual_seed(zlib.crc32(seed_text.encode()))
-    out = {}
-    for cls in train:
-        train_x, train_y = pt.prepare_probe_data(train, cls)
-        test_x, test_y = pt.prepare_probe_data(test, cls)
-        train_x, test_x = probing.standardise(train_x, test_x)
-        mask = pt.get_top_k_mean_diff_mask(train_x, train_y, 1)
-        train_x, test_x = pt.apply_topk_mask_reduce_dim(train_x, mask), pt.apply_topk_mask_reduce_dim(test_x, mask)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            probe, _ = pt.train_sklearn_probe(train_x, train_y, test_x, test_y)
-        hits = probe.predict(test_x.float().numpy()) == test_y.numpy()
-        out[cls] = "".join("1" if h else "0" for h in hits)
-    return out
+    """The harness's own top-1 probes: per class, the test correctness bits."""
+    return {cls: r["correct"] for cls, r in probing._probe(train, test, 1, seed_text).items()}
 
 
 per_class = profile.probing.train_per_class + profile.probing.test_per_class
