@@ -20,6 +20,7 @@ loop finds a job that is still running and waits for it instead of running the c
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import re
@@ -307,7 +308,9 @@ class SlurmExecutor:
         """This executor with the template profile's `slurm` resources filling what the command
         line left unset (template.json: "slurm": {"<profile>": {"partition": ..., "gpus": 1}})."""
         spec = (getattr(template, "slurm", None) or {}).get(profile or "", {})
-        return SlurmExecutor(self.settings.merged(spec))
+        bound = copy.copy(self)   # Slurm's tools were checked when this executor was made
+        bound.settings = self.settings.merged(spec)
+        return bound
 
     def execute(self, spec: RunSpec, sink) -> Outcome:
         record = self._attachable(spec)
