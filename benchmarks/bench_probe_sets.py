@@ -29,7 +29,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "templates" / "sae_variants"))
 
 from harness import data, probing  # noqa: E402
-from harness.models import TL_STATE, convert_for_transformer_lens, gemma3_270m_dir, load_model  # noqa: E402
+from harness.activations import ActivationStore  # noqa: E402
+from harness.models import TL_STATE, convert_for_transformer_lens, gemma3_270m_dir  # noqa: E402
 from harness.profiles import load_profile  # noqa: E402
 
 
@@ -70,35 +71,30 @@ CANDIDATES = {
 }
 
 
-def _features(model, texts: list[str], hook: str, layer: int, context: int, batch: int) -> tuple[torch.Tensor, int]:
-    """Mean-pooled residuals of `texts` and the tokens the forward ran (BOS included)."""
-    tok = model.tokenizer
-    tok.padding_side = "right"
+def _features(store, texts: list[str], hook: str, layer: int) -> tuple[torch.Tensor, int]:
+    """Mean-pooled residuals of `texts`, tokenized and run as prepare does, and the tokens run."""
     out, tokens = [], 0
-    for i in range(0, len(texts), batch):
-        enc = tok(texts[i:i + batch], padding="longest", truncation=True, max_length=context, return_tensors="pt")
-        ids = enc["input_ids"]
-        keep = enc["attention_mask"].bool() & (ids != tok.bos_token_id)
-        with torch.no_grad():
-            _, cache = model.run_with_cache(ids, stop_at_layer=layer + 1, names_filter=lambda n: n == hook)
-        out.append(probing._segment_mean(cache[hook][keep], keep.sum(1)))
-        tokens += int(keep.sum()) + len(ids)
+    for i in range(0, len(texts), store.profile.llm_batch_size):
+        ids, keep = store._tokenize(texts[i:i + store.profile.llm_batch_size], store.profile.probing.context_length)
+        resid = store._forward(ids, [hook], layer + 1)[hook]
+        out.append(probing._segment_mean(resid[keep], keep.sum(1)))
+        tokens += int(keep.sum()) + len(ids)   # BOS included
     return torch.cat(out), tokens
 
 
-def screen(model, name: str, per_class: int, profile) -> dict:
+def screen(store, name: str, per_class: int) -> dict:
     started = time.time()
     classes = {c: sorted(set(texts)) for c, texts in CANDIDATES[name]().items()}
     smallest = min(len(t) for t in classes.values())
     n = min(per_class, smallest // 2)
+    profile = store.profile
     layer = profile.layers[0]
     hook, rng = profile.hook_name(layer), random.Random(name)
     train, test, tokens, texts = {}, {}, 0, 0
     for cls, pool in classes.items():
         chosen = rng.sample(pool, 2 * n)
         for split, part in ((train, chosen[:n]), (test, chosen[n:])):
-            split[cls], used = _features(model, sorted(part, key=len), hook, layer,   # sorted: less padding
-                                         profile.probing.context_length, profile.llm_batch_size)
+            split[cls], used = _features(store, sorted(part, key=len), hook, layer)   # sorted: less padding
             tokens, texts = tokens + used, texts + len(part)
     mean = lambda r: sum(v["accuracy"] for v in r.values()) / len(r)  # noqa: E731
     return {"name": name, "classes": len(classes), "smallest": smallest, "per_class": n,
@@ -120,11 +116,11 @@ def main(argv=None) -> int:
     profile = load_profile(args.profile)
     if not (gemma3_270m_dir() / TL_STATE).is_file():
         convert_for_transformer_lens()
-    model = load_model(profile, log=lambda *_: None)
+    store = ActivationStore(profile, log=lambda *_: None)
     print(f"{'data set':18s} {'classes':>7s} {'smallest':>8s} {'n/class':>7s} {'tok/text':>8s} "
           f"{'llm all':>7s} {'top-1':>6s} {'top-5':>6s} {'s':>4s}")
     for name in args.names or CANDIDATES:
-        r = screen(model, name, args.per_class, profile)
+        r = screen(store, name, args.per_class)
         print(f"{r['name']:18s} {r['classes']:7d} {r['smallest']:8d} {r['per_class']:7d} "
               f"{r['tokens_per_text']:8.1f} {r['all']:7.3f} {r['top1']:6.3f} {r['top5']:6.3f} "
               f"{r['seconds']:4.0f}", flush=True)
