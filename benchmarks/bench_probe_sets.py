@@ -11,7 +11,8 @@ This prints, for each candidate, its classes, its smallest class (distinct texts
 at SAEBench's 128-token contexts, and Gemma-3-270M's own probe accuracy on the profile's layer
 (residual stream mean-pooled, standardised, the harness's probe loop): all channels, top-1, top-5.
 A set where the model itself is near chance cannot tell SAEs apart; one where its top-1 is near 1
-leaves no headroom. Needs the converted model (`python -m agent prepare --profile tiny` makes it).
+leaves no headroom. Offline profiles only; the model converted by `prepare` loads in seconds (without
+it, the conversion runs in memory first, about a minute).
 
     python benchmarks/bench_probe_sets.py [--per-class 100] [names ...]
 """
@@ -30,7 +31,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "templates" / "sae_
 
 from harness import data, probing  # noqa: E402
 from harness.activations import ActivationStore  # noqa: E402
-from harness.models import TL_STATE, convert_for_transformer_lens, gemma3_270m_dir  # noqa: E402
 from harness.profiles import load_profile  # noqa: E402
 
 
@@ -107,15 +107,13 @@ def screen(store, name: str, per_class: int) -> dict:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("names", nargs="*", help=f"candidates (default all): {', '.join(CANDIDATES)}")
-    parser.add_argument("--profile", default="cpu")
+    parser.add_argument("--profile", default="cpu", choices=("tiny", "cpu"), help="an offline profile: its layer")
     parser.add_argument("--per-class", type=int, default=100, help="train and test texts per class each")
     args = parser.parse_args(argv)
     unknown = set(args.names) - set(CANDIDATES)
     if unknown:
         parser.error(f"unknown candidates: {', '.join(sorted(unknown))}")
     profile = load_profile(args.profile)
-    if not (gemma3_270m_dir() / TL_STATE).is_file():
-        convert_for_transformer_lens()
     store = ActivationStore(profile, log=lambda *_: None)
     print(f"{'data set':18s} {'classes':>7s} {'smallest':>8s} {'n/class':>7s} {'tok/text':>8s} "
           f"{'llm all':>7s} {'top-1':>6s} {'top-5':>6s} {'s':>4s}")
