@@ -34,21 +34,40 @@ from harness.activations import ActivationStore  # noqa: E402
 from harness.profiles import load_profile  # noqa: E402
 
 
+def _all_classes(stem: str) -> dict[str, list[str]]:
+    return data._multiclass(stem, sorted(set(data.read(stem)["target"].astype(str))))
+
+
+def _labelled(stems: dict[str, str], label: str) -> dict[str, list[str]]:
+    """Classes from binary sets whose positive label is a string (the bigram sets: "bigram")."""
+    return {name: data.read(stem)[data.read(stem)["target"].astype(str) == label]["prompt"].tolist()
+            for name, stem in stems.items()}
+
+
+BIGRAMS = ["65_high-school", "68_credit-card", "69_blood-pressure", "79_human-rights", "71_social-media",
+           "72_gene-expression", "76_trial-court", "85_mental-health"]
+
 CANDIDATES = {
-    # the cpu suite's short-text sets (harness/profiles.py OFFLINE_SUITE)
-    **{name: data.SUITE[name][1] for name in ("news_topic", "place_country", "art_type", "question_type",
-                                               "it_ticket", "headline_subject", "phrase")},
-    # screened and left out: near chance for the model itself, or too few distinct texts (temp_cat)
-    "athlete_sport": lambda: data._all_classes("108_athlete_sport"),
-    "nyc_borough": lambda: data._all_classes("10_nyc_borough"),
-    "us_state": lambda: data._all_classes("13_us_state"),
-    "us_timezone": lambda: data._all_classes("14_us_timezone"),
-    "temp_cat": lambda: data._all_classes("43_temp_cat"),
+    # in the cpu suite today
+    **{name: data.SUITE[name][1] for name in ("news_topic", "place_country", "art_type", "question_type")},
+    # the same source with every class
+    "context_type_all": lambda: _all_classes("46_context_type"),
+    "it_ticket_all": lambda: _all_classes("103_it_tick"),
+    # new
+    "headline_subject": lambda: data._positives({
+        "trump": "21_headline_istrump", "obama": "22_headline_isobama",
+        "china": "23_headline_ischina", "iran": "24_headline_isiran"}),
+    "phrase": lambda: _labelled({stem.split("_", 1)[1]: stem for stem in BIGRAMS}, "bigram"),
+    "athlete_sport": lambda: _all_classes("108_athlete_sport"),
+    "nyc_borough": lambda: _all_classes("10_nyc_borough"),
+    "us_state": lambda: _all_classes("13_us_state"),
+    "us_timezone": lambda: _all_classes("14_us_timezone"),
+    "temp_cat": lambda: _all_classes("43_temp_cat"),
     "headline_year": lambda: data._multiclass("25_headline_year", [str(y) for y in range(2012, 2018)]),
-    "arith_mc": lambda: data._all_classes("37_arith_mc"),
-    "glue_mnli": lambda: data._all_classes("88_glue_mnli"),
-    "sci_cat": lambda: data._all_classes("99_sci_cat"),
-    "yelp_stars": lambda: data._all_classes("111_yelp_data"),
+    "arith_mc": lambda: _all_classes("37_arith_mc"),
+    "glue_mnli": lambda: _all_classes("88_glue_mnli"),
+    "sci_cat": lambda: _all_classes("99_sci_cat"),
+    "yelp_stars": lambda: _all_classes("111_yelp_data"),
 }
 
 

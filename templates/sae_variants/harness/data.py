@@ -33,33 +33,20 @@ def read(stem: str) -> pd.DataFrame:
     return df
 
 
-def _exclusive(pools: dict[str, list[str]]) -> dict[str, list[str]]:
-    """Each class's texts, minus those that two classes claim (ambiguous for a one-vs-rest probe)."""
+def _multiclass(stem: str, classes: list[str]) -> dict[str, list[str]]:
+    df = read(stem)
+    return {c: df[df["target"].astype(str) == c]["prompt"].tolist() for c in classes}
+
+
+def _positives(stems: dict[str, str]) -> dict[str, list[str]]:
+    """Classes from binary data sets: the positives of each; texts positive in two sets are dropped."""
+    pools = {name: read(stem)[read(stem)["target"] == 1]["prompt"].tolist() for name, stem in stems.items()}
     seen: dict[str, int] = {}
     for texts in pools.values():
         for t in set(texts):
             seen[t] = seen.get(t, 0) + 1
     return {name: [t for t in texts if seen[t] == 1] for name, texts in pools.items()}
 
-
-def _multiclass(stem: str, classes: list[str]) -> dict[str, list[str]]:
-    df = read(stem)
-    return _exclusive({c: df[df["target"].astype(str) == c]["prompt"].tolist() for c in classes})
-
-
-def _all_classes(stem: str) -> dict[str, list[str]]:
-    return _multiclass(stem, sorted(set(read(stem)["target"].astype(str))))
-
-
-def _positives(stems: dict[str, str], positive: object = 1) -> dict[str, list[str]]:
-    """Classes from binary data sets: the positives of each."""
-    return _exclusive({name: read(stem)[read(stem)["target"] == positive]["prompt"].tolist()
-                       for name, stem in stems.items()})
-
-
-# Binary "does the sentence use this bigram" sets; their positives are the phrase set's classes.
-BIGRAMS = ["65_high-school", "68_credit-card", "69_blood-pressure", "79_human-rights", "71_social-media",
-           "72_gene-expression", "76_trial-court", "85_mental-health"]
 
 # name -> (what it stands in for in SAEBench, builder returning {class: [texts]})
 SUITE = {
@@ -70,7 +57,8 @@ SUITE = {
     "disease_class": ("LabHC/bias_in_bios_class_set2", lambda: _multiclass("101_disease_class", [
         "digestive system diseases", "cardiovascular diseases", "nervous system diseases", "neoplasms",
         "general pathological conditions"])),
-    "it_ticket": ("LabHC/bias_in_bios_class_set3", lambda: _all_classes("103_it_tick")),   # all 7 classes
+    "it_ticket": ("LabHC/bias_in_bios_class_set3", lambda: _multiclass("103_it_tick", [
+        "HR Support", "Hardware", "Access", "Purchase", "Storage"])),
     "science_topic": ("canrager/amazon_reviews_mcauley_1and5", lambda: _multiclass(
         "99_sci_cat", ["Physics", "Chemistry", "Biology"])),
     "review_sentiment": ("canrager/amazon_reviews_mcauley_1and5_sentiment", lambda: {
@@ -82,21 +70,13 @@ SUITE = {
     "tweet_emotion": ("Helsinki-NLP/europarl", lambda: _multiclass("102_twt_emotion", [
         "worry", "happiness", "sadness", "surprise"])),
     # Short-text sets that Gemma-3-270M's residual stream separates well above chance (the cpu suite
-    # uses them in place of science_topic and tweet_emotion, where the model itself is at 0.49-0.54,
-    # so an SAE cannot be told apart from noise there).
+    # uses them in place of it_ticket, science_topic and tweet_emotion, where the model itself is at
+    # 0.49-0.54, so an SAE cannot be told apart from noise there).
     "place_country": ("(cpu suite: entity knowledge)", lambda: _multiclass("17_world_country", [
         "United_Kingdom", "United_States", "Italy", "Australia", "India"])),
     "art_type": ("(cpu suite: entity knowledge)", lambda: _multiclass("27_art_type", ["book", "song", "movie"])),
-    # All 8 classes of its source (4 until the suite widened): more classes are more independent
-    # tasks for the headline's seed spread to average over, at ~11 tokens per text.
-    "question_type": ("(cpu suite: what a question asks)", lambda: _all_classes("46_context_type")),
-    # The wider cpu suite (benchmarks/bench_probe_sets.py measured the model itself on each at
-    # 0.84-0.97 with all channels, top-1 0.68-0.78: above chance, with headroom).
-    "headline_subject": ("(cpu suite: who or what a news headline is about)", lambda: _positives({
-        "trump": "21_headline_istrump", "obama": "22_headline_isobama",
-        "china": "23_headline_ischina", "iran": "24_headline_isiran"})),
-    "phrase": ("(cpu suite: which two-word phrase a sentence uses)", lambda: _positives(
-        {stem.split("_", 1)[1]: stem for stem in BIGRAMS}, positive="bigram")),
+    "question_type": ("(cpu suite: what a question asks)", lambda: _multiclass("46_context_type", [
+        "Causality", "Belief_states", "Event_duration", "Temporal_order"])),
 }
 
 SUITE_SOURCES = {
@@ -106,8 +86,6 @@ SUITE_SOURCES = {
     "review_sentiment": ["112_amzn_rev"], "code_language": ["158_code_C", "159_code_Python", "160_code_HTML"],
     "news_topic": ["97_news_class"], "tweet_emotion": ["102_twt_emotion"],
     "place_country": ["17_world_country"], "art_type": ["27_art_type"], "question_type": ["46_context_type"],
-    "headline_subject": [f"{i}_headline_is{n}" for i, n in [(21, "trump"), (22, "obama"), (23, "china"), (24, "iran")]],
-    "phrase": BIGRAMS,
 }
 
 # Long-text sets used only as SAE training text.
