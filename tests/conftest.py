@@ -6,6 +6,13 @@ import os
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
 import pytest  # noqa: E402
+import signal  # noqa: E402
+
+# A shell without job control starts a background command with SIGINT ignored, and an ignored
+# signal stays ignored across exec: the Ctrl-C tests would then fail only because of how the suite
+# was launched. Python's own handler here is reset to the default on exec, so every agent process a
+# test spawns gets Python's KeyboardInterrupt again.
+signal.signal(signal.SIGINT, signal.default_int_handler)
 
 from fake_llm import FakeLLM  # noqa: E402  (tests/ is on sys.path: pytest's rootdir conftest)
 
