@@ -33,19 +33,25 @@ def read(stem: str) -> pd.DataFrame:
     return df
 
 
-def _multiclass(stem: str, classes: list[str]) -> dict[str, list[str]]:
-    df = read(stem)
-    return {c: df[df["target"].astype(str) == c]["prompt"].tolist() for c in classes}
-
-
-def _positives(stems: dict[str, str]) -> dict[str, list[str]]:
-    """Classes from binary data sets: the positives of each; texts positive in two sets are dropped."""
-    pools = {name: read(stem)[read(stem)["target"] == 1]["prompt"].tolist() for name, stem in stems.items()}
+def _exclusive(pools: dict[str, list[str]]) -> dict[str, list[str]]:
+    """Each class's texts, minus those that two classes claim: such a text is ambiguous for a
+    one-vs-rest probe, and could be drawn into train as one class and into test as another."""
     seen: dict[str, int] = {}
     for texts in pools.values():
         for t in set(texts):
             seen[t] = seen.get(t, 0) + 1
     return {name: [t for t in texts if seen[t] == 1] for name, texts in pools.items()}
+
+
+def _multiclass(stem: str, classes: list[str]) -> dict[str, list[str]]:
+    df = read(stem)
+    return _exclusive({c: df[df["target"].astype(str) == c]["prompt"].tolist() for c in classes})
+
+
+def _positives(stems: dict[str, str]) -> dict[str, list[str]]:
+    """Classes from binary data sets: the positives of each."""
+    return _exclusive({name: read(stem)[read(stem)["target"] == 1]["prompt"].tolist()
+                       for name, stem in stems.items()})
 
 
 # name -> (what it stands in for in SAEBench, builder returning {class: [texts]})
