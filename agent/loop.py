@@ -483,7 +483,7 @@ class ExperimentLoop:
         st = self.state
         self.view.set(phase="scoring the final split")
         seeds = [self.executor.evaluate_final(d) for d in
-                 ["run_0"] + [f"run_0/seed_{s}" for s in self.ws.template.baseline_seeds[1:]]]
+                 ["run_0"] + [f"run_0/seed_{s}" for s in self.ws.template.seeds_for(self.ws.profile)[1:]]]
         seeds = [json.loads(p.read_text()) for p in seeds if p is not None]
         if not seeds:
             return None

@@ -40,6 +40,9 @@ class Template:
     # The baseline: the unmodified template trained with these seeds (their spread is the noise
     # floor every comparison carries).
     baseline_seeds: tuple[int, ...] = (0,)
+    # Per profile, other seeds than `baseline_seeds`: more where a run is cheap and the seed spread
+    # is what limits the minimum detectable difference (the cpu profile), fewer where it is costly.
+    profile_baseline_seeds: dict[str, tuple[int, ...]] = field(default_factory=dict)
     # The baseline frontier: the unmodified template at other settings of one sparsity knob, so a
     # run is compared with the baseline at its own L0 ({"sparsity_penalty": [0.75, 3.0]}).
     frontier: dict[str, list[float]] = field(default_factory=dict)
@@ -53,6 +56,10 @@ class Template:
     @property
     def name(self) -> str:
         return self.root.name
+
+    def seeds_for(self, profile: str | None) -> tuple[int, ...]:
+        """The baseline's training seeds under `profile` (the first is run_0 itself)."""
+        return self.profile_baseline_seeds.get(profile or "", self.baseline_seeds)
 
     def argv(self, out_dir: str, python: str = sys.executable) -> list[str]:
         return [part.format(python=python, out_dir=out_dir) for part in self.command]
@@ -127,6 +134,7 @@ class TemplateSpec(_Strict):
     limits: dict[str, LimitsSpec] = Field(default_factory=dict)
     network: list[str] = Field(default_factory=list)
     baseline_seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
+    profile_baseline_seeds: dict[str, Annotated[list[int], Field(min_length=1)]] = Field(default_factory=dict)
     frontier: dict[str, list[float]] = Field(default_factory=dict)
     # each command non-empty: an empty one would silently run the template's own command instead
     references: dict[str, Annotated[list[str], Field(min_length=1)]] = Field(default_factory=dict)
@@ -137,7 +145,7 @@ class TemplateSpec(_Strict):
         """Every profile a setting names is one of `profiles`: a typo would silently drop it."""
         declared = set(self.profiles)
         named = [("default_profile", self.default_profile), ("gpu_profile", self.gpu_profile)]
-        named += [(f"{key}.{p}", p) for key in ("env_allow", "limits", "slurm") for p in getattr(self, key)]
+        named += [(f"{key}.{p}", p) for key in ("env_allow", "limits", "slurm", "profile_baseline_seeds") for p in getattr(self, key)]
         named += [(f"{key}[{i}]", p) for key in ("smoke_profiles", "network")
                   for i, p in enumerate(getattr(self, key) or ())]
         for where, profile in named:
@@ -214,6 +222,7 @@ def parse_template(root: Path, text: str, source: str = "template.json") -> Temp
         limits={p: l.model_dump(exclude_none=True) for p, l in spec.limits.items()},
         network_profiles=tuple(spec.network),
         baseline_seeds=tuple(spec.baseline_seeds),
+        profile_baseline_seeds={p: tuple(seeds) for p, seeds in spec.profile_baseline_seeds.items()},
         # as written (validated as numbers): 1 stays 1, so frontier_dir names the same folder as before
         frontier={k: list(data["frontier"][k]) for k in spec.frontier},
         references={name: tuple(command) for name, command in spec.references.items()},

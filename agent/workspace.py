@@ -212,7 +212,7 @@ class Workspace:
     def baseline_seeds(self) -> list[dict]:
         """Every seed of the baseline (run_0 itself first): their spread is the noise floor."""
         out = [self.baseline()]
-        for seed in self.template.baseline_seeds[1:]:
+        for seed in self.template.seeds_for(self.profile)[1:]:
             try:
                 out.append(results.load_results(self.path / BASELINE_RUN / f"seed_{seed}"))
             except results.ResultsError:
@@ -356,7 +356,7 @@ def _baseline_locked(ws: Workspace, cached: Path, *, timeout: float, on_line, sa
                                       protected=execution.protected_from_template(ws.template),
                                       box=sandbox, timeout=timeout, on_line=on_line,
                                       runner=executor)
-        seeds = ws.template.baseline_seeds
+        seeds = ws.template.seeds_for(ws.profile)
         _check_overrides(ws, seeds)
         for seed in seeds:
             out_dir = BASELINE_RUN if seed == seeds[0] else f"{BASELINE_RUN}/seed_{seed}"

@@ -36,13 +36,14 @@ def test_a_valid_file_keeps_every_setting(tmp_path):
         "editable": ["experiment.py"], "protected": ["harness/"], "profiles": ["cpu", "gpu"],
         "default_profile": "cpu", "env_allow": {"gpu": ["HF_TOKEN"]}, "smoke_profiles": ["gpu"],
         "limits": {"cpu": {"address_space_gb": 2, "cpu_seconds": 60}}, "network": ["gpu"],
-        "baseline_seeds": [0, 1], "frontier": {"sparsity_penalty": [1, 2.5]},
-        "slurm": {"gpu": {"gpus": 1, "mem_gb": 8}}})
+        "baseline_seeds": [0, 1], "profile_baseline_seeds": {"cpu": [0, 1, 2, 3]},
+        "frontier": {"sparsity_penalty": [1, 2.5]}, "slurm": {"gpu": {"gpus": 1, "mem_gb": 8}}})
     t = load_template(folder)
     assert t.protected == ("harness/",) and t.allowed_env("gpu") == ["HF_TOKEN"] and t.allowed_env("cpu") == []
     assert t.resource_limits("cpu") == {"max_memory_bytes": 2 * 2**30, "max_cpu_seconds": 60}
     assert t.resource_limits("gpu") == {"max_memory_bytes": None, "max_cpu_seconds": None}
     assert t.network_profiles == ("gpu",) and t.smoke_profiles == ("gpu",) and t.baseline_seeds == (0, 1)
+    assert t.seeds_for("cpu") == (0, 1, 2, 3) and t.seeds_for("gpu") == (0, 1) and t.seeds_for(None) == (0, 1)
     assert t.frontier == {"sparsity_penalty": [1, 2.5]} and t.slurm == {"gpu": {"gpus": 1, "mem_gb": 8}}
     assert load_template(template_dir(tmp_path, {})).smoke_profiles is None  # default: smoke every profile
 
@@ -75,6 +76,10 @@ def test_a_misspelt_key_is_refused_with_the_close_match(tmp_path, spec, message)
      "limits.gpu names the profile 'gpu', which is not in 'profiles' (tiny, cpu)"),
     ({"profiles": ["tiny", "cpu"], "default_profile": "cpus"}, "default_profile names the profile 'cpus'"),
     ({"profiles": ["tiny"], "network": ["tiny", "gemma"]}, "network[1] names the profile 'gemma'"),
+    ({"profiles": ["tiny"], "profile_baseline_seeds": {"cpu": [0, 1]}},
+     "profile_baseline_seeds.cpu names the profile 'cpu'"),
+    ({"profiles": ["cpu"], "profile_baseline_seeds": {"cpu": []}},
+     "'profile_baseline_seeds.cpu' list should have at least 1 item"),
 ])
 def test_a_wrong_type_is_refused_naming_the_field(tmp_path, spec, field):
     folder = template_dir(tmp_path, spec)

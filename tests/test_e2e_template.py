@@ -116,7 +116,7 @@ def test_known_null_is_no_detectable_change(tmp_path, cache_dir):
     assert "no detectable change" in subject
     # the final split was scored once, at the end, and went into the notes commit, not to the coder
     final = json.loads((ws / "final_split.json").read_text())
-    assert final["baseline_seeds"] == len(load_template(REPO / "templates" / "sae_variants").baseline_seeds) and "1" in final["runs"]
+    assert final["baseline_seeds"] == len(load_template(REPO / "templates" / "sae_variants").seeds_for("tiny")) and "1" in final["runs"]
     notes_commit = git.Repo(ws).head.commit.message
     assert "Final split" in notes_commit
     assert not any("Final split" in m.get("content", "") for m in json.loads((ws / "transcript.json").read_text())["messages"])

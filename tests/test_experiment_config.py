@@ -79,13 +79,13 @@ def test_the_last_definition_is_set_as_python_would_read_it():
                   "    after: str = 'y'  # set by the agent\n"
 
 
-def _mini_idea(tmp_path, frontier: dict) -> Path:
+def _mini_idea(tmp_path, frontier: dict, **settings) -> Path:
     template = tmp_path / "template"
     shutil.copytree(MINI, template)
     source = (template / "experiment.py").read_text()   # a frontier run sets the first seed too
     (template / "experiment.py").write_text(source.replace("STEPS = 100\n", "STEPS = 100\nseed = 0\n", 1))
     spec = json.loads((template / "template.json").read_text())
-    (template / "template.json").write_text(json.dumps({**spec, "frontier": frontier}))
+    (template / "template.json").write_text(json.dumps({**spec, "frontier": frontier, **settings}))
     idea = tmp_path / "idea.md"
     idea.write_text(f"---\ntemplate: {template}\n---\n# Mini\n\n## Experiment\n1. Nothing.\n")
     return idea
@@ -99,6 +99,19 @@ def test_the_baseline_frontier_runs_the_template_at_each_value(tmp_path, monkeyp
     assert results.headline(point)[key]["sae_top_1_test_accuracy"] == 0.5
     assert results.headline(ws.baseline())[key]["sae_top_1_test_accuracy"] == 0.75
     assert "ACCURACY = 0.75" in (ws.path / "experiment.py").read_text()   # the workspace's copy untouched
+
+
+def test_a_profile_trains_the_baseline_with_its_own_seeds_and_is_judged_by_them(tmp_path, monkeypatch):
+    monkeypatch.setenv("SAE_CACHE_DIR", str(tmp_path / "cache"))
+    idea = load_idea(_mini_idea(tmp_path, {}, profiles=["tiny", "cpu"], baseline_seeds=[0, 1],
+                                profile_baseline_seeds={"cpu": [0, 1, 2, 3]}))
+    many = workspace.create(idea, tmp_path / "results", profile="cpu")
+    few = workspace.create(idea, tmp_path / "results", profile="tiny")
+    assert sorted(p.name for p in (many.path / "run_0").glob("seed_*")) == ["seed_1", "seed_2", "seed_3"]
+    assert sorted(p.name for p in (few.path / "run_0").glob("seed_*")) == ["seed_1"]
+    assert len(many.baseline_seeds()) == 4 and len(few.baseline_seeds()) == 2
+    judged = json.loads((many.path / "run_0" / "intervals.json").read_text())
+    assert {v["baseline_seeds"] for entry in judged.values() for v in entry["vs_baseline"].values()} == {4}
 
 
 def test_a_frontier_knob_the_template_lacks_stops_the_baseline_before_any_run(tmp_path, monkeypatch):

@@ -14,9 +14,10 @@ weights come in through `hf_model=`; logits match transformers' to 1e-7). all-Mi
 alternative: smaller, but an encoder, which transformer-lens 3 only serves as BertForMaskedLM (the
 package ships a bare BertModel) and which has no next-token loss. Layer 6 of 18 (a third of the
 depth) halves the language model's cost per token: 7 layers are ~80 MFLOP per token, which runs at
-~730 tokens/s on 2 cores (~60 GFLOP/s, this machine's matmul rate at these shapes), so `prepare`
-for the cpu profile (~1.9M tokens: training and probe texts) takes about 50 minutes, once (3050 s
-measured on an idle machine; 64 texts per batch and 16 measured the same there).
+~730-1050 tokens/s on 2 cores (~60-85 GFLOP/s, the matmul rate at these shapes), so `prepare`
+for the cpu profile (~1.9M tokens: training and probe texts) takes 32-50 minutes, once (1945 s
+measured cold on an idle machine in session 10, 3050 s on an older one; 64 texts per batch and 16
+measured the same there).
 """
 
 from __future__ import annotations
