@@ -7,7 +7,8 @@
   the first `--baseline-seeds` seeds exactly as the loop judges a run (goal: at most 5%);
 - time per run (train + evaluate) and the preparation time.
 
-    python benchmarks/bench_trust.py --profile tiny --seeds 8 --baseline-seeds 5
+    python benchmarks/bench_trust.py --profile cpu --keep DIR   # the cpu profile's 8 baseline seeds + 3
+    python benchmarks/bench_trust.py --analyse DIR --baseline-seeds 5   # runs kept by --keep DIR
 """
 
 from __future__ import annotations
@@ -31,13 +32,23 @@ from agent.template import load_template  # noqa: E402
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--profile", default="tiny")
-    parser.add_argument("--seeds", type=int, default=8, help="trainings of the unmodified template in all")
-    parser.add_argument("--baseline-seeds", type=int, default=5)
+    parser.add_argument("--seeds", type=int, default=None,
+                        help="trainings of the unmodified template in all (default: the baseline's seeds + 3)")
+    parser.add_argument("--baseline-seeds", type=int, default=None,
+                        help="how many the loop judges by (default: the template's for the profile)")
     parser.add_argument("--sandbox", default=None)
     parser.add_argument("--keep", type=Path, default=None, help="copy the runs' folders here, for later analysis")
+    parser.add_argument("--analyse", type=Path, default=None,
+                        help="print the numbers for runs kept earlier (its run_0, run_1, ...) instead of training")
     args = parser.parse_args()
-
     template = load_template(ROOT / "templates" / "sae_variants")
+    args.baseline_seeds = args.baseline_seeds or len(template.seeds_for(args.profile))
+    args.seeds = args.seeds or args.baseline_seeds + 3
+    if args.analyse:
+        kept = sorted(args.analyse.glob("run_*"), key=lambda p: int(p.name.split("_")[1]))
+        report([results.load_results(p) for p in kept], args.baseline_seeds)
+        return
+
     work = Path(tempfile.mkdtemp(prefix="bench-trust-"))
     for rel in template.files():
         (work / rel).parent.mkdir(parents=True, exist_ok=True)
@@ -60,13 +71,19 @@ def main() -> None:
         print(f"seed {seed}: top-1 {h['sae_top_1_test_accuracy']:.4f}, EV {h['explained_variance']:.4f}, "
               f"L0 {h['l0']:.1f} ({seconds[-1]:.0f}s)", flush=True)
     print(f"per run (train + evaluate): mean {np.mean(seconds):.1f}s, max {np.max(seconds):.1f}s")
+    report(runs, args.baseline_seeds)
+    if args.keep:
+        shutil.copytree(work, args.keep, dirs_exist_ok=True)
+    shutil.rmtree(work, ignore_errors=True)
 
+
+def report(runs: list[dict], n_base: int) -> None:
     key = next(iter(results.headline(runs[0])))
     for metric in ("sae_top_1_test_accuracy", "explained_variance", "l0"):
         values = [results.headline(r)[key][metric] for r in runs]
         print(f"{metric}: seeds {np.min(values):.4f}..{np.max(values):.4f}, sd {np.std(values, ddof=1):.4f}")
 
-    base, rest = runs[: args.baseline_seeds], runs[args.baseline_seeds:]
+    base, rest = runs[:n_base], runs[n_base:]
     ev = [results.evidence(r)[key]["probing"]["sae_top_1_test_accuracy"] for r in runs[:2]]
     draws = stats.probe_resamples(ev)
     paired_sd = float(np.std(draws[0] - draws[1], ddof=1))
@@ -74,6 +91,13 @@ def main() -> None:
     mdd = stats.minimum_detectable_difference(paired_sd, seed_sd, len(base))
     print(f"sae_top_1: paired bootstrap SE {paired_sd:.4f}; minimum detectable difference {mdd:.4f} "
           f"(80% power, alpha 0.05, {len(base)} baseline seeds)")
+    # Test-set noise alone (two fixed SAEs on the same texts): what more probe texts can shrink.
+    print(f"sae_top_1 between two fixed SAEs (test-set noise only, no seed spread): minimum detectable "
+          f"difference {stats.minimum_detectable_difference(paired_sd, None, 1):.4f}")
+    if len(runs) > len(base):   # the same, had every run here been a baseline seed
+        every_sd = float(np.std([results.headline(r)[key]["sae_top_1_test_accuracy"] for r in runs], ddof=1))
+        print(f"sae_top_1 with all {len(runs)} as baseline seeds: seed sd {every_sd:.4f}, minimum detectable "
+              f"difference {stats.minimum_detectable_difference(paired_sd, every_sd, len(runs)):.4f}")
     for metric in ("sae_top_1_test_accuracy", "explained_variance"):
         print(f"{metric} per seed: " + " ".join(f"{results.headline(r)[key][metric]:.4f}" for r in runs))
     per_dataset_spread(runs, key)
@@ -81,24 +105,38 @@ def main() -> None:
         d = results.differences(base, r)[key]
         print(f"  null seed vs seeds 0..{len(base) - 1}: "
               + ", ".join(f"{m} {d[m].short()}" for m in ("sae_top_1_test_accuracy", "explained_variance") if m in d))
-    # The rate over every choice of baseline seeds (each run judged against each set it is not in):
-    # one set of 3 can be unlucky, and then it misjudges every run of an idea.
+    if not rest:
+        print(f"false discoveries: not measured ({len(runs)} runs, all of them baseline seeds; "
+              f"more runs than --baseline-seeds {n_base} are needed)")
+    for m, line in false_discoveries(runs, n_base).items():
+        print(f"false discoveries of the null, {m}: {line}")
+
+
+def false_discoveries(runs: list[dict], n_base: int,
+                      metrics=("sae_top_1_test_accuracy", "explained_variance")) -> dict[str, str]:
+    """The rate at which the loop calls a reseeded baseline better or worse, over every choice of
+    `n_base` baseline seeds (each run judged against each set it is not in: one set can be unlucky,
+    and then it misjudges every run of an idea). The judgements share runs, so they are not
+    independent: the interval is a jackknife over seeds (each seed and every judgement it is in left
+    out in turn), not a binomial one."""
     import itertools
-    judged = {m: [0, 0] for m in ("sae_top_1_test_accuracy", "explained_variance")}
-    for chosen in itertools.combinations(range(len(runs)), args.baseline_seeds):
-        seeds = [runs[i] for i in chosen]
+    key = next(iter(results.headline(runs[0])))
+    judged: dict[str, list[tuple[set[int], bool]]] = {m: [] for m in metrics}   # (seeds it used, flagged)
+    for chosen in itertools.combinations(range(len(runs)), n_base):
         for j in (j for j in range(len(runs)) if j not in chosen):
-            d = results.differences(seeds, runs[j])[key]
-            for m in judged:
-                if m in d:
-                    judged[m][0] += d[m].verdict in ("better", "worse")
-                    judged[m][1] += 1
-    for m, (found, n) in judged.items():
-        if n:
-            print(f"false discoveries of the null, {m}: {found}/{n} ({found / n:.1%}; goal <= 5%)")
-    if args.keep:
-        shutil.copytree(work, args.keep, dirs_exist_ok=True)
-    shutil.rmtree(work, ignore_errors=True)
+            d = results.differences([runs[i] for i in chosen], runs[j])[key]
+            for m in (m for m in metrics if m in d):
+                judged[m].append(({*chosen, j}, d[m].verdict in ("better", "worse")))
+    out = {}
+    for m, cells in ((m, c) for m, c in judged.items() if c):
+        found, rate = sum(f for _, f in cells), float(np.mean([f for _, f in cells]))
+        out[m] = f"{found}/{len(cells)} ({rate:.1%}; goal <= 5%)"
+        n = len(runs)
+        if n > n_base + 1:
+            left = np.array([np.mean([f for used, f in cells if i not in used]) for i in range(n)])
+            se = float(np.sqrt((n - 1) / n * np.sum((left - left.mean()) ** 2)))
+            out[m] += f"; jackknife over seeds: {rate:.1%} +- {1.96 * se:.1%}"
+    return out
 
 
 def per_dataset_spread(runs: list[dict], key: str) -> None:
