@@ -145,7 +145,8 @@ class TemplateSpec(_Strict):
         """Every profile a setting names is one of `profiles`: a typo would silently drop it."""
         declared = set(self.profiles)
         named = [("default_profile", self.default_profile), ("gpu_profile", self.gpu_profile)]
-        named += [(f"{key}.{p}", p) for key in ("env_allow", "limits", "slurm", "profile_baseline_seeds") for p in getattr(self, key)]
+        named += [(f"{key}.{p}", p) for key in ("env_allow", "limits", "slurm", "profile_baseline_seeds")
+                  for p in getattr(self, key)]
         named += [(f"{key}[{i}]", p) for key in ("smoke_profiles", "network")
                   for i, p in enumerate(getattr(self, key) or ())]
         for where, profile in named:
