@@ -41,6 +41,18 @@ def train_and_save(module, out_dir: Path, **extra) -> dict:
     return json.loads(harness.save_sae(trainer.ae, acts, out_dir, 0, facts).read_text())
 
 
+def test_the_exported_sae_does_not_carry_its_training_activations(tmp_path, harness_path):
+    import torch
+    import harness
+    module = import_experiment(TEMPLATE / "experiment.py", "experiment_export_size")
+    cfg = replace(module.Config(), dict_size=64)
+    acts = torch.randn(200_000, 16)   # 12.8 MB: a view of it saved as the example input would show
+    trainer = module.CustomTrainer(cfg, 16, initial_b_dec=acts.mean(dim=0))
+    harness.save_sae(trainer.ae, acts, tmp_path, 0, {})
+    sizes = {p.name: p.stat().st_size for p in tmp_path.glob("*.pt2")}
+    assert sizes and max(sizes.values()) < 1_000_000, sizes
+
+
 # ---------------------------------------------------------------- setting hyperparameters
 
 def test_the_baseline_knobs_become_config_defaults_and_nothing_else_changes(harness_path, tmp_path):

@@ -67,7 +67,9 @@ def save_sae(sae: nn.Module, activations: torch.Tensor, out_dir, layer: int, fac
     os.makedirs(out_dir, exist_ok=True)
     sae.eval()
     device = next(sae.parameters()).device
-    example = activations[:EXAMPLE_BATCH].to(device)
+    # a copy, not a view: torch.export.save stores the example input, and a view would take the
+    # whole training set's storage with it (2.5 GB per run on the cpu profile)
+    example = activations[:EXAMPLE_BATCH].to(device).clone()
     features = sae.encode(example)
     if not isinstance(features, torch.Tensor) or features.dim() != 2 or len(features) != len(example):
         raise ExportError(f"sae.encode must return one [batch, d_sae] tensor, got "
