@@ -111,12 +111,14 @@ def _finite(value) -> float | None:
 
 
 def _metrics(info: dict | None) -> dict[str, float]:
-    """The SAE's and the LLM's probing metrics, the core metrics and the training numbers."""
+    """The SAE's and the LLM's probing metrics, the core metrics, a synthetic world's ground-truth
+    metrics (prefixed: its explained_variance would clash with the core one) and the training numbers."""
     entries = _sae_entries(info)
     out = {}
     for key, entry in entries.items():
         p = _prefix(key, entries)
         groups = [("", entry["eval_result_metrics"].get("sae")), ("", entry["eval_result_metrics"].get("llm")),
+                  ("ground_truth.", entry["eval_result_metrics"].get("ground_truth")),
                   ("", entry.get("core_metrics")), ("training.", entry.get("training"))]
         for sub, values in groups:
             for name, value in (values or {}).items():

@@ -104,11 +104,20 @@ def start_conversation(ws: Workspace, max_runs: int) -> Conversation:
     protected = ", ".join(ws.template.protected) or "everything else"
     command = ws.template.display_command()
     conv = Conversation(prompts.SYSTEM.format(editable=editable, protected=protected, command=command))
+    seeds = ws.baseline_seeds()
     conv.add_user(prompts.TASK.format(
         title=ws.idea.title, motivation=ws.idea.motivation, experiment=ws.idea.experiment,
         plan=ws.idea.plan or "(none given: plan it yourself)", max_runs=max_runs,
-        baseline=results.describe_baseline(ws.baseline_seeds(), ws.baseline_references()), command=command, files=files_text(ws)))
+        baseline=results.describe_baseline(seeds, ws.baseline_references()), headline_note=headline_note(seeds[0]),
+        command=command, files=files_text(ws)))
     return conv
+
+
+def headline_note(baseline: dict) -> str:
+    """What the profile's headline metrics mean, where they are not the language models' probing ("" then)."""
+    note = prompts.HEADLINE_NOTES.get(results.headline_metrics(baseline)[0], "")
+    world = results.world(baseline)
+    return note.format(world=f" ({world})" if world else "")
 
 
 class ExperimentLoop:
@@ -487,8 +496,9 @@ class ExperimentLoop:
         seeds = [json.loads(p.read_text()) for p in seeds if p is not None]
         if not seeds:
             return None
-        best_on_test = max(st.completed_runs, key=lambda r: self._top1(f"run_{r}"))
-        record, lines = {"baseline_seeds": len(seeds), "best_on_test": best_on_test, "runs": {}}, []
+        best_on_test = max(st.completed_runs, key=lambda r: self._primary(f"run_{r}"))
+        record, lines = {"baseline_seeds": len(seeds), "headline_metrics": list(results.headline_metrics(seeds[0])),
+                         "best_on_test": best_on_test, "runs": {}}, []
         for run in st.completed_runs:
             path = self.executor.evaluate_final(f"run_{run}")
             if path is None:
@@ -501,12 +511,13 @@ class ExperimentLoop:
         self.view.say("final split (never shown to the coder):\n  " + "\n  ".join(lines))
         return "Final split (scored once, never shown to the coder):\n" + "\n".join(lines)
 
-    def _top1(self, out_dir: str) -> float:
+    def _primary(self, out_dir: str) -> float:
+        """The run's value of its profile's primary metric (top-1 accuracy, or a synthetic world's F1)."""
         try:
-            h = results.headline(results.load_results(self.ws.path / out_dir))
+            value = results.primary_value(results.load_results(self.ws.path / out_dir))
         except results.ResultsError:
             return float("-inf")
-        return next(iter(h.values())).get("sae_top_1_test_accuracy") or float("-inf")
+        return float("-inf") if value is None else value
 
     def settle(self) -> None:
         """The idea ends: commit the conversation's last turns (a final ALL_COMPLETED, a failed

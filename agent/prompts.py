@@ -46,7 +46,7 @@ hyperparameter, list each value per run). Then make the edits for run 1.
 Baseline results (run 0):
 {baseline}
 
-How to read results: every change against the baseline comes with a 95% interval that holds \
+{headline_note}How to read results: every change against the baseline comes with a 95% interval that holds \
 the test set's noise and the baseline's seed spread. A change is a finding only when its \
 interval excludes zero ("better" or "worse"); otherwise it is "no detectable change", however \
 large the number looks. Sparsity moves every other metric: compare SAEs at a similar L0, and \
@@ -61,6 +61,21 @@ The current files:
 
 {files}
 """
+
+# TASK's {headline_note}: what the profile's headline metrics mean, chosen by its primary metric
+# (results.headline_metrics()[0]); none for the language models' sparse probing, the default.
+SYNTHETIC_METRICS = """\
+What the metrics mean here: the SAE is trained on a synthetic world{world} whose ground-truth \
+features are known (built with SAELens' SynthSAEBench generator), and it is scored against them. \
+f1, the headline: each latent as a detector of its best-matching true feature (F1 on held-out \
+samples, averaged over latents). mcc: how well the decoder rows align with the true feature \
+directions after a one-to-one matching (mean |cosine|). uniqueness: the fraction of latents whose \
+matched feature no other latent claims. explained_variance: how much of the input the \
+reconstruction keeps. Higher is better for all of them; L0 is the sparsity you set, not a score, \
+so compare SAEs at matched L0.
+
+"""
+HEADLINE_NOTES = {"f1": SYNTHETIC_METRICS}
 
 FILE_DUMP = """\
 {name}

@@ -2,10 +2,12 @@
 
 The file holds one entry per trained SAE, keyed `<model>/<hook_name>`, in SAEBench's shape
 (`eval_result_metrics.llm/.sae`, `eval_result_details`, `sae_cfg_dict`) plus `core_metrics` and
-`training`. This module flattens each entry into headline metrics, compares a run with run 0, and
-says when a result cannot be from a trained SAE. Every comparison carries its interval and verdict
-(agent/stats.py) and says when the two SAEs sit at different sparsity. No torch here: the loop and
-`agent log` import it.
+`training`; a synthetic world's profile adds `eval_result_metrics.ground_truth` (F1, MCC against
+the known true features). `eval_config.headline_metrics` names the profile's headline metrics, the
+first being the one a run is judged by (sparse-probing top-1 accuracy when absent). This module
+flattens each entry into headline metrics, compares a run with run 0, and says when a result cannot
+be from a trained SAE. Every comparison carries its interval and verdict (agent/stats.py) and says
+when the two SAEs sit at different sparsity. No torch here: the loop and `agent log` import it.
 """
 
 from __future__ import annotations
@@ -18,12 +20,15 @@ from agent import stats
 
 RESULT_FILE = "final_info.json"
 
-HEADLINE = ("sae_top_1_test_accuracy", "sae_test_accuracy", "llm_top_1_test_accuracy", "l0",
-            "explained_variance", "frac_dead", "training_steps")
-# Headline metrics a usable result must have as finite numbers.
+HEADLINE = ("sae_top_1_test_accuracy", "sae_test_accuracy", "llm_top_1_test_accuracy", "f1", "mcc", "uniqueness",
+            "l0", "explained_variance", "frac_dead", "training_steps")
+# Headline metrics a usable result must have as finite numbers (and its profile's primary one).
 REQUIRED = ("sae_top_1_test_accuracy", "l0", "explained_variance")
+# What a result without `eval_config.headline_metrics` (a language-model profile) is judged by.
+DEFAULT_HEADLINE_METRICS = ("sae_top_1_test_accuracy",)
 
 SHORT = {"sae_top_1_test_accuracy": "sae_top_1", "sae_test_accuracy": "sae_all", "llm_top_1_test_accuracy": "llm_top_1",
+         "f1": "f1", "mcc": "mcc", "uniqueness": "uniqueness",
          "l0": "L0", "explained_variance": "expl_var", "frac_dead": "dead", "training_steps": "steps"}
 
 CHANCE = 0.5
@@ -56,8 +61,10 @@ def load_results(run_dir: Path) -> dict:
     if not entries:
         raise ResultsError(f"{path} has no SAE entry (expected keys like 'google/gemma-3-270m/blocks.6.hook_resid_post' "
                            "with eval_result_metrics inside)")
+    primary = headline_metrics(info)[0]   # what the run is judged by (MCC may be undefined: not required)
+    required = REQUIRED + ((primary,) if primary in HEADLINE and primary not in REQUIRED else ())
     for key, metrics in headline(info).items():
-        for name in REQUIRED:
+        for name in required:
             value = metrics.get(name)
             if value is None:
                 raise ResultsError(f"{path}: SAE {key!r} has no {name}")
@@ -86,18 +93,49 @@ def headline(final_info: dict) -> dict[str, dict[str, float | None]]:
     out = {}
     for key, entry in _sae_entries(final_info).items():
         metrics = entry.get("eval_result_metrics", {})
-        sae, llm = metrics.get("sae") or {}, metrics.get("llm") or {}
+        sae, llm, truth = metrics.get("sae") or {}, metrics.get("llm") or {}, metrics.get("ground_truth") or {}
         core, training = entry.get("core_metrics") or {}, entry.get("training") or {}
         out[key] = {
             "sae_top_1_test_accuracy": _number(sae.get("sae_top_1_test_accuracy")),
             "sae_test_accuracy": _number(sae.get("sae_test_accuracy")),
             "llm_top_1_test_accuracy": _number(llm.get("llm_top_1_test_accuracy")),
+            "f1": _number(truth.get("f1")),
+            "mcc": _number(truth.get("mcc")),
+            "uniqueness": _number(truth.get("uniqueness")),
             "l0": _number(core.get("l0")),
             "explained_variance": _number(core.get("explained_variance")),
             "frac_dead": _number(core.get("frac_dead")),
             "training_steps": _number(training.get("training_steps", entry.get("training_steps"))),
         }
     return out
+
+
+def _eval_config(final_info: dict) -> dict:
+    """The first SAE entry's eval_config: the profile's settings, the same for every SAE of a run."""
+    for entry in _sae_entries(final_info).values():
+        if isinstance(entry.get("eval_config"), dict):
+            return entry["eval_config"]
+    return {}
+
+
+def headline_metrics(final_info: dict | None) -> tuple[str, ...]:
+    """The profile's headline metrics, most important first: the first is what a run is judged by."""
+    names = _eval_config(final_info or {}).get("headline_metrics")
+    if isinstance(names, list) and names and all(isinstance(n, str) for n in names):
+        return tuple(names)
+    return DEFAULT_HEADLINE_METRICS
+
+
+def world(final_info: dict | None) -> str | None:
+    """The synthetic world's short description (`eval_config.world`), None for a language model's data."""
+    text = _eval_config(final_info or {}).get("world")
+    return text if isinstance(text, str) and text.strip() else None
+
+
+def primary_value(final_info: dict) -> float | None:
+    """The first SAE's value of the profile's primary metric: what the best run is chosen by."""
+    metric = headline_metrics(final_info)[0]
+    return next(iter(headline(final_info).values()), {}).get(metric)
 
 
 def _fmt(name: str, value: float | None) -> str:
@@ -121,15 +159,20 @@ def _delta(name: str, base: float | None, cur: float | None) -> str:
     return f"{d:+.3f}"
 
 
-# Metrics compared with an interval: probing ones on test texts, reconstruction ones on held-out blocks.
+# Metrics compared with an interval: probing ones on test texts, reconstruction ones on held-out blocks,
+# the ground-truth F1 on held-out synthetic blocks; the decoder's alignment with the true features
+# (MCC, uniqueness) has no test-set noise, only the baseline's seed spread.
 PROBE_METRICS = ("sae_top_1_test_accuracy", "sae_test_accuracy")
 BLOCK_METRICS = ("explained_variance", "l0")
+GROUND_TRUTH_METRICS = ("f1",)
+DECODER_METRICS = ("mcc", "uniqueness")
+COMPARED = PROBE_METRICS + GROUND_TRUTH_METRICS + DECODER_METRICS + BLOCK_METRICS
 # Two SAEs whose L0 differs by more than this fraction are not compared like for like.
 SPARSITY_TOLERANCE = 0.10
 
 
 def evidence(final_info: dict) -> dict[str, dict]:
-    """Per SAE key: the evaluator's per-example evidence ({"probing": ..., "core_blocks": ...})."""
+    """Per SAE key: the evaluator's per-example evidence ({"probing", "core_blocks", "ground_truth_blocks"})."""
     return {k: (v.get("per_example") or {}) for k, v in _sae_entries(final_info).items()}
 
 
@@ -143,22 +186,32 @@ def differences(seeds: list[dict], current: dict) -> dict[str, dict[str, stats.D
         if key not in base_h[0]:
             continue
         out[key] = {}
-        ev, base_ev = cur_e.get(key, {}), base_e.get(key, {})
-        blocks = None
-        if ev.get("core_blocks") and base_ev.get("core_blocks"):
-            blocks = stats.block_resamples([ev["core_blocks"], base_ev["core_blocks"]])
-        for metric in PROBE_METRICS + BLOCK_METRICS:
+        paired = _paired_draws(cur_e.get(key, {}), base_e.get(key, {}))
+        for metric in COMPARED:
             values = [h[key][metric] for h in base_h if key in h and h[key].get(metric) is not None]
             if cur.get(metric) is None or not values:
                 continue
-            paired = None
-            if metric in PROBE_METRICS:
-                a, b = (ev.get("probing") or {}).get(metric), (base_ev.get("probing") or {}).get(metric)
-                draws = stats.probe_resamples([a, b]) if a and b else []
-                paired = draws[0] - draws[1] if draws else None
-            elif blocks:
-                paired = blocks[0][metric] - blocks[1][metric]
-            out[key][metric] = stats.difference(metric, cur[metric], values, paired)
+            out[key][metric] = stats.difference(metric, cur[metric], values, paired.get(metric))
+    return out
+
+
+def _paired_draws(ev: dict, base_ev: dict) -> dict:
+    """Per metric: bootstrap draws of this run minus baseline seed 0, both resampled on the same test
+    texts or held-out blocks (so the test set's own noise cancels). Absent without evidence on both sides."""
+    out = {}
+    for metric in PROBE_METRICS:
+        a, b = (ev.get("probing") or {}).get(metric), (base_ev.get("probing") or {}).get(metric)
+        draws = stats.probe_resamples([a, b]) if a and b else []
+        if draws:
+            out[metric] = draws[0] - draws[1]
+    if ev.get("core_blocks") and base_ev.get("core_blocks"):
+        blocks = stats.block_resamples([ev["core_blocks"], base_ev["core_blocks"]])
+        for metric in BLOCK_METRICS if blocks else ():
+            out[metric] = blocks[0][metric] - blocks[1][metric]
+    if ev.get("ground_truth_blocks") and base_ev.get("ground_truth_blocks"):
+        f1 = stats.f1_resamples([ev["ground_truth_blocks"], base_ev["ground_truth_blocks"]])
+        if f1:
+            out["f1"] = f1[0] - f1[1]
     return out
 
 
@@ -178,6 +231,10 @@ def intervals(final_info: dict) -> dict[str, dict[str, stats.Interval]]:
             for metric in BLOCK_METRICS:
                 if heads[key].get(metric) is not None:
                     out[key][metric] = stats.interval(draws[metric], heads[key][metric])
+        if ev.get("ground_truth_blocks") and heads[key].get("f1") is not None:
+            draws = stats.f1_resamples([ev["ground_truth_blocks"]])
+            if draws:
+                out[key]["f1"] = stats.interval(draws[0], heads[key]["f1"])
     return out
 
 
@@ -190,13 +247,14 @@ def uncertainty_record(seeds: list[dict], current: dict, frontier: list[dict] | 
     for key, metrics in intervals(current).items():
         out[key] = {m: {"value": i.value, "low": i.low, "high": i.high} for m, i in metrics.items()}
         out[key]["vs_baseline"] = {m: {"change": d.value, "half_width": d.half_width, "verdict": d.verdict,
-                                       "baseline_seed_sd": d.seed_sd, "baseline_seeds": len(seeds)}
+                                       "baseline_mean": d.baseline, "baseline_seed_sd": d.seed_sd,
+                                       "baseline_seeds": len(seeds)}
                                    for m, d in diffs.get(key, {}).items()}
         matched = matched_sparsity(seeds, frontier or [], current).get(key, {})
         out[key]["at_matched_sparsity"] = {
             m: {"baseline": matched[f"{m}_baseline"], "change": matched[m].value,
                 "half_width": matched[m].half_width, "verdict": matched[m].verdict}
-            for m in MATCHED_METRICS if m in matched}
+            for m in matched_metrics(current) if m in matched}
         refs = {name: headline(ref).get(key) for name, ref in (references or {}).items()}
         if any(refs.values()):
             out[key]["references"] = {name: h for name, h in refs.items() if h}
@@ -213,7 +271,9 @@ def sparsity_note(base_l0: float | None, cur_l0: float | None) -> str | None:
             "explained variance and accuracy are not like for like (a sparser SAE reconstructs worse)")
 
 
-MATCHED_METRICS = ("explained_variance", "sae_top_1_test_accuracy")
+def matched_metrics(final_info: dict) -> tuple[str, ...]:
+    """What is compared at matched sparsity: explained variance and the profile's headline metrics."""
+    return tuple(dict.fromkeys(("explained_variance",) + headline_metrics(final_info)))
 
 
 def frontier_at(seeds: list[dict], frontier: list[dict], key: str, metric: str, l0: float) -> float | None:
@@ -256,27 +316,18 @@ def matched_sparsity(seeds: list[dict], frontier: list[dict], current: dict) -> 
             continue
         l0s = [h[key]["l0"] for h in map(headline, seeds + frontier) if key in h and h[key].get("l0")]
         entry: dict = {"l0": l0, "range": (min(l0s), max(l0s)) if l0s else None}
-        for metric in MATCHED_METRICS:
+        for metric in matched_metrics(current):
             at = frontier_at(seeds, frontier, key, metric, l0)
             plain = diffs.get(key, {}).get(metric)
             if at is None or plain is None or cur.get(metric) is None:
                 continue
-            entry[metric] = stats.Difference(metric, cur[metric] - at, plain.half_width, plain.seed_sd,
-                                             _verdict(metric, cur[metric] - at, plain.half_width, plain.verdict))
+            judged = plain.verdict if plain.verdict == "no interval" else \
+                stats.verdict(metric, cur[metric] - at, plain.half_width)
+            entry[metric] = stats.Difference(metric, cur[metric] - at, plain.half_width, plain.seed_sd, judged,
+                                             baseline=at)
             entry[f"{metric}_baseline"] = at
         out[key] = entry
     return out
-
-
-def _verdict(metric: str, value: float, half: float, plain_verdict: str) -> str:
-    if plain_verdict == "no interval":
-        return plain_verdict
-    higher = stats.HIGHER_IS_BETTER.get(metric, True)
-    if value - half > 0:
-        return "better" if higher else "worse"
-    if value + half < 0:
-        return "worse" if higher else "better"
-    return "no detectable change"
 
 
 def matched_lines(seeds: list[dict], frontier: list[dict], current: dict, key: str) -> list[str]:
@@ -284,12 +335,13 @@ def matched_lines(seeds: list[dict], frontier: list[dict], current: dict, key: s
     if not m:
         return []
     lo_hi = m["range"]
-    if not any(metric in m for metric in MATCHED_METRICS):
+    metrics = matched_metrics(current)
+    if not any(metric in m for metric in metrics):
         span = f" (L0 {lo_hi[0]:.1f}–{lo_hi[1]:.1f})" if lo_hi else ""
         return [f"  at matched sparsity: L0 {m['l0']:.1f} lies outside the baseline frontier{span}; "
                 "no like-for-like comparison, so no gain can be claimed"]
     lines = [f"  at matched sparsity (the baseline frontier interpolated at this run's L0 {m['l0']:.1f}):"]
-    for metric in MATCHED_METRICS:
+    for metric in metrics:
         if metric in m:
             d = m[metric]
             lines.append(f"    {metric:<24}baseline {m[metric + '_baseline']:.3f}  change "
@@ -297,7 +349,8 @@ def matched_lines(seeds: list[dict], frontier: list[dict], current: dict, key: s
     return lines
 
 
-def reference_lines(references: dict[str, dict] | None, key: str) -> list[str]:
+def reference_lines(references: dict[str, dict] | None, key: str,
+                    metrics: tuple[str, ...] = ("explained_variance",) + DEFAULT_HEADLINE_METRICS) -> list[str]:
     """Where the template's reference SAEs (a TopK SAE at the baseline's L0) sit: context, no verdict."""
     lines = []
     for name, ref in (references or {}).items():
@@ -306,25 +359,44 @@ def reference_lines(references: dict[str, dict] | None, key: str) -> list[str]:
             k = (_sae_entries(ref).get(key, {}).get("training") or {}).get("k")
             what = f"{name} SAE" + (f", k {k}" if k else "")
             lines.append(f"  reference ({what}, the harness's own, same data and budget): "
-                         + ", ".join(f"{m} {_fmt(m, h.get(m))}" for m in ("l0", *MATCHED_METRICS)))
+                         + ", ".join(f"{m} {_fmt(m, h.get(m))}" for m in ("l0", *metrics)))
     return lines
+
+
+def seed_means(seeds: list[dict], key: str) -> dict[str, float]:
+    """One SAE's headline metrics averaged over the baseline's seeds: the baseline every change is against."""
+    per_seed = [headline(s).get(key) or {} for s in seeds]
+    out = {}
+    for name in HEADLINE:
+        values = [h[name] for h in per_seed if h.get(name) is not None]
+        if values:
+            out[name] = sum(values) / len(values)
+    return out
+
+
+def _table_metrics(final_info: dict) -> tuple[str, ...]:
+    """The comparison's rows: the profile's headline metrics first, then the others."""
+    return tuple(dict.fromkeys([m for m in headline_metrics(final_info) if m in HEADLINE] + list(HEADLINE)))
 
 
 def compare(baseline: dict, current: dict, seeds: list[dict] | None = None,
             frontier: list[dict] | None = None, references: dict[str, dict] | None = None) -> str:
-    """A table of headline metrics, this run vs run 0, with each change's 95% interval and verdict."""
+    """A table of headline metrics, this run vs run 0 (the mean ± sd of its seeds), with each change's
+    95% interval and verdict. Rows neither side has a value for are left out."""
     seeds = seeds or [baseline]
     base_h, cur_h = headline(baseline), headline(current)
     diffs = differences(seeds, current)
     lines = []
     for key in list(cur_h) + [k for k in base_h if k not in cur_h]:
-        cur, base = cur_h.get(key, {}), base_h.get(key, {})
+        cur, base = cur_h.get(key, {}), seed_means(seeds, key) if key in base_h else {}
         lines.append(f"{key}" + ("" if key in base_h else "  (no such SAE in run 0)")
                      + ("" if key in cur_h else "  (missing from this run)"))
         label = f"run 0 ({len(seeds)} seeds)" if len(seeds) > 1 else "run 0"
         lines.append(f"  {'metric':<26}{label:>16}{'this run':>10}  {'change (95% interval)':<24}verdict")
-        for name in HEADLINE:
+        for name in _table_metrics(current):
             b, c = base.get(name), cur.get(name)
+            if b is None and c is None:
+                continue
             d = diffs.get(key, {}).get(name)
             base_text = _fmt(name, b)
             if d is not None and d.seed_sd is not None:
@@ -339,28 +411,31 @@ def compare(baseline: dict, current: dict, seeds: list[dict] | None = None,
             lines.append(f"  note: {note}")
             lines += matched_lines(seeds, frontier or [], current, key)
         if key in cur_h:
-            lines += reference_lines(references, key)
+            lines += reference_lines(references, key, matched_metrics(current))
     return "\n".join(lines)
 
 
 def subject_summary(baseline: dict | None, current: dict, seeds: list[dict] | None = None) -> str:
-    """One line for a commit subject, e.g. `sae_top_1 0.557 (-0.015 ± 0.021, no detectable change)`.
+    """One line for a commit subject: the profile's primary metric, e.g.
+    `sae_top_1 0.557 (-0.015 ± 0.021, no detectable change)` or `f1 0.612 (+0.031 ± 0.008, better)`.
 
     Without a baseline (the baseline's own commit) there is no change to show.
     """
     cur_h, base_h = headline(current), headline(baseline) if baseline else {}
     if not cur_h:
         return "no results"
-    key = next(iter(cur_h))
-    cur = cur_h[key].get("sae_top_1_test_accuracy")
+    key, metric = next(iter(cur_h)), headline_metrics(current)[0]
+    name, cur = SHORT.get(metric, metric), cur_h[key].get(metric)
     if cur is None:
-        return "sae_top_1 —"
-    if key not in base_h or base_h[key].get("sae_top_1_test_accuracy") is None:
-        return f"sae_top_1 {cur:.3f}"
-    diff = differences(seeds or [baseline], current).get(key, {}).get("sae_top_1_test_accuracy")
-    text = f"sae_top_1 {cur:.3f} ({diff.short()})" if diff else f"sae_top_1 {cur:.3f}"
-    if sparsity_note(base_h[key].get("l0"), cur_h[key].get("l0")):
-        text += f" at L0 {cur_h[key]['l0']:.0f} vs {base_h[key]['l0']:.0f}"
+        return f"{name} —"
+    if key not in base_h or base_h[key].get(metric) is None:
+        return f"{name} {cur:.3f}"
+    seeds = seeds or [baseline]
+    diff = differences(seeds, current).get(key, {}).get(metric)
+    text = f"{name} {cur:.3f} ({diff.short()})" if diff else f"{name} {cur:.3f}"
+    base_l0 = seed_means(seeds, key).get("l0")
+    if sparsity_note(base_l0, cur_h[key].get("l0")):
+        text += f" at L0 {cur_h[key]['l0']:.0f} vs {base_l0:.0f}"
     return text
 
 
@@ -369,10 +444,12 @@ def describe_baseline(seeds: list[dict], references: dict[str, dict] | None = No
     lines = [compare(seeds[0], seeds[0], seeds, references=references)]
     # A second seed against the first is what a change that does nothing looks like.
     for key, diffs in differences(seeds, seeds[1] if len(seeds) > 1 else seeds[0]).items():
-        d = diffs.get("sae_top_1_test_accuracy")
-        if d is not None:
-            lines.append(f"  {key}: a change in sae_top_1 smaller than about ±{d.half_width:.3f} is not "
-                         "distinguishable from noise here (test-set and seed noise, 95%).")
+        for metric in headline_metrics(seeds[0]):
+            d = diffs.get(metric)
+            if d is not None:
+                noise = "seed noise only" if metric in DECODER_METRICS else "test-set and seed noise"
+                lines.append(f"  {key}: a change in {SHORT.get(metric, metric)} smaller than about "
+                             f"±{d.half_width:.3f} is not distinguishable from noise here ({noise}, 95%).")
     return "\n".join(lines)
 
 

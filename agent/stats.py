@@ -1,8 +1,9 @@
 """Uncertainty for every number the loop reports: bootstrap intervals and paired differences.
 
 A run's `final_info.json` keeps its per-example evidence (written by the harness's evaluator):
-each probe's correctness on every test text, in the test split's fixed order, and per-block sums of
-the reconstruction error over the held-out tokens. So
+each probe's correctness on every test text, in the test split's fixed order, per-block sums of
+the reconstruction error over the held-out tokens, and (a synthetic world) per-block counts of each
+latent's true and false detections of its matched true feature. So
 
 - a metric's interval is a bootstrap over test texts (probing) or held-out blocks (reconstruction);
 - a difference between two SAEs is *paired*: both are resampled on the same texts and blocks, which
@@ -11,7 +12,8 @@ the reconstruction error over the held-out tokens. So
   change of the random seed alone moves every metric.
 
 The verdict is "better", "worse" or "no detectable change": the 95% interval of the difference
-excludes zero, or it does not. numpy and scipy; no torch.
+excludes zero, or it does not. L0 is the sparsity setting, not a quality: its change keeps its
+interval but is never judged (verdict SETTING). numpy and scipy; no torch.
 """
 
 from __future__ import annotations
@@ -23,8 +25,10 @@ import numpy as np
 
 RESAMPLES = 2000
 Z95 = 1.959964
+# None: a setting the experimenter chooses, neither better nor worse when it moves.
 HIGHER_IS_BETTER = {"sae_top_1_test_accuracy": True, "sae_test_accuracy": True, "explained_variance": True,
-                    "llm_top_1_test_accuracy": True}
+                    "llm_top_1_test_accuracy": True, "f1": True, "mcc": True, "uniqueness": True, "l0": None}
+SETTING = "sparsity setting"   # the verdict of a metric that is a setting: never a finding
 
 
 @dataclass(frozen=True)
@@ -44,7 +48,8 @@ class Difference:
     value: float            # this run minus the baseline (mean over its seeds)
     half_width: float       # of the 95% interval
     seed_sd: float | None   # the baseline's seed spread (None with one seed)
-    verdict: str            # "better" | "worse" | "no detectable change" | "no interval"
+    verdict: str            # "better" | "worse" | "no detectable change" | "no interval" | SETTING
+    baseline: float | None = None   # what the change is against: the mean over the baseline's seeds
 
     @property
     def low(self) -> float:
@@ -106,6 +111,32 @@ def block_resamples(runs: list[dict], resamples: int = RESAMPLES, seed: int = 1)
     return out
 
 
+def f1_resamples(runs: list[dict], resamples: int = RESAMPLES, seed: int = 1, chunk: int = 250
+                 ) -> list[np.ndarray]:
+    """Bootstrap draws of the ground-truth F1 (the mean over latents of each latent's F1 as a detector
+    of its matched true feature) for each run, resampled on the same held-out blocks.
+
+    `runs`: per run, {"tp", "fp", "fn"}: [block][latent] counts. A latent's F1 over the drawn blocks
+    is 2TP/(2TP+FP+FN) of its counts summed over them, 0 when that is 0/0."""
+    n = min(len(r["tp"]) for r in runs)
+    if n == 0:
+        return []
+    # How often each block is drawn: the same weights for every run, so the draws are paired.
+    # float32: sums of integer counts stay exact below 2^24 samples, and the products run 4x faster.
+    weights = _rng(seed).multinomial(n, np.full(n, 1.0 / n), size=resamples).astype(np.float32)
+    out = []
+    for r in runs:
+        tp, fp, fn = (np.asarray(r[k][:n], dtype=np.float32) for k in ("tp", "fp", "fn"))
+        means = []
+        for w in np.array_split(weights, max(1, resamples // chunk)):   # [chunk, latents] stays small
+            t = (w @ tp).astype(float)
+            denominator = 2 * t + (w @ fp).astype(float) + (w @ fn).astype(float)
+            f1 = np.divide(2 * t, denominator, out=np.zeros_like(t), where=denominator > 0)
+            means.append(f1.mean(axis=1))
+        out.append(np.concatenate(means))
+    return out
+
+
 def interval(draws: np.ndarray, value: float) -> Interval:
     low, high = np.percentile(draws, [2.5, 97.5])
     return Interval(value, float(low), float(high))
@@ -136,16 +167,23 @@ def difference(metric: str, current: float, baseline_values: list[float], paired
     seed_sd = float(np.std(baseline_values, ddof=1)) if len(baseline_values) > 1 else None
     seed_var = seed_sd ** 2 * (1 + 1 / len(baseline_values)) if seed_sd is not None else 0.0
     half = quantile95(test_var, seed_var, len(baseline_values)) * math.sqrt(test_var + seed_var)
-    higher = HIGHER_IS_BETTER.get(metric, True)
     if paired_diff_draws is None and seed_sd is None:
-        verdict = "no interval"   # no per-example evidence and one seed: nothing to judge by
-    elif value - half > 0:
-        verdict = "better" if higher else "worse"
-    elif value + half < 0:
-        verdict = "worse" if higher else "better"
+        judged = "no interval"   # no per-example evidence and one seed: nothing to judge by
     else:
-        verdict = "no detectable change"
-    return Difference(metric, value, half, seed_sd, verdict)
+        judged = verdict(metric, value, half)
+    return Difference(metric, value, half, seed_sd, judged, baseline=mean)
+
+
+def verdict(metric: str, change: float, half_width: float) -> str:
+    """Whether a change with this 95% half-width is a finding, in the metric's direction."""
+    higher = HIGHER_IS_BETTER.get(metric, True)
+    if higher is None:
+        return SETTING
+    if change - half_width > 0:
+        return "better" if higher else "worse"
+    if change + half_width < 0:
+        return "worse" if higher else "better"
+    return "no detectable change"
 
 
 def minimum_detectable_difference(paired_sd: float, seed_sd: float | None, n_seeds: int,

@@ -65,3 +65,42 @@ def harness_path(monkeypatch):
     for name in list(sys.modules):
         if name == "harness" or name.startswith("harness."):
             monkeypatch.delitem(sys.modules, name)
+
+
+SYNTH_KEY = "synth/blocks.0.hook_resid_post"
+
+
+def synthetic_result(quality: float = 0.7, *, seed: int = 0, latents: int = 6, blocks: int = 12, samples: int = 40,
+                     l0: float = 20.0, mcc: float = 0.8, uniqueness: float = 0.9, top1: float = 0.7,
+                     ev_err: float = 20.0) -> dict:
+    """A synthetic world's final_info.json (the SynthSAEBench profiles), small: on each of `blocks`
+    held-out blocks every latent finds its true feature in about `quality` of `samples` and fires
+    wrongly about as often as it misses. f1 is computed from those counts, as the harness does."""
+    import numpy as np
+    rng = np.random.default_rng(seed)
+    tp = rng.binomial(samples, quality, size=(blocks, latents))
+    fn, fp = samples - tp, rng.binomial(samples, 1 - quality, size=(blocks, latents))
+    t, p, n = tp.sum(0), fp.sum(0), fn.sum(0)
+    f1 = float(np.mean(2 * t / (2 * t + p + n)))
+    core_blocks = {"sq_err": list(ev_err + rng.normal(0, 0.5, blocks)), "sq_dev": [100.0] * blocks,
+                   "l0": [l0 * 64] * blocks, "tokens": [64] * blocks}
+    ev = 1 - sum(core_blocks["sq_err"]) / sum(core_blocks["sq_dev"])
+    return {SYNTH_KEY: {
+        "eval_config": {"headline_metrics": ["f1", "mcc", "explained_variance"], "k_values": [1, 2],
+                        "world": "64 true features in 16 dimensions, Zipfian firing"},
+        "eval_result_metrics": {
+            "sae": {"sae_top_1_test_accuracy": top1, "sae_test_accuracy": top1 + 0.1},
+            "llm": {},
+            "ground_truth": {"f1": f1, "precision": float(np.mean(t / (t + p))), "recall": float(np.mean(t / (t + n))),
+                             "mcc": mcc, "uniqueness": uniqueness, "shrinkage": 0.9, "true_l0": 5.0, "sae_l0": l0,
+                             "dead_latents": 0, "explained_variance": ev, "decoder_linear": True}},
+        "core_metrics": {"l0": l0, "explained_variance": ev, "frac_dead": 0.0},
+        "training": {"training_steps": 100},
+        "per_example": {"core_blocks": core_blocks,
+                        "ground_truth_blocks": {"tp": tp.tolist(), "fp": fp.tolist(), "fn": fn.tolist()}}}}
+
+
+@pytest.fixture
+def synthetic():
+    """`synthetic(quality, seed=..., l0=..., mcc=...)`: a synthetic world's final_info.json, keyed SYNTH_KEY."""
+    return synthetic_result

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import matplotlib
+import pytest
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -56,3 +57,54 @@ def test_plot_py_runs_in_a_workspace_with_a_frontier(tmp_path):
     proc = subprocess.run([sys.executable, str(PLOT)], cwd=ws, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     assert (ws / "sparsity_fidelity.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def load_plot():
+    spec = importlib.util.spec_from_file_location("plot_under_test", PLOT)
+    plot = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(plot)
+    return plot
+
+
+def drawn_figure(plot, monkeypatch, runs, root):
+    """The sparsity_fidelity figure, kept from plt.close so its points can be read."""
+    kept = {}
+    monkeypatch.setattr(plot.plt, "close", lambda fig: kept.setdefault("fig", fig))
+    plot.plot_sparsity_fidelity(runs, out=str(root / "s.png"), root=root)
+    return kept["fig"]
+
+
+def points(ax) -> dict:
+    return {c.get_label(): c.get_offsets().tolist() for c in ax.collections if c.get_label()}
+
+
+def test_the_baseline_is_drawn_at_its_seeds_mean_with_their_spread(tmp_path, monkeypatch):
+    plot = load_plot()
+    ws = workspace(tmp_path)
+    fig = drawn_figure(plot, monkeypatch, plot.load_runs(ws), ws)
+    ax_ev, ax_acc = fig.axes
+    assert points(ax_ev)["run_0 (mean ± sd of 2 seeds)"] == [[20.5, pytest.approx(0.805)]], "not seed 0's (20, 0.80)"
+    assert points(ax_acc)["run_0 (mean ± sd of 2 seeds)"] == [[20.5, pytest.approx(0.605)]]
+    assert ax_acc.get_ylabel() == "SAE top-1 probing accuracy"
+    assert plot.seed_mean(plot.baseline_seeds(ws), KEY, "l0") == pytest.approx((20.5, 0.7071), abs=1e-4)
+    plt.close(fig)
+
+
+def test_a_synthetic_world_is_plotted_against_its_f1(tmp_path, monkeypatch):
+    plot = load_plot()
+    def synth(l0, ev, f1):
+        data = info(l0, ev, 0.6)
+        data[KEY]["eval_config"]["headline_metrics"] = ["f1", "mcc", "explained_variance"]
+        data[KEY]["eval_result_metrics"]["ground_truth"] = {"f1": f1, "mcc": 0.8}
+        return data
+    write(tmp_path, "run_0", synth(20, 0.80, 0.50))
+    write(tmp_path, "run_0/seed_1", synth(22, 0.82, 0.54))
+    write(tmp_path, "run_1", synth(30, 0.86, 0.70))
+    runs = plot.load_runs(tmp_path)
+    assert plot.primary_metric(runs) == "f1"
+    fig = drawn_figure(plot, monkeypatch, runs, tmp_path)
+    ax_acc = fig.axes[1]
+    assert ax_acc.get_ylabel().startswith("F1")
+    assert points(ax_acc)["run_0 (mean ± sd of 2 seeds)"] == [[21.0, pytest.approx(0.52)]]
+    assert points(ax_acc)["run_1"] == [[30.0, 0.70]]
+    plt.close(fig)

@@ -67,6 +67,7 @@ def test_headline_flattens_each_sae_entry():
     h = results.headline({KEY: entry(), other: entry(top1=0.6, steps=10), "note": "ignored"})
     assert set(h) == {KEY, other}
     assert h[KEY] == {"sae_top_1_test_accuracy": 0.74, "sae_test_accuracy": 0.88, "llm_top_1_test_accuracy": 0.69,
+                      "f1": None, "mcc": None, "uniqueness": None,  # a synthetic world's, absent here
                       "l0": 31.2, "explained_variance": 0.81, "frac_dead": 0.02, "training_steps": 937.0}
     assert h[other]["training_steps"] == 10.0
 
@@ -109,3 +110,15 @@ def test_results_module_does_not_import_torch():
     code = "import sys, agent.results; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "False"
+
+
+def test_the_coders_task_explains_a_synthetic_worlds_metrics_and_leaves_the_lm_text_alone(synthetic):
+    from agent import loop, prompts
+    fields = dict(title="t", motivation="m", experiment="e", plan="p", max_runs=3, baseline="TABLE",
+                  command="c", files="F")
+    assert loop.headline_note({KEY: entry()}) == ""
+    lm = prompts.TASK.format(headline_note=loop.headline_note({KEY: entry()}), **fields)
+    assert "TABLE\n\nHow to read results:" in lm and "SynthSAEBench" not in lm
+    note = loop.headline_note(synthetic())
+    assert "SynthSAEBench" in note and "(64 true features in 16 dimensions" in note and "matched L0" in note
+    assert prompts.TASK.format(headline_note=note, **fields).replace(note, "") == lm

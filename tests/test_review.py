@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 import git
+import numpy as np
 import pytest
 from rich.console import Console
 
@@ -223,6 +224,77 @@ def test_log_works_on_a_clone(workspace, tmp_path, capsys):
     assert cli.main(["log", str(clone), "--json"]) == 0
     data = json.loads(capsys.readouterr().out)
     assert data["attempts"][2]["delta_vs_run_0"][SAE]["sae_top_1_test_accuracy"] == pytest.approx(0.05)
+
+
+def commit_result(ws: Path, run: int, info: dict, seeds: list[dict]) -> None:
+    """A run's final_info.json and the intervals.json the loop writes beside it, committed as the loop does."""
+    from agent import results
+    (ws / f"run_{run}").mkdir(parents=True, exist_ok=True)
+    (ws / f"run_{run}" / "final_info.json").write_text(json.dumps(info))
+    (ws / f"run_{run}" / "intervals.json").write_text(json.dumps(results.uncertainty_record(seeds, info)))
+    status = "baseline" if run == 0 else "success"
+    history.commit_attempt(ws, subject=f"run {run}: {status}",
+                           trailers={"Run": str(run), "Attempt": "1", "Status": status, "Profile": "synth"})
+
+
+@pytest.fixture
+def synthetic_workspace(tmp_path, synthetic) -> tuple[Path, list[dict]]:
+    """A synthetic world's baseline (3 seeds, as run_0 and its seeds) and a run with a better F1 at a higher L0."""
+    ws = tmp_path / "results" / "20250101_000000_synth_idea"
+    history.init_repo(ws)
+    seeds = [synthetic(0.6, seed=s, mcc=0.80 + 0.01 * s, top1=0.70 + 0.01 * s) for s in range(3)]
+    commit_result(ws, 0, seeds[0], seeds)
+    commit_result(ws, 1, synthetic(0.85, seed=7, l0=40.0), seeds)
+    return ws, seeds
+
+
+def test_log_shows_the_baseline_as_its_seeds_mean_and_never_judges_l0(synthetic_workspace):
+    ws, seeds = synthetic_workspace
+    (key,) = seeds[0]
+    console, out = wide()
+    assert review.log(ws, console=console) == 0
+    text = out.getvalue()
+    header = next(ln for ln in text.splitlines() if ln.split()[:3] == ["run", "att", "status"])
+    assert header.split()[4:8] == ["F1", "MCC", "top-1", "acc"], "the synthetic world's metrics first"
+    row = {tuple(ln.split()[:3]): ln for ln in text.splitlines() if len(ln.split()) >= 3}
+    base, run1 = row[("0", "1", "baseline")], row[("1", "1", "success")]
+    f1 = [s[key]["eval_result_metrics"]["ground_truth"]["f1"] for s in seeds]
+    assert f"{np.mean(f1):.3f} ± {np.std(f1, ddof=1):.3f}" in base
+    assert "0.810 ± 0.010" in base and "0.710 ± 0.010" in base   # MCC, top-1
+    assert f"{seeds[0][key]['eval_result_metrics']['ground_truth']['f1']:.3f}" not in base, "not seed 0's own"
+    assert "its row: the mean ± sd of its 3 seeds" in said(text)
+    assert run1.count("▲") == 1, "F1 is better; L0 rose from 20 to 40 and is no finding"
+    assert "40.0 +20.0±0.0 " in run1 + " "
+
+
+def test_show_of_the_baseline_gives_its_seeds_mean_and_the_ground_truth(synthetic_workspace):
+    ws, _ = synthetic_workspace
+    console, out = wide()
+    assert review.show(ws, "0", console=console) == 0
+    text = out.getvalue()
+    assert "0.810 ± 0.010" in text and "uniqueness" in text
+    assert "the mean ± sd of the baseline's 3 seeds" in said(text)
+
+
+def test_report_shows_the_baseline_as_its_seeds_mean(synthetic_workspace, tmp_path):
+    ws, seeds = synthetic_workspace
+    out = tmp_path / "report.md"
+    assert review.report(ws, console=wide()[0], out=out, run_plot=False) == 0
+    text = out.read_text()
+    assert "| run | attempt | status | F1 | MCC | top-1 acc |" in text
+    (base,) = [ln for ln in text.splitlines() if ln.startswith("| 0 | 1 | baseline |")]
+    assert "0.810 ± 0.010" in base
+    assert "its row: the mean ± sd of its 3 seeds" in text
+
+
+def test_final_split_lines_name_the_profiles_primary_metric(synthetic_workspace):
+    from agent import results
+    ws, seeds = synthetic_workspace
+    current = json.loads((ws / "run_1" / "final_info.json").read_text())
+    record = {"baseline_seeds": 3, "headline_metrics": ["f1", "mcc", "explained_variance"], "best_on_test": 1,
+              "runs": {"1": results.uncertainty_record(seeds, current)}}
+    (line,) = review.final_split_lines(json.dumps(record))[1:]
+    assert line.startswith("- run 1 (best on the test split): f1 0.") and line.endswith("better)")
 
 
 # -- show ---------------------------------------------------------------------------------

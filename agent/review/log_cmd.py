@@ -10,8 +10,9 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from agent.review.rows import (METRICS, STATUS_STYLE, Row, _cost, _duration, _first_line, _short_sae,
-                               _total_cost, _total_tokens, collect_rows, metric_cell, summary_line)
+from agent.review.rows import (STATUS_STYLE, Row, _cost, _duration, _first_line, _short_sae,
+                               _total_cost, _total_tokens, collect_rows, metric_cell, metrics_caption,
+                               shown_metrics, summary_line)
 from agent.ui import print_unclipped
 
 UNBOUNDED = 1_000_000  # the width `log` lays its table out for when the output is not a terminal
@@ -43,9 +44,10 @@ def log_table(rows: list[Row], baseline: Row | None, title: str = "",
     left. On a terminal too narrow for a useful error column, the errors come back as lines to
     print under the table instead."""
     many_saes = len({sae for r in rows for sae in r.metrics}) > 1
+    metrics = shown_metrics(rows)
     # The commit right after the status: on a narrow terminal rich crops the rightmost columns.
     headers = ["run", "att", "status", "commit"] + (["SAE"] if many_saes else []) + \
-        [name for _, name in METRICS] + ["time", "cost"]
+        [name for _, name in metrics] + ["time", "cost"]
     body = []
     for r in rows:
         a = r.attempt
@@ -53,18 +55,16 @@ def log_table(rows: list[Row], baseline: Row | None, title: str = "",
         cells = [str(a.run), str(a.attempt), a.status, a.short_sha]
         if many_saes:
             cells.append("\n".join(_short_sae(s) for s in saes))  # cells become Text: no markup
-        cells += ["\n".join(metric_cell(r, sae, key) for sae in saes) for key, _ in METRICS]
+        cells += ["\n".join(metric_cell(r, sae, key) for sae in saes) for key, _ in metrics]
         cells += [_duration(a.duration), _cost(a.cost)]
         body.append((cells, _first_line(a.error)))
     widths = [max([len(h)] + [len(ln) for cells, _ in body for ln in cells[i].splitlines()])
               for i, h in enumerate(headers)]
-    caption = (f"metrics: value and change against the baseline (commit {baseline.attempt.short_sha}) "
-               "± its 95% interval; ▲/▼ better/worse, no mark: no detectable change"
-               if baseline else None)
+    caption = metrics_caption(baseline)
     table = Table(title=title or None, title_justify="left", caption=caption, caption_justify="left",
                   box=box.SIMPLE_HEAD, collapse_padding=True, pad_edge=False)
     for i, (h, w) in enumerate(zip(headers, widths)):
-        right = i < 2 or h in [name for _, name in METRICS] + ["time", "cost"]
+        right = i < 2 or h in [name for _, name in metrics] + ["time", "cost"]
         table.add_column(h, justify="right" if right else "left", no_wrap=True, min_width=w)
     left = width - sum(widths) - 2 * len(headers) - 1
     inline = left >= 24

@@ -15,8 +15,8 @@ from rich.text import Text
 
 from agent import history
 from agent.review.replay_cmd import extract_commit
-from agent.review.rows import (METRICS, STATUS_CSS, Row, _cost, _duration, _first_line, _total_cost,
-                               _total_tokens, collect_rows, metric_cell, summary_line)
+from agent.review.rows import (STATUS_CSS, Row, _cost, _duration, _first_line, _total_cost, _total_tokens,
+                               collect_rows, metric_cell, metrics_caption, shown_metrics, summary_line)
 
 PLOT_TIMEOUT = 300
 PAGE_TEMPLATE = "report.html"  # the HTML skeleton and its CSS, a package data file
@@ -58,16 +58,18 @@ def final_split_lines(text: str | None) -> list[str]:
         return []
     if not isinstance(record, dict) or not record.get("runs"):
         return []
+    from agent import results
+    metric = (record.get("headline_metrics") or results.DEFAULT_HEADLINE_METRICS)[0]
     lines = [f"Final split (scored once at the end, never shown to the coder; baseline: "
              f"{record.get('baseline_seeds', 1)} seed(s)):"]
     for run, saes in record["runs"].items():
         for key, metrics in saes.items():
-            top1 = metrics.get("sae_top_1_test_accuracy") or {}
-            vs = (metrics.get("vs_baseline") or {}).get("sae_top_1_test_accuracy") or {}
-            if not top1 or not vs:
+            value = metrics.get(metric) or {}
+            vs = (metrics.get("vs_baseline") or {}).get(metric) or {}
+            if not value or not vs:
                 continue
             best = " (best on the test split)" if str(record.get("best_on_test")) == str(run) else ""
-            lines.append(f"- run {run}{best}: sae_top_1 {top1['value']:.3f} "
+            lines.append(f"- run {run}{best}: {results.SHORT.get(metric, metric)} {value['value']:.3f} "
                          f"({vs['change']:+.3f} ± {vs['half_width']:.3f}, {vs['verdict']})")
     return lines if len(lines) > 1 else []
 
@@ -107,11 +109,14 @@ def _idea_title(idea: str) -> str:
 def report_markdown(workspace, rows, baseline, idea, notes, plots, plot_note) -> str:
     lines = [f"# Report: {_idea_title(idea)}", "", f"Workspace `{workspace}` · {summary_line(rows)}",
              "", "## Idea", "", idea.strip(), "", "## Runs", ""]
-    header = ["run", "attempt", "status"] + [name for _, name in METRICS] + \
+    metrics = shown_metrics(rows)
+    header = ["run", "attempt", "status"] + [name for _, name in metrics] + \
              ["time", "cost", "commit", "error"]
     lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for r in rows:
-        lines.append("| " + " | ".join(_md_cell(c) for c in _report_cells(r)) + " |")
+        lines.append("| " + " | ".join(_md_cell(c) for c in _report_cells(r, metrics)) + " |")
+    if metrics_caption(baseline):
+        lines += ["", f"_{metrics_caption(baseline)}_"]
     lines += ["", "## Plots", ""]
     for name, data in plots:
         lines += [f"### {name}", "", f"![{name}](data:image/png;base64,{base64.b64encode(data).decode()})", ""]
@@ -121,10 +126,10 @@ def report_markdown(workspace, rows, baseline, idea, notes, plots, plot_note) ->
     return "\n".join(lines)
 
 
-def _report_cells(r: Row) -> list[str]:
+def _report_cells(r: Row, shown: list[tuple[str, str]]) -> list[str]:
     a = r.attempt
     saes = sorted(r.metrics) or [""]
-    metrics = ["<br>".join(metric_cell(r, sae, key) for sae in saes) for key, _ in METRICS]
+    metrics = ["<br>".join(metric_cell(r, sae, key) for sae in saes) for key, _ in shown]
     return [str(a.run), str(a.attempt), a.status] + metrics + \
         [_duration(a.duration), _cost(a.cost), a.short_sha, _first_line(a.error)]
 
@@ -142,14 +147,17 @@ def _cost_text(rows: list[Row]) -> str:
 def report_html(workspace, rows, baseline, idea, notes, plots, plot_note) -> str:
     """The page: `report.html` (the skeleton and its CSS) filled with escaped text and the runs' table."""
     esc = html.escape
-    header = ["run", "attempt", "status"] + [name for _, name in METRICS] + \
+    metrics = shown_metrics(rows)
+    header = ["run", "attempt", "status"] + [name for _, name in metrics] + \
              ["time", "cost", "commit", "error"]
     table = ["<table><thead><tr>" + "".join(f"<th>{esc(h)}</th>" for h in header) + "</tr></thead><tbody>"]
     for r in rows:
-        cells = [esc(c).replace("&lt;br&gt;", "<br>") for c in _report_cells(r)]
+        cells = [esc(c).replace("&lt;br&gt;", "<br>") for c in _report_cells(r, metrics)]
         cells[2] = f'<span class="{esc(r.attempt.status)}">{cells[2]}</span>'
         table.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
     table.append("</tbody></table>")
+    if metrics_caption(baseline):
+        table.append(f"<p><small>{esc(metrics_caption(baseline))}</small></p>")
     figures = [f'<figure><img alt="{esc(name)}" src="data:image/png;base64,'
                f'{base64.b64encode(data).decode()}"><figcaption>{esc(name)}</figcaption></figure>'
                for name, data in plots]

@@ -11,11 +11,12 @@ from agent import history
 from agent.attempt import WITH_RESULTS, Status
 from agent.history import Attempt
 
-# Headline metrics: (key in results.headline(), column title). Higher is better for all but L0
-# and frac_dead, where the sign of the change is left for the reader to judge.
-METRICS = (("sae_top_1_test_accuracy", "top-1 acc"), ("sae_test_accuracy", "test acc"),
-           ("l0", "L0"), ("explained_variance", "expl. var"))  # (key, column title)
-EXTRA_METRICS = ("frac_dead", "training_steps")
+# Headline metrics: (key in results.headline(), column title); a column no attempt has a value for
+# (F1 and MCC outside a synthetic world) is left out. Higher is better for all but L0, the sparsity
+# setting (never judged), and frac_dead, where the sign of the change is left for the reader.
+METRICS = (("f1", "F1"), ("mcc", "MCC"), ("sae_top_1_test_accuracy", "top-1 acc"),
+           ("sae_test_accuracy", "test acc"), ("l0", "L0"), ("explained_variance", "expl. var"))
+EXTRA_METRICS = ("uniqueness", "frac_dead", "training_steps")
 
 # What `show` leaves out of the code diff: run outputs and the bookkeeping the loop writes.
 DIFF_EXCLUDES = (":(exclude)run_*", ":(exclude)transcript.json", ":(exclude)transcript.md",
@@ -52,6 +53,26 @@ class Row:
     def change(self, sae: str, key: str) -> dict | None:
         """The recorded change against the baseline's seeds, with its interval and verdict."""
         return (self.intervals.get(sae) or {}).get("vs_baseline", {}).get(key)
+
+    def baseline_seeds(self, sae: str, key: str) -> tuple[float, float | None, int] | None:
+        """What the changes are against: the mean over the baseline's seeds, their sd and number,
+        as recorded with this row's change (None where no change was recorded)."""
+        c = self.change(sae, key)
+        if not c or not c.get("baseline_seeds"):
+            return None
+        mean = c.get("baseline_mean")
+        if mean is None:   # recorded before the mean was: the change is this value minus it
+            value = self.metrics.get(sae, {}).get(key)
+            if value is None:
+                return None
+            mean = value - c["change"]
+        return mean, c.get("baseline_seed_sd"), c["baseline_seeds"]
+
+
+def shown_metrics(rows: list[Row]) -> list[tuple[str, str]]:
+    """The (key, column title) of METRICS that some attempt has a value for."""
+    return [(k, title) for k, title in METRICS
+            if any(m.get(k) is not None for r in rows for m in r.metrics.values())]
 
 
 def final_info_at(repo, attempt: Attempt) -> dict | None:
@@ -118,15 +139,48 @@ def metric_cell(row: Row, sae: str, key: str) -> str:
     value = row.metrics.get(sae, {}).get(key)
     if value is None:
         return "—" if row.metrics else ""
+    base = row.baseline_seeds(sae, key) if row.attempt.run == 0 else None
+    if base:   # the baseline as every change is against it: its seeds' mean
+        return baseline_text(key, *base)
     text = _fmt(key, value)
     change = row.change(sae, key)
     if change and row.attempt.run != 0:   # the change against the seeds' mean, its interval, its verdict
-        mark = {"better": " ▲", "worse": " ▼"}.get(change.get("verdict"), "")
+        mark = {"better": " ▲", "worse": " ▼"}.get(change.get("verdict"), "") if _judged(key) else ""
         return text + f" {_fmt(key, change['change'], signed=True)}±{_fmt(key, change['half_width'])}{mark}"
     d = row.delta.get(sae, {}).get(key)
     if d is not None and row.attempt.run != 0:
         text += f" {_fmt(key, d, signed=True)}"
     return text
+
+
+def seed_count(row: Row) -> int:
+    """How many baseline seeds this row's changes were computed against (0: none recorded)."""
+    return max((c.get("baseline_seeds") or 0 for sae in row.intervals.values() if isinstance(sae, dict)
+                for c in (sae.get("vs_baseline") or {}).values()), default=0)
+
+
+def metrics_caption(baseline: Row | None) -> str | None:
+    """How to read a metric cell in `log` and the report: the seed count is said once, here."""
+    if baseline is None:
+        return None
+    n = seed_count(baseline)
+    seeds = f"; its row: the mean ± sd of its {n} seeds" if n > 1 else ""
+    return (f"metrics: value and change against the baseline (commit {baseline.attempt.short_sha}{seeds}) "
+            "± its 95% interval; ▲/▼ better/worse, no mark: no detectable change "
+            "(L0 is the sparsity setting: never better or worse)")
+
+
+def baseline_text(key: str, mean: float, sd: float | None, seeds: int) -> str:
+    """The baseline as the comparisons use it: its seeds' mean ± sd, e.g. `0.647 ± 0.012`; one seed: its value."""
+    if seeds < 2 or sd is None:
+        return _fmt(key, mean)
+    return f"{_fmt(key, mean)} ± {_fmt(key, sd)}"
+
+
+def _judged(key: str) -> bool:
+    """False for a setting (L0), whose change is never better or worse, whatever an old record says."""
+    from agent import stats
+    return stats.HIGHER_IS_BETTER.get(key, True) is not None
 
 
 def _fmt(key: str, value: float, signed: bool = False) -> str:

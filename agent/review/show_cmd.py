@@ -17,7 +17,7 @@ from agent import history
 from agent.attempt import WITH_RESULTS
 from agent.history import Attempt
 from agent.review.rows import (DIFF_EXCLUDES, EXTRA_METRICS, METRICS, STATUS_STYLE, Row, _cost, _duration,
-                               collect_rows, metric_cell)
+                               collect_rows, metric_cell, seed_count)
 
 # What `show` prints is bounded: a run can print a multi-megabyte line, a reply can be huge.
 SHOW_LINE_CHARS = 400      # a longer line is cut, saying how much was left out
@@ -153,11 +153,15 @@ def _code(console: Console, text: str, lexer: str):
 
 
 def metrics_table(row: Row) -> Table:
-    table = Table()
+    """The attempt's metrics (those it has: F1 and MCC only in a synthetic world), per SAE."""
+    keys = [k for k in [k for k, _ in METRICS] + list(EXTRA_METRICS)
+            if any(m.get(k) is not None for m in row.metrics.values())]
+    n = seed_count(row) if row.attempt.run == 0 else 0
+    table = Table(caption=f"compared metrics: the mean ± sd of the baseline's {n} seeds, what every change is "
+                  "against" if n > 1 else None, caption_justify="left")
     table.add_column("SAE")
-    for key in [k for k, _ in METRICS] + list(EXTRA_METRICS):
+    for key in keys:
         table.add_column(key, justify="right")
     for sae in sorted(row.metrics):
-        table.add_row(Text(sae), *[metric_cell(row, sae, key) or "—"
-                             for key in [k for k, _ in METRICS] + list(EXTRA_METRICS)])
+        table.add_row(Text(sae), *[metric_cell(row, sae, key) or "—" for key in keys])
     return table

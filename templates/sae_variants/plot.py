@@ -2,13 +2,18 @@
 
     python plot.py            # reads run_*/final_info.json, writes the PNG files below
 
-- sparsity_fidelity.png: L0 vs explained variance, and L0 vs SAE top-1 probing accuracy, one point
-  per run and SAE (up and to the left is better in the first, up in the second), with 95% error
-  bars where the agent recorded them (run_i/intervals.json); the baseline frontier (the unmodified
-  template at other sparsity settings, run_0/frontier_*) as a dashed line, so a run is read against
-  the baseline at its own L0, and the harness's TopK reference (run_0/reference_*) as a cross;
+- sparsity_fidelity.png: L0 vs explained variance, and L0 vs the profile's primary metric (SAE
+  top-1 probing accuracy, or a synthetic world's ground-truth F1: eval_config.headline_metrics[0]),
+  one point per run and SAE (up and to the left is better in the first, up in the second), with 95%
+  error bars where the agent recorded them (run_i/intervals.json); the baseline frontier (the
+  unmodified template at other sparsity settings, run_0/frontier_*) as a dashed line, so a run is
+  read against the baseline at its own L0, and the harness's TopK reference (run_0/reference_*) as
+  a cross;
 - topk_accuracy.png: SAE top-k probing accuracy against k for every run, run_0 in black, the
   language model's own top-k residual channels dashed.
+
+run_0 is drawn as every change is measured against it: the mean of the baseline's seeds (run_0 and
+run_0/seed_*), with their standard deviation as its error bars.
 """
 
 import json
@@ -16,6 +21,7 @@ import re
 from pathlib import Path
 
 import matplotlib
+import numpy as np
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -54,6 +60,51 @@ def sae_entries(info):
     return {k: v for k, v in info.items() if isinstance(v, dict) and "eval_result_metrics" in v}
 
 
+LABELS = {"sae_top_1_test_accuracy": "SAE top-1 probing accuracy",
+          "f1": "F1 (each latent as a detector of its true feature)",
+          "mcc": "MCC (decoder rows vs true feature directions)"}
+
+
+def metric_value(entry, name):
+    """A metric from wherever the harness files it: sparse probing, the ground truth, the core metrics."""
+    metrics = entry.get("eval_result_metrics", {})
+    for section in (metrics.get("sae"), metrics.get("ground_truth"), entry.get("core_metrics")):
+        if isinstance(section, dict) and section.get(name) is not None:
+            return section[name]
+    return None
+
+
+def primary_metric(runs):
+    """The profile's primary metric (eval_config.headline_metrics[0]; top-1 probing accuracy without it)."""
+    for info in runs.values():
+        for entry in sae_entries(info).values():
+            names = (entry.get("eval_config") or {}).get("headline_metrics")
+            if names:
+                return names[0]
+    return "sae_top_1_test_accuracy"
+
+
+def baseline_seeds(root="."):
+    """run_0 and its other seeds (run_0/seed_*): the baseline every change is measured against."""
+    base = Path(root) / "run_0"
+    infos = []
+    for path in [base / "final_info.json", *sorted(base.glob("seed_*/final_info.json"))]:
+        try:
+            infos.append(json.loads(path.read_text()))
+        except (OSError, json.JSONDecodeError):
+            pass
+    return infos
+
+
+def seed_mean(seeds, key, name):
+    """(mean, sd) of one SAE's metric over the baseline's seeds; (None, None) where none has it."""
+    values = [metric_value(sae_entries(s)[key], name) for s in seeds if key in sae_entries(s)]
+    values = [v for v in values if v is not None]
+    if not values:
+        return None, None
+    return float(np.mean(values)), float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
+
+
 def topk(entry, prefix):
     metrics = entry["eval_result_metrics"][prefix]
     ks = entry["eval_config"].get("k_values", [1, 2, 5, 10, 20, 50])
@@ -78,13 +129,13 @@ def baseline_points(root="."):
                           for name, info in read(base.glob("reference_*/final_info.json")).items()}}
 
 
-def draw_baseline(ax_ev, ax_acc, root="."):
+def draw_baseline(ax_ev, ax_acc, root=".", metric="sae_top_1_test_accuracy"):
     points = baseline_points(root)
     curves = {}
     for info in points["frontier"]:
         for key, entry in sae_entries(info).items():
             core = entry.get("core_metrics", {})
-            acc = entry["eval_result_metrics"]["sae"].get("sae_top_1_test_accuracy")
+            acc = metric_value(entry, metric)
             if core.get("l0") is not None:
                 curves.setdefault(key, []).append((core["l0"], core.get("explained_variance"), acc))
     for key, pts in curves.items():
@@ -95,7 +146,7 @@ def draw_baseline(ax_ev, ax_acc, root="."):
     for name, info in points["reference"].items():
         for key, entry in sae_entries(info).items():
             core = entry.get("core_metrics", {})
-            acc = entry["eval_result_metrics"]["sae"].get("sae_top_1_test_accuracy")
+            acc = metric_value(entry, metric)
             if core.get("l0") is not None:
                 ax_ev.scatter(core["l0"], core.get("explained_variance"), color="black", marker="x", s=80,
                               label=f"{name} reference")
@@ -104,31 +155,33 @@ def draw_baseline(ax_ev, ax_acc, root="."):
 
 def plot_sparsity_fidelity(runs, out="sparsity_fidelity.png", intervals=None, root="."):
     intervals = intervals if intervals is not None else load_intervals(root)
+    metric, seeds = primary_metric(runs), baseline_seeds(root)
     fig, (ax_ev, ax_acc) = plt.subplots(1, 2, figsize=(11, 4.5))
-    draw_baseline(ax_ev, ax_acc, root)
+    draw_baseline(ax_ev, ax_acc, root, metric)
     for run, info in runs.items():
         for key, entry in sae_entries(info).items():
-            core = entry.get("core_metrics", {})
-            l0, ev = core.get("l0"), core.get("explained_variance")
-            acc = entry["eval_result_metrics"]["sae"].get("sae_top_1_test_accuracy")
-            style = dict(color="black", marker="*", s=160, zorder=3) if run == "run_0" else dict(s=60)
             label = run if len(sae_entries(info)) == 1 else f"{run} {key.split('/')[-1]}"
-            if l0 is not None and ev is not None:
-                ax_ev.scatter(l0, ev, label=label, **style)
-                bar = error_bar(intervals, run, key, "explained_variance", ev)
-                if bar:
-                    ax_ev.errorbar(l0, ev, yerr=bar, fmt="none", ecolor="grey", capsize=3)
-                ax_ev.annotate(run.replace("run_", ""), (l0, ev), textcoords="offset points", xytext=(5, 5))
-            if l0 is not None and acc is not None:
-                ax_acc.scatter(l0, acc, label=label, **style)
-                bar = error_bar(intervals, run, key, "sae_top_1_test_accuracy", acc)
-                if bar:
-                    ax_acc.errorbar(l0, acc, yerr=bar, fmt="none", ecolor="grey", capsize=3)
-                ax_acc.annotate(run.replace("run_", ""), (l0, acc), textcoords="offset points", xytext=(5, 5))
+            style = dict(color="black", marker="*", s=160, zorder=3) if run == "run_0" else dict(s=60)
+            if run == "run_0" and len(seeds) > 1:   # the seeds' mean ± sd: what every change is against
+                label += f" (mean ± sd of {len(seeds)} seeds)"
+                (l0, xerr), (ev, ev_bar), (y, y_bar) = (seed_mean(seeds, key, m)
+                                                        for m in ("l0", "explained_variance", metric))
+            else:
+                l0, ev, y = (metric_value(entry, m) for m in ("l0", "explained_variance", metric))
+                xerr, ev_bar, y_bar = None, error_bar(intervals, run, key, "explained_variance", ev), \
+                    error_bar(intervals, run, key, metric, y)
+            for ax, value, bar in ((ax_ev, ev, ev_bar), (ax_acc, y, y_bar)):
+                if l0 is None or value is None:
+                    continue
+                ax.scatter(l0, value, label=label, **style)
+                if bar is not None or xerr:
+                    ax.errorbar(l0, value, xerr=xerr, yerr=bar, fmt="none", ecolor="grey", capsize=3)
+                ax.annotate(run.replace("run_", ""), (l0, value), textcoords="offset points", xytext=(5, 5))
     ax_ev.set(xlabel="L0 (active latents per token)", ylabel="explained variance", title="sparsity vs fidelity")
-    ax_acc.set(xlabel="L0 (active latents per token)", ylabel="SAE top-1 probing accuracy",
+    ax_acc.set(xlabel="L0 (active latents per token)", ylabel=LABELS.get(metric, metric),
                title="sparsity vs interpretability")
-    ax_acc.axhline(0.5, color="grey", lw=0.8, ls=":")
+    if metric == "sae_top_1_test_accuracy":
+        ax_acc.axhline(0.5, color="grey", lw=0.8, ls=":")   # chance for the balanced probing tasks
     for ax in (ax_ev, ax_acc):
         ax.grid(alpha=0.3)
     ax_acc.legend(fontsize=8, loc="best")
@@ -138,14 +191,28 @@ def plot_sparsity_fidelity(runs, out="sparsity_fidelity.png", intervals=None, ro
     return out
 
 
-def plot_topk(runs, out="topk_accuracy.png"):
+def seed_topk(seeds, key):
+    """k, mean and sd over the baseline's seeds of one SAE's top-k probing accuracy."""
+    curves = [dict(zip(*topk(sae_entries(s)[key], "sae"))) for s in seeds if key in sae_entries(s)]
+    ks = [k for k in curves[0] if all(k in c for c in curves)]
+    values = np.array([[c[k] for k in ks] for c in curves])
+    return ks, values.mean(axis=0), values.std(axis=0, ddof=1)
+
+
+def plot_topk(runs, out="topk_accuracy.png", root="."):
+    seeds = baseline_seeds(root)
     fig, ax = plt.subplots(figsize=(7, 4.5))
     llm_drawn = False
     for run, info in runs.items():
         for key, entry in sae_entries(info).items():
             ks, accs = topk(entry, "sae")
             label = run if len(sae_entries(info)) == 1 else f"{run} {key.split('/')[-1]}"
-            if run == "run_0":
+            if run == "run_0" and len(seeds) > 1:   # the seeds' mean ± sd: what every change is against
+                ks, accs, sd = seed_topk(seeds, key)
+                ax.plot(ks, accs, color="black", lw=2.5, marker="o", zorder=3,
+                        label=f"{label} (baseline, mean ± sd of {len(seeds)} seeds)")
+                ax.fill_between(ks, accs - sd, accs + sd, color="black", alpha=0.15, lw=0)
+            elif run == "run_0":
                 ax.plot(ks, accs, color="black", lw=2.5, marker="o", label=f"{label} (baseline)", zorder=3)
             else:
                 ax.plot(ks, accs, marker="o", label=label)
