@@ -46,6 +46,9 @@ class Template:
     # The baseline frontier: the unmodified template at other settings of one sparsity knob, so a
     # run is compared with the baseline at its own L0 ({"sparsity_penalty": [0.75, 3.0]}).
     frontier: dict[str, list[float]] = field(default_factory=dict)
+    # Per profile, another frontier: where the knob's scale differs (an L1 coefficient on a synthetic
+    # world is not one on a language model's residual stream).
+    profile_frontier: dict[str, dict[str, list[float]]] = field(default_factory=dict)
     # Reference SAEs trained by the template's protected code at the baseline's own L0 (`{k}` in the
     # command), shown beside every comparison: {"topk": ["{python}", "-m", "harness.reference", ...]}.
     references: dict[str, tuple[str, ...]] = field(default_factory=dict)
@@ -60,6 +63,10 @@ class Template:
     def seeds_for(self, profile: str | None) -> tuple[int, ...]:
         """The baseline's training seeds under `profile` (the first is run_0 itself)."""
         return self.profile_baseline_seeds.get(profile or "", self.baseline_seeds)
+
+    def frontier_for(self, profile: str | None) -> dict[str, list[float]]:
+        """The baseline frontier's knob settings under `profile`."""
+        return self.profile_frontier.get(profile or "", self.frontier)
 
     def argv(self, out_dir: str, python: str = sys.executable) -> list[str]:
         return [part.format(python=python, out_dir=out_dir) for part in self.command]
@@ -136,6 +143,7 @@ class TemplateSpec(_Strict):
     baseline_seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
     profile_baseline_seeds: dict[str, Annotated[list[int], Field(min_length=1)]] = Field(default_factory=dict)
     frontier: dict[str, list[float]] = Field(default_factory=dict)
+    profile_frontier: dict[str, dict[str, list[float]]] = Field(default_factory=dict)
     # each command non-empty: an empty one would silently run the template's own command instead
     references: dict[str, Annotated[list[str], Field(min_length=1)]] = Field(default_factory=dict)
     slurm: dict[str, SlurmSpec] = Field(default_factory=dict)
@@ -145,7 +153,8 @@ class TemplateSpec(_Strict):
         """Every profile a setting names is one of `profiles`: a typo would silently drop it."""
         declared = set(self.profiles)
         named = [("default_profile", self.default_profile), ("gpu_profile", self.gpu_profile)]
-        named += [(f"{key}.{p}", p) for key in ("env_allow", "limits", "slurm", "profile_baseline_seeds")
+        named += [(f"{key}.{p}", p) for key in ("env_allow", "limits", "slurm", "profile_baseline_seeds",
+                                                                   "profile_frontier")
                   for p in getattr(self, key)]
         named += [(f"{key}[{i}]", p) for key in ("smoke_profiles", "network")
                   for i, p in enumerate(getattr(self, key) or ())]
@@ -226,6 +235,8 @@ def parse_template(root: Path, text: str, source: str = "template.json") -> Temp
         profile_baseline_seeds={p: tuple(seeds) for p, seeds in spec.profile_baseline_seeds.items()},
         # as written (validated as numbers): 1 stays 1, so frontier_dir names the same folder as before
         frontier={k: list(data["frontier"][k]) for k in spec.frontier},
+        profile_frontier={p: {k: list(data["profile_frontier"][p][k]) for k in knobs}
+                          for p, knobs in spec.profile_frontier.items()},
         references={name: tuple(command) for name, command in spec.references.items()},
         slurm={p: s.model_dump(exclude_none=True) for p, s in spec.slurm.items()},
     )

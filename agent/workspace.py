@@ -222,7 +222,7 @@ class Workspace:
     def baseline_frontier(self) -> list[dict]:
         """The baseline at other sparsity settings (seed 0 each), where they were run."""
         out = []
-        for knob, values in self.template.frontier.items():
+        for knob, values in self.template.frontier_for(self.profile).items():
             for value in values:
                 try:
                     out.append(results.load_results(self.path / frontier_dir(knob, value)))
@@ -252,8 +252,8 @@ class Workspace:
 
 def _check_overrides(ws: Workspace, seeds: list[int]) -> None:
     """Refuse a seed or frontier knob that experiment.py has no hyperparameter for, before any run."""
-    knobs = {"seed": seeds[0]} if len(seeds) > 1 or ws.template.frontier else {}   # as the runs below set them
-    knobs.update({knob: values[0] for knob, values in ws.template.frontier.items() if values})
+    knobs = {"seed": seeds[0]} if len(seeds) > 1 or ws.template.frontier_for(ws.profile) else {}   # as the runs below set them
+    knobs.update({knob: values[0] for knob, values in ws.template.frontier_for(ws.profile).items() if values})
     if not knobs or not (ws.path / "experiment.py").is_file():
         return
     try:
@@ -372,7 +372,7 @@ def _baseline_locked(ws: Workspace, cached: Path, *, timeout: float, on_line, sa
                     f"the baseline (the unmodified template, profile {ws.profile}, seed {seed}) did not run: "
                     f"{error}.\n  Its log is {step.result.log_path}; the workspace "
                     f"{ws.path} was kept for inspection. Fix the template or the environment and retry.")
-        for knob, values in ws.template.frontier.items():
+        for knob, values in ws.template.frontier_for(ws.profile).items():
             for value in values:
                 step = runs.run(frontier_dir(knob, value), overrides={"seed": seeds[0], knob: value})
                 if not step.ok:   # the frontier is extra evidence: a point that fails is left out, said so

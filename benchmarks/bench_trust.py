@@ -1,6 +1,7 @@
 """How much can a profile tell apart? Prints, for one profile (numbers, not asserts):
 
-- the baseline's seed spread (sd over trainings of the unmodified template) of top-1 and EV;
+- the baseline's seed spread (sd over trainings of the unmodified template) of each headline metric
+  of the profile (top-1 on a language model; F1, MCC, explained variance on a synthetic world) and EV;
 - the paired bootstrap SE of a difference, and the minimum detectable difference (80% power,
   alpha 0.05, paired, with the seed spread);
 - the false-discovery rate of a null: extra seeds of the unmodified template, each judged against
@@ -9,6 +10,7 @@
 
     python benchmarks/bench_trust.py --profile cpu --keep DIR   # the cpu profile's 8 baseline seeds + 3
     python benchmarks/bench_trust.py --analyse DIR --baseline-seeds 5   # runs kept by --keep DIR
+    python benchmarks/bench_trust.py --profile synth --seeds 8          # ground truth: 5 baseline seeds + 3
 """
 
 from __future__ import annotations
@@ -68,8 +70,9 @@ def main() -> None:
         seconds.append(time.monotonic() - t)
         runs.append(results.load_results(work / f"run_{seed}"))
         h = next(iter(results.headline(runs[-1]).values()))
-        print(f"seed {seed}: top-1 {h['sae_top_1_test_accuracy']:.4f}, EV {h['explained_variance']:.4f}, "
-              f"L0 {h['l0']:.1f} ({seconds[-1]:.0f}s)", flush=True)
+        shown = ", ".join(f"{m} {h[m]:.4f}" for m in results.headline_metrics(runs[-1]))
+        print(f"seed {seed}: {shown}, EV {h['explained_variance']:.4f}, L0 {h['l0']:.1f} ({seconds[-1]:.0f}s)",
+              flush=True)
     print(f"per run (train + evaluate): mean {np.mean(seconds):.1f}s, max {np.max(seconds):.1f}s")
     report(runs, args.baseline_seeds)
     if args.keep:
@@ -79,36 +82,39 @@ def main() -> None:
 
 def report(runs: list[dict], n_base: int) -> None:
     key = next(iter(results.headline(runs[0])))
-    for metric in ("sae_top_1_test_accuracy", "explained_variance", "l0"):
+    headline = results.headline_metrics(runs[0])
+    for metric in dict.fromkeys((*headline, "explained_variance", "l0")):
         values = [results.headline(r)[key][metric] for r in runs]
         print(f"{metric}: seeds {np.min(values):.4f}..{np.max(values):.4f}, sd {np.std(values, ddof=1):.4f}")
 
     base, rest = runs[:n_base], runs[n_base:]
-    ev = [results.evidence(r)[key]["probing"]["sae_top_1_test_accuracy"] for r in runs[:2]]
-    draws = stats.probe_resamples(ev)
-    paired_sd = float(np.std(draws[0] - draws[1], ddof=1))
-    seed_sd = float(np.std([results.headline(r)[key]["sae_top_1_test_accuracy"] for r in base], ddof=1))
-    mdd = stats.minimum_detectable_difference(paired_sd, seed_sd, len(base))
-    print(f"sae_top_1: paired bootstrap SE {paired_sd:.4f}; minimum detectable difference {mdd:.4f} "
-          f"(80% power, alpha 0.05, {len(base)} baseline seeds)")
-    # Test-set noise alone (two fixed SAEs on the same texts): what more probe texts can shrink.
-    print(f"sae_top_1 between two fixed SAEs (test-set noise only, no seed spread): minimum detectable "
-          f"difference {stats.minimum_detectable_difference(paired_sd, None, 1):.4f}")
-    if len(runs) > len(base):   # the same, had every run here been a baseline seed
-        every_sd = float(np.std([results.headline(r)[key]["sae_top_1_test_accuracy"] for r in runs], ddof=1))
-        print(f"sae_top_1 with all {len(runs)} as baseline seeds: seed sd {every_sd:.4f}, minimum detectable "
-              f"difference {stats.minimum_detectable_difference(paired_sd, every_sd, len(runs)):.4f}")
-    for metric in ("sae_top_1_test_accuracy", "explained_variance"):
+    for metric in headline:
+        # the paired test-set noise of one comparison: two SAEs on the same evidence, no seed term
+        one = results.differences([runs[0]], runs[1])[key].get(metric)
+        paired_sd = one.half_width / stats.Z95 if one is not None else 0.0
+        seed_sd = float(np.std([results.headline(r)[key][metric] for r in base], ddof=1))
+        mdd = stats.minimum_detectable_difference(paired_sd, seed_sd, len(base))
+        print(f"{metric}: paired bootstrap SE {paired_sd:.4f}; seed sd {seed_sd:.4f}; minimum detectable "
+              f"difference {mdd:.4f} (80% power, alpha 0.05, {len(base)} baseline seeds)")
+        # Test-set noise alone (two fixed SAEs on the same evidence): what more test data can shrink.
+        print(f"{metric} between two fixed SAEs (test-set noise only, no seed spread): minimum detectable "
+              f"difference {stats.minimum_detectable_difference(paired_sd, None, 1):.4f}")
+        if len(runs) > len(base):   # the same, had every run here been a baseline seed
+            every_sd = float(np.std([results.headline(r)[key][metric] for r in runs], ddof=1))
+            print(f"{metric} with all {len(runs)} as baseline seeds: seed sd {every_sd:.4f}, minimum detectable "
+                  f"difference {stats.minimum_detectable_difference(paired_sd, every_sd, len(runs)):.4f}")
+    for metric in dict.fromkeys((*headline, "explained_variance")):
         print(f"{metric} per seed: " + " ".join(f"{results.headline(r)[key][metric]:.4f}" for r in runs))
-    per_dataset_spread(runs, key)
+    if "sae_top_1_test_accuracy" in headline:
+        per_dataset_spread(runs, key)
+    judged = tuple(dict.fromkeys((*headline, "explained_variance")))
     for r in rest:
         d = results.differences(base, r)[key]
-        print(f"  null seed vs seeds 0..{len(base) - 1}: "
-              + ", ".join(f"{m} {d[m].short()}" for m in ("sae_top_1_test_accuracy", "explained_variance") if m in d))
+        print(f"  null seed vs seeds 0..{len(base) - 1}: " + ", ".join(f"{m} {d[m].short()}" for m in judged if m in d))
     if not rest:
         print(f"false discoveries: not measured ({len(runs)} runs, all of them baseline seeds; "
               f"more runs than --baseline-seeds {n_base} are needed)")
-    for m, line in false_discoveries(runs, n_base).items():
+    for m, line in false_discoveries(runs, n_base, judged).items():
         print(f"false discoveries of the null, {m}: {line}")
 
 

@@ -30,11 +30,19 @@ def import_experiment(path: Path, name: str):
     return module
 
 
+def resolved(cfg):
+    """The fields main() takes from the profile when left None, set as the tiny profile would."""
+    for name, value in (("sparsity_penalty", 1.5), ("k", 4)):
+        if getattr(cfg, name, 0) is None:
+            cfg = replace(cfg, **{name: value})
+    return cfg
+
+
 def train_and_save(module, out_dir: Path, **extra) -> dict:
     """A few steps of the module's own trainer on random activations, saved by the harness; the claims."""
     import torch
     import harness
-    cfg = replace(module.Config(), dict_size=64, batch_size=32)
+    cfg = resolved(replace(module.Config(), dict_size=64, batch_size=32))
     acts = torch.randn(512, 16)
     trainer = module.CustomTrainer(cfg, 16, initial_b_dec=acts.mean(dim=0), **extra)
     facts = {**asdict(cfg), **harness.train(trainer, acts, steps=20, batch_size=32, log=lambda line: None)}
@@ -45,7 +53,7 @@ def test_the_exported_sae_does_not_carry_its_training_activations(tmp_path, harn
     import torch
     import harness
     module = import_experiment(TEMPLATE / "experiment.py", "experiment_export_size")
-    cfg = replace(module.Config(), dict_size=64)
+    cfg = resolved(replace(module.Config(), dict_size=64))
     acts = torch.randn(200_000, 16)   # 12.8 MB: a view of it saved as the example input would show
     trainer = module.CustomTrainer(cfg, 16, initial_b_dec=acts.mean(dim=0))
     harness.save_sae(trainer.ae, acts, tmp_path, 0, {})
@@ -139,7 +147,7 @@ def test_a_frontier_knob_the_template_lacks_stops_the_baseline_before_any_run(tm
 def test_every_config_field_reaches_the_training_claims(harness_path, tmp_path):
     module = import_experiment(TEMPLATE / "experiment.py", "experiment_claims")
     claims = train_and_save(module, tmp_path)
-    fields = asdict(replace(module.Config(), dict_size=64, batch_size=32))
+    fields = asdict(resolved(replace(module.Config(), dict_size=64, batch_size=32)))
     assert "seed" in fields and {k: claims["training"][k] for k in fields} == fields
     assert claims["training"]["training_steps"] == 20 and claims["d_sae"] == 64
 

@@ -37,7 +37,7 @@ class Config:
     steps: int | None = None          # SAE updates; None: epochs x cached tokens / batch_size
     learning_rate: float = 3e-3       # Adam's learning rate after warm-up
     decay_fraction: float = 0.2       # linear learning-rate decay to 0 over the last 20% of steps
-    sparsity_penalty: float = 1.5     # L1 coefficient on latent activations (of mean squared norm d_model)
+    sparsity_penalty: float | None = None  # L1 coefficient on latent activations; None: the profile's (1.5 on language models)
     warmup_steps: int = 100           # linear learning-rate warm-up
     sparsity_warmup_steps: int = 200  # linear ramp of the L1 coefficient from 0
     seed: int = 0                     # initialisation and the order of training batches
@@ -146,6 +146,8 @@ def main():
     cfg = Config()
     cfg = replace(cfg, dict_size=cfg.dict_size or profile.dict_size, batch_size=cfg.batch_size or profile.batch_size,
                   epochs=cfg.epochs or profile.epochs)
+    if cfg.sparsity_penalty is None:
+        cfg = replace(cfg, sparsity_penalty=profile.sparsity_penalty)
     print(f"profile {profile.name}{' (smoke)' if profile.smoke else ''}: {profile.model_name}, layers {profile.layers}")
 
     for layer in profile.layers:

@@ -43,10 +43,14 @@ def _eval_config(profile: Profile) -> dict:
         "backend": profile.probing_backend,
         "set_sizes_are_per_class": True,
     }
-    if profile.probing_backend == "harness":   # the test split is capped by each data set's smallest class
+    cfg["headline_metrics"] = list(profile.headline_metrics)
+    if profile.synthetic:   # tasks "is ground-truth feature f active", balanced, from held-out vectors
+        from harness.synthetic import describe
+        cfg["world"] = describe(profile.world)
+        cfg["probe_test_set_sizes"] = {name: p.test_per_class for name in p.dataset_names}
+    elif profile.probing_backend == "harness":   # the test split is capped by each data set's smallest class
         cfg["probe_test_set_sizes"] = {name: test_split_size(name, p.train_per_class, p.test_per_class,
                                                              p.final_per_class) for name in p.dataset_names}
-    if profile.probing_backend == "harness":
         cfg["stands_in_for"] = {name: SUITE[name][0] for name in p.dataset_names if name in SUITE}
     return cfg
 
@@ -107,6 +111,14 @@ def evaluate(sae, store, layer: int, training: dict, log=print) -> dict:
     log(f"[harness] sparse probing: SAE top-1 {sae_m['sae_top_1_test_accuracy']:.3f} "
         f"(LLM top-1 {llm_m['llm_top_1_test_accuracy']:.3f}), SAE all-latent {sae_m['sae_test_accuracy']:.3f}")
 
+    ground_truth, gt_blocks = {}, None
+    if profile.synthetic:
+        from harness.ground_truth import ground_truth_metrics
+        ground_truth, gt_blocks = ground_truth_metrics(sae, heldout, store, layer)
+        log(f"[harness] ground truth: F1 {ground_truth['f1']:.4f}, MCC {ground_truth['mcc']:.4f}, "
+            f"uniqueness {ground_truth['uniqueness']:.4f} at L0 {ground_truth['sae_l0']:.1f} "
+            f"(true L0 {ground_truth['true_l0_top_width']:.1f} on the top {sae.d_sae} features)")
+
     facts = {k: v for k, v in training.items() if k != "loss_curve"}
     facts.update({"layer": layer, "dict_size": int(sae.d_sae), "profile": profile.name,
                   "smoke": profile.smoke, "eval_seconds": round(time.time() - started, 2)})
@@ -115,7 +127,7 @@ def evaluate(sae, store, layer: int, training: dict, log=print) -> dict:
         "eval_config": _eval_config(profile),
         "eval_id": str(uuid.uuid4()),
         "datetime_epoch_millis": int(time.time() * 1000),
-        "eval_result_metrics": {"llm": llm_m, "sae": sae_m},
+        "eval_result_metrics": {"llm": llm_m, "sae": sae_m, **({"ground_truth": ground_truth} if ground_truth else {})},
         "eval_result_details": details,
         "eval_result_unstructured": unstructured,
         "sae_cfg_dict": _sae_cfg(profile, layer, sae, scale, training),
@@ -123,7 +135,8 @@ def evaluate(sae, store, layer: int, training: dict, log=print) -> dict:
         "diagnostics": {**geometry, "latent_density": blocks["density_histogram"]},
         "training": facts,
         "loss_curve": training.get("loss_curve", []),
-        "per_example": {"probing": correct, "core_blocks": blocks["blocks"]},
+        "per_example": {"probing": correct, "core_blocks": blocks["blocks"],
+                        **({"ground_truth_blocks": gt_blocks} if gt_blocks else {})},
     }
 
 

@@ -26,6 +26,8 @@ def prepare(profile, log=print) -> dict:
         convert_for_transformer_lens(log)   # the boxes' model folder is read-only: convert it here, once
     for layer in profile.layers:
         store.training(layer)
+        if profile.synthetic:
+            store.truth(layer)
         if profile.streams:
             store.stream_windows(layer)
         _, scale = store.heldout(layer)
@@ -44,7 +46,7 @@ def prepare(profile, log=print) -> dict:
 
     hub = hub_cache() if profile.model_source == "hub" else None
     weights = [str(model_dir())] + ([hub] if hub else [])
-    dirs = {"eval": entries(("train", "heldout", "probe", "ce"), only_existing=True) + ([hub] if hub else []),
+    dirs = {"eval": entries(("train", "heldout", "truth", "probe", "ce"), only_existing=True) + ([hub] if hub else []),
             "models": str(model_dir())}
     if profile.streams:   # the run computes activations itself: the stored windows and the weights
         dirs["train"] = entries(("train", "stream")) + weights

@@ -44,6 +44,28 @@ class Probing:
 
 
 @dataclass(frozen=True)
+class World:
+    """A synthetic world (SAELens' SynthSAEBench generator): known features, so an SAE is scored on
+    whether it recovered them. Built from its seeded config by `prepare`, never from a hub.
+
+    `features` ground-truth directions in `hidden_dim` dimensions, Zipfian firing from `max_prob` down
+    to `min_prob` (exponent `zipf_exponent`), a forest of `features // 128` trees (branching 4, depth 3,
+    every set of children mutually exclusive, children scaled by their parent), rank-25 correlations
+    at 0.1, `orthogonalization_steps` steps of orthogonalisation at lr 3e-4, magnitudes 5.0 -> 4.0
+    with folded-normal spread, bias of norm 0.5, seed 42: SynthSAEBench-16k's recipe at any size."""
+    features: int
+    hidden_dim: int
+    max_prob: float = 0.4
+    min_prob: float = 5e-4
+    zipf_exponent: float = 0.5
+    roots: int | None = None            # None: features // 128 (SynthSAEBench-16k: 128 roots of 16,384)
+    orthogonalization_steps: int = 100
+    seed: int = 42
+    heldout_samples: int = 100_000      # the evaluator's samples (core metrics, F1, probing)
+    probe_features: int = 8             # sparse-probing tasks: "is feature f active", frequent to rare
+
+
+@dataclass(frozen=True)
 class Profile:
     name: str
     model_name: str            # the name transformer-lens and SAEBench know the model by
@@ -62,18 +84,29 @@ class Profile:
     dict_size: int             # default SAE width for this profile
     batch_size: int            # default SAE batch size
     epochs: float = 1.0        # default passes over the training activations
+    sparsity_penalty: float = 1.5   # the template's default L1 coefficient (activations of mean squared norm d_model)
     stream_tokens: int = 0     # > train_tokens: train on this many, the rest computed as training reads them
     stream_buffer: int = 262_144   # rows of the streamed activations' shuffle buffer (SAELens' default size)
     smoke: bool = False
     extra: dict = field(default_factory=dict)
+    world: World | None = None  # a synthetic world instead of a language model (model_source "synthetic")
+    # The L0 a fixed-sparsity SAE should use here: on a synthetic world the true L0 of its `dict_size`
+    # most frequent features (SynthSAEBench compares at 25 of 4,096); None on a language model.
+    target_l0: float | None = None
+    # What the verdicts, the commit subject, `log` and the coder's prompt lead with, in order.
+    headline_metrics: tuple[str, ...] = ("sae_top_1_test_accuracy",)
 
     @property
     def streams(self) -> bool:
         """Whether training runs the language model for activations beyond the cached pool (harness/stream.py)."""
         return self.stream_tokens > self.train_tokens
 
+    @property
+    def synthetic(self) -> bool:
+        return self.world is not None
+
     def hook_name(self, layer: int) -> str:
-        return f"blocks.{layer}.hook_resid_post"
+        return "hidden" if self.synthetic else f"blocks.{layer}.hook_resid_post"
 
     def sae_key(self, layer: int) -> str:
         """The key of this SAE's entry in final_info.json: model and hook, never mixed."""
@@ -105,6 +138,32 @@ SAEBENCH_SUITE = (
     "fancyzhx/ag_news",
     "Helsinki-NLP/europarl",
 )
+
+SYNTHETIC_HEADLINE = ("f1", "mcc", "explained_variance")
+SYNTH_POOL, SYNTH_EPOCHS = 2_000_000, 1
+
+
+def probe_feature_ranks(width: int, n: int) -> tuple[int, ...]:
+    """`n` ground-truth features from the most frequent to the width-th, evenly in log rank: the
+    sparse-probing tasks of a synthetic profile (features past the SAE's width are not expected)."""
+    import math
+    ranks = {round(math.exp(math.log(width) * i / max(1, n - 1))) - 1 for i in range(n)}
+    return tuple(sorted(ranks))
+
+
+def _synthetic(name: str, world: World, *, dict_size: int, batch_size: int, pool: int, epochs: float,
+               target_l0: float, sparsity_penalty: float) -> Profile:
+    """A profile on a synthetic world: one 'layer' (the hidden space), no language model, no CE loss."""
+    names = tuple(f"feature_{r:05d}" for r in probe_feature_ranks(dict_size, world.probe_features))
+    return Profile(
+        name=name, model_name=f"synthsaebench-{world.features}x{world.hidden_dim}", model_source="synthetic",
+        layers=(0,), d_model=world.hidden_dim, dtype="float32",
+        train_tokens=pool, train_context=1, train_source="synthetic", llm_batch_size=4096,
+        probing=Probing(names, train_per_class=50, test_per_class=50, context_length=1, final_per_class=25),
+        probing_backend="harness", ce_sequences=0, ce_context=0,
+        dict_size=dict_size, batch_size=batch_size, epochs=epochs, world=world,
+        headline_metrics=SYNTHETIC_HEADLINE, target_l0=target_l0, sparsity_penalty=sparsity_penalty)
+
 
 PROFILES: dict[str, Profile] = {
     # Tests and CI: a full run (train + evaluate) in well under a minute on one core.
@@ -151,6 +210,24 @@ PROFILES: dict[str, Profile] = {
         dict_size=16384, batch_size=2048, epochs=1, stream_tokens=50_000_000,
         extra={"pile_dataset": "monology/pile-uncopyrighted"},
     ),
+    # Ground truth (SAELens' SynthSAEBench generator; harness/synthetic.py): a run scores whether the
+    # SAE recovered known features. Width = features / 4 as in SynthSAEBench-16k; p_max 0.8 (not 0.4)
+    # puts the true L0 of the 1,024 most frequent features at ~24, as the top 4,096 of the 16k world
+    # (~25): with 4x fewer features the same Zipf curve gives only ~12 there. Sizes: see PROFILE NOTES.
+    "synth": _synthetic(
+        "synth", World(features=4096, hidden_dim=256, max_prob=0.8),
+        dict_size=1024, batch_size=1024, pool=SYNTH_POOL, epochs=SYNTH_EPOCHS, target_l0=24.3, sparsity_penalty=3.1),
+    # SynthSAEBench-16k's own configuration (SAELens docs, seed 42), width 4096, batch 1024, for a GPU:
+    # 200M samples as 10 passes over a 20M-sample pool (fresh samples in the paper; a pool keeps the
+    # world's vectors out of the training box, see harness/synthetic.py).
+    "synth-16k": _synthetic(
+        "synth-16k", World(features=16_384, hidden_dim=768, heldout_samples=500_000),
+        dict_size=4096, batch_size=1024, pool=20_000_000, epochs=10, target_l0=25.0, sparsity_penalty=3.1),
+    # Tests and CI: the same recipe at 512 features in 64 dimensions; a run takes seconds.
+    "synth-tiny": _synthetic(
+        "synth-tiny", World(features=512, hidden_dim=64, max_prob=0.8, orthogonalization_steps=20,
+                            heldout_samples=20_000),
+        dict_size=128, batch_size=256, pool=100_000, epochs=2, target_l0=7.1, sparsity_penalty=3.1),
 }
 
 
@@ -197,6 +274,15 @@ def load_profile(name: str | None = None) -> Profile:
 
 def smoke(profile: Profile) -> Profile:
     """A few steps on tiny data: enough to surface runtime errors in seconds."""
+    if profile.synthetic:   # the same code path on a small world of the same recipe
+        return dataclasses.replace(
+            profile, smoke=True, train_tokens=4096, dict_size=min(profile.dict_size, 128),
+            batch_size=min(profile.batch_size, 256),
+            world=dataclasses.replace(profile.world, features=512, hidden_dim=64, orthogonalization_steps=5,
+                                      heldout_samples=4096),
+            probing=dataclasses.replace(profile.probing, dataset_names=profile.probing.dataset_names[:1],
+                                        train_per_class=8, test_per_class=8, final_per_class=0),
+            d_model=64)
     return dataclasses.replace(
         profile, smoke=True,
         train_tokens=min(profile.train_tokens, 4096), train_context=min(profile.train_context, 32),

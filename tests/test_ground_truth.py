@@ -1,0 +1,160 @@
+"""Ground truth: the synthetic profiles (harness/synthetic.py, harness/ground_truth.py).
+
+A world of a few hundred known features is built, cached and verified like the activations; the
+training side sees only its pool of hidden vectors; the evaluator scores an exported SAE with
+SAELens' own calculators and keeps per-block evidence that reproduces the headline F1.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("sae_lens")
+
+
+@pytest.fixture
+def micro(harness_path, tmp_path, monkeypatch):
+    """A synthetic profile small enough to build in seconds, in a private cache."""
+    from harness import profiles
+    monkeypatch.setenv("SAE_CACHE_DIR", str(tmp_path / "cache"))
+    base = profiles.PROFILES["synth-tiny"]
+    world = dataclasses.replace(base.world, features=256, hidden_dim=32, orthogonalization_steps=2,
+                                heldout_samples=3000, probe_features=2)
+    return dataclasses.replace(
+        base, name="synth-micro", world=world, d_model=32, train_tokens=4096, dict_size=64, batch_size=128,
+        probing=dataclasses.replace(base.probing, dataset_names=("feature_00000", "feature_00003"),
+                                    train_per_class=20, test_per_class=20, final_per_class=5))
+
+
+def test_prepare_builds_the_world_once_and_the_training_side_sees_only_the_pool(micro):
+    from harness.activations import ActivationStore
+    from harness.prepare import prepare
+    from harness.synthetic import SyntheticStore
+    dirs = prepare(micro, log=lambda m: None)
+    (train,) = dirs["train"]
+    assert Path(train).name.startswith("train-")
+    assert {Path(d).name.split("-")[0] for d in dirs["eval"]} == {"train", "heldout", "truth", "probe"}
+    store = ActivationStore(micro, log=lambda m: None)
+    assert isinstance(store, SyntheticStore)
+    pool = store.training(0)
+    assert tuple(pool.shape) == (4096, 32)
+    assert abs(float(pool.pow(2).sum(1).mean()) - 32) < 0.5     # scaled to mean squared norm d_model
+    truth = store.truth(0)
+    assert truth["feature_vectors"].shape == (256, 32) and len(truth["row_counts"]) == 3000
+    # a second prepare finds every entry and rebuilds nothing
+    messages = []
+    prepare(micro, log=messages.append)
+    assert not any("building the synthetic world" in m or "cache miss" in m for m in messages), messages
+
+
+def test_a_tampered_world_is_rebuilt_and_a_missing_entry_in_a_box_names_prepare(micro, monkeypatch):
+    from harness.activations import ActivationStore, CacheMissing
+    store = ActivationStore(micro, log=lambda m: None)
+    world_dir = store._cached(store.world_spec(), store._build_world)
+    weights = next(p for p in (world_dir / "model").iterdir() if p.suffix == ".safetensors")
+    weights.write_bytes(weights.read_bytes()[:-8] + b"tampered")
+    messages = []
+    fresh = ActivationStore(micro, log=messages.append)
+    fresh.world()
+    assert any("failed verification" in m for m in messages) and any("building" in m for m in messages)
+    monkeypatch.setenv("SAE_CACHE_READONLY", "1")
+    boxed = ActivationStore(micro, log=lambda m: None)
+    with pytest.raises(CacheMissing, match="agent prepare --profile synth-micro"):
+        boxed.training(0)
+
+
+def _export(tmp_path, module, acts):
+    from harness.artifacts import load_sae, save_sae
+    save_sae(module, acts, tmp_path, 0, {"training_steps": 1, "tokens": 1})
+    return load_sae(tmp_path, 0)[0]
+
+
+def test_ground_truth_metrics_reward_the_true_dictionary_and_their_blocks_reproduce_f1(micro, tmp_path):
+    import torch
+    from harness.activations import ActivationStore
+    from harness.ground_truth import ground_truth_metrics
+    store = ActivationStore(micro, log=lambda m: None)
+    heldout, _ = store.heldout(0)
+    vectors = store.truth(0)["feature_vectors"]
+
+    class Linear(torch.nn.Module):
+        def __init__(self, rows):
+            super().__init__()
+            self.W_dec = torch.nn.Parameter(rows.clone())
+            self.W_enc = torch.nn.Parameter(torch.linalg.pinv(rows))
+            self.d_in, self.d_sae = rows.shape[1], rows.shape[0]
+
+        def encode(self, x):
+            return torch.relu(x @ self.W_enc - 0.5)
+
+        def decode(self, f):
+            return f @ self.W_dec
+
+    oracle = _export(tmp_path / "oracle", Linear(vectors[:64]), heldout)
+    random = _export(tmp_path / "random", Linear(torch.nn.functional.normalize(torch.randn(64, 32), dim=1)), heldout)
+    good, blocks = ground_truth_metrics(oracle, heldout, store, 0)
+    bad, _ = ground_truth_metrics(random, heldout, store, 0)
+    assert good["mcc"] > 0.99 and bad["mcc"] < 0.9 and good["uniqueness"] == 1.0
+    assert good["f1"] > bad["f1"] and good["decoder_linear"]
+    # the per-block counts the agent bootstraps sum to the calculator's own F1
+    tp, fp, fn = (torch.tensor(blocks[k]).sum(0).float() for k in ("tp", "fp", "fn"))
+    per_latent = torch.where(2 * tp + fp + fn > 0, 2 * tp / (2 * tp + fp + fn), torch.zeros_like(tp))
+    assert len(blocks["tp"]) == 16 and abs(float(per_latent.mean()) - good["f1"]) < 1e-5
+
+
+def test_a_decoder_that_is_not_linear_is_scored_and_says_so(micro, tmp_path):
+    import torch
+    from harness.activations import ActivationStore
+    from harness.ground_truth import ground_truth_metrics
+    store = ActivationStore(micro, log=lambda m: None)
+    heldout, _ = store.heldout(0)
+
+    class Squared(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.W = torch.nn.Parameter(torch.randn(32, 16))
+            self.d_in, self.d_sae = 32, 16
+
+        def encode(self, x):
+            return torch.relu(x @ self.W)
+
+        def decode(self, f):
+            return (f ** 2) @ self.W.t()
+
+    metrics, _ = ground_truth_metrics(_export(tmp_path, Squared(), heldout), heldout, store, 0)
+    assert metrics["decoder_linear"] is False and 0.0 <= metrics["mcc"] <= 1.0
+
+
+def test_the_evaluator_writes_the_profiles_headline_metrics_and_evidence(micro, tmp_path):
+    """train -> export -> evaluate on the micro world, in process: the result names its headline
+    metrics, carries SAELens' ground-truth metrics and sparse probing in SAEBench's shape."""
+    import torch
+    import harness
+    from harness.activations import ActivationStore
+    from harness.evaluate import evaluate
+    from harness.artifacts import load_sae
+    store = ActivationStore(micro, log=lambda m: None)
+    acts = store.training(0)
+    sys_path_template = Path(__file__).resolve().parents[1] / "templates" / "sae_variants"
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("experiment_gt", sys_path_template / "experiment.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    cfg = module.Config(dict_size=64, batch_size=128, sparsity_penalty=3.0, steps=60)
+    trainer = module.CustomTrainer(cfg, 32, initial_b_dec=acts[:1024].mean(0))
+    facts = harness.train(trainer, acts, steps=60, batch_size=128, log=lambda m: None)
+    harness.save_sae(trainer.ae, acts, tmp_path, 0, facts)
+    sae, claims = load_sae(tmp_path, 0)
+    entry = evaluate(sae, store, 0, claims["training"], log=lambda m: None)
+    assert entry["eval_config"]["headline_metrics"] == ["f1", "mcc", "explained_variance"]
+    gt = entry["eval_result_metrics"]["ground_truth"]
+    assert 0 < gt["f1"] <= 1 and 0 < gt["mcc"] <= 1 and gt["sae_l0"] == pytest.approx(entry["core_metrics"]["l0"])
+    assert set(entry["per_example"]["ground_truth_blocks"]) == {"tp", "fp", "fn"}
+    assert set(entry["eval_result_metrics"]["sae"]) >= {"sae_top_1_test_accuracy", "sae_top_50_test_accuracy"}
+    assert {d["dataset_name"] for d in entry["eval_result_details"]} == {"feature_00000_results", "feature_00003_results"}
+    json.dumps(entry)   # the file the agent reads
+    assert torch.isfinite(torch.tensor(gt["explained_variance"]))
