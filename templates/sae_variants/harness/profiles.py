@@ -227,7 +227,7 @@ PROFILES: dict[str, Profile] = {
     "synth-tiny": _synthetic(
         "synth-tiny", World(features=512, hidden_dim=64, max_prob=0.8, orthogonalization_steps=20,
                             heldout_samples=20_000),
-        dict_size=128, batch_size=256, pool=100_000, epochs=2, target_l0=7.1, sparsity_penalty=3.1),
+        dict_size=128, batch_size=256, pool=100_000, epochs=2, target_l0=7.1, sparsity_penalty=3.3),
 }
 
 
