@@ -31,14 +31,14 @@ def micro(harness_path, tmp_path, monkeypatch):
 
 
 def test_prepare_builds_the_world_once_and_the_training_side_sees_only_the_pool(micro):
-    from harness.activations import ActivationStore
+    from harness.stores import open_store
     from harness.prepare import prepare
     from harness.synthetic import SyntheticStore
     dirs = prepare(micro, log=lambda m: None)
     (train,) = dirs["train"]
     assert Path(train).name.startswith("train-")
     assert {Path(d).name.split("-")[0] for d in dirs["eval"]} == {"train", "heldout", "truth", "probe"}
-    store = ActivationStore(micro, log=lambda m: None)
+    store = open_store(micro, log=lambda m: None)
     assert isinstance(store, SyntheticStore)
     pool = store.training(0)
     assert tuple(pool.shape) == (4096, 32)
@@ -52,17 +52,18 @@ def test_prepare_builds_the_world_once_and_the_training_side_sees_only_the_pool(
 
 
 def test_a_tampered_world_is_rebuilt_and_a_missing_entry_in_a_box_names_prepare(micro, monkeypatch):
-    from harness.activations import ActivationStore, CacheMissing
-    store = ActivationStore(micro, log=lambda m: None)
+    from harness.activations import CacheMissing
+    from harness.stores import open_store
+    store = open_store(micro, log=lambda m: None)
     world_dir = store._cached(store.world_spec(), store._build_world)
     weights = next(p for p in (world_dir / "model").iterdir() if p.suffix == ".safetensors")
     weights.write_bytes(weights.read_bytes()[:-8] + b"tampered")
     messages = []
-    fresh = ActivationStore(micro, log=messages.append)
+    fresh = open_store(micro, log=messages.append)
     fresh.world()
     assert any("failed verification" in m for m in messages) and any("building" in m for m in messages)
     monkeypatch.setenv("SAE_CACHE_READONLY", "1")
-    boxed = ActivationStore(micro, log=lambda m: None)
+    boxed = open_store(micro, log=lambda m: None)
     with pytest.raises(CacheMissing, match="agent prepare --profile synth-micro"):
         boxed.training(0)
 
@@ -75,9 +76,9 @@ def _export(tmp_path, module, acts):
 
 def test_ground_truth_metrics_reward_the_true_dictionary_and_their_blocks_reproduce_f1(micro, tmp_path):
     import torch
-    from harness.activations import ActivationStore
+    from harness.stores import open_store
     from harness.ground_truth import ground_truth_metrics
-    store = ActivationStore(micro, log=lambda m: None)
+    store = open_store(micro, log=lambda m: None)
     heldout, _ = store.heldout(0)
     vectors = store.truth(0)["feature_vectors"]
 
@@ -108,9 +109,9 @@ def test_ground_truth_metrics_reward_the_true_dictionary_and_their_blocks_reprod
 
 def test_a_decoder_that_is_not_linear_is_scored_and_says_so(micro, tmp_path):
     import torch
-    from harness.activations import ActivationStore
+    from harness.stores import open_store
     from harness.ground_truth import ground_truth_metrics
-    store = ActivationStore(micro, log=lambda m: None)
+    store = open_store(micro, log=lambda m: None)
     heldout, _ = store.heldout(0)
 
     class Squared(torch.nn.Module):
@@ -134,10 +135,10 @@ def test_the_evaluator_writes_the_profiles_headline_metrics_and_evidence(micro, 
     metrics, carries SAELens' ground-truth metrics and sparse probing in SAEBench's shape."""
     import torch
     import harness
-    from harness.activations import ActivationStore
+    from harness.stores import open_store
     from harness.evaluate import evaluate
     from harness.artifacts import load_sae
-    store = ActivationStore(micro, log=lambda m: None)
+    store = open_store(micro, log=lambda m: None)
     acts = store.training(0)
     sys_path_template = Path(__file__).resolve().parents[1] / "templates" / "sae_variants"
     import importlib.util
@@ -158,3 +159,41 @@ def test_the_evaluator_writes_the_profiles_headline_metrics_and_evidence(micro, 
     assert {d["dataset_name"] for d in entry["eval_result_details"]} == {"feature_00000_results", "feature_00003_results"}
     json.dumps(entry)   # the file the agent reads
     assert torch.isfinite(torch.tensor(gt["explained_variance"]))
+
+
+# ---------------------------------------------------------------- known answers, through the whole loop
+def _run_idea(idea: str, tmp_path, cache_dir):
+    from test_e2e_template import run_cli
+    out = tmp_path / "results"
+    proc = run_cli("run", f"ideas/{idea}.md", "--profile", "synth-tiny", "--results", str(out), cache_dir=cache_dir)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    (ws,) = list(out.iterdir())
+    (entry,) = json.loads((ws / "run_1" / "intervals.json").read_text()).values()
+    return ws, entry
+
+
+@pytest.fixture(scope="module")
+def synth_cache(sae_cache):
+    return Path(sae_cache["SAE_CACHE_DIR"])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("idea", ["batchtopk", "matryoshka"])
+def test_known_positive_beats_the_l1_baseline_on_f1_at_matched_l0(tmp_path, synth_cache, idea):
+    """SynthSAEBench's ranking, found again by the loop on a world small enough for CI."""
+    from agent import history
+    ws, entry = _run_idea(idea, tmp_path, synth_cache)
+    matched = entry["at_matched_sparsity"]
+    assert matched["f1"]["verdict"] == "better", matched
+    assert matched["f1"]["change"] - matched["f1"]["half_width"] > 0
+    subject = [a.subject for a in history.read_history(ws) if a.status == "success"][0]
+    assert subject.startswith("run 1: f1 "), subject
+
+
+@pytest.mark.slow
+def test_known_null_is_no_detectable_change_on_every_headline_metric(tmp_path, synth_cache):
+    from agent import stats
+    _, entry = _run_idea("null_change", tmp_path, synth_cache)
+    verdicts = {m: v["verdict"] for m, v in entry["vs_baseline"].items()}
+    assert {"f1", "mcc", "explained_variance"} <= set(verdicts), verdicts
+    assert all(v == (stats.SETTING if m == "l0" else "no detectable change") for m, v in verdicts.items()), verdicts

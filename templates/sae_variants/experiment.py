@@ -13,7 +13,9 @@ this script exits, the harness evaluates the exported SAE in its own process and
 code that works for any batch size (no `.item()` or Python `if` on tensor values there).
 
 Activations arrive scaled so that their mean squared norm is d_model; the SAE is trained and
-evaluated on that scale, so the hyperparameters mean the same thing on every profile.
+evaluated on that scale, so the hyperparameters mean the same thing on every profile. On a
+synthetic profile (synth, synth-16k, synth-tiny) they are the hidden vectors of a world of known
+features (SAELens' SynthSAEBench), and the SAE is scored on how well it recovers those features.
 """
 
 import argparse
@@ -142,7 +144,7 @@ def main():
     started = time.time()
 
     profile = harness.load_profile()
-    store = harness.ActivationStore(profile)
+    store = harness.open_store(profile)
     cfg = Config()
     cfg = replace(cfg, dict_size=cfg.dict_size or profile.dict_size, batch_size=cfg.batch_size or profile.batch_size,
                   epochs=cfg.epochs or profile.epochs)

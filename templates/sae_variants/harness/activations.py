@@ -89,14 +89,7 @@ def _sae_probes_version() -> str:
 
 class ActivationStore:
     """Cached activations for one profile; the language model is loaded only on a cache miss.
-    A synthetic profile gets a `harness.synthetic.SyntheticStore`, the same interface on a
-    synthetic world, so experiment.py reads its training vectors the same way."""
-
-    def __new__(cls, profile: Profile, log=print):
-        if cls is ActivationStore and profile.synthetic:
-            from harness.synthetic import SyntheticStore
-            return super().__new__(SyntheticStore)
-        return super().__new__(cls)
+    (`harness.open_store` picks this or, on a synthetic profile, harness.synthetic.SyntheticStore.)"""
 
     def __init__(self, profile: Profile, log=print):
         self.profile = profile

@@ -14,7 +14,7 @@ import time
 
 import torch
 
-from harness.activations import ActivationStore
+from harness.stores import open_store
 from harness.artifacts import load_sae
 from harness.evaluate import evaluate, evaluate_final, write_final_info
 from harness.profiles import load_profile
@@ -30,7 +30,7 @@ def main(argv=None) -> int:
     started = time.time()
     torch.manual_seed(0)
     profile = load_profile()
-    store = ActivationStore(profile)
+    store = open_store(profile)
     entries = {}
     for layer in profile.layers:
         try:

@@ -14,13 +14,13 @@ import sys
 import time
 
 from harness import probing, saebench
-from harness.activations import ActivationStore
+from harness.stores import open_store
 from harness.models import TL_STATE, convert_for_transformer_lens, gemma3_270m_dir
 from harness.profiles import load_profile, model_dir
 
 
 def prepare(profile, log=print) -> dict:
-    store = ActivationStore(profile, log=log)
+    store = open_store(profile, log=log)
     started = time.time()
     if profile.model_source == "gemma3-270m-gguf" and not (gemma3_270m_dir(log) / TL_STATE).is_file():
         convert_for_transformer_lens(log)   # the boxes' model folder is read-only: convert it here, once

@@ -19,7 +19,7 @@ import sys
 import torch
 import torch.nn as nn
 
-from harness.activations import ActivationStore
+from harness.stores import open_store
 from harness.artifacts import save_sae
 from harness.profiles import load_profile
 from harness.training import train
@@ -111,7 +111,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     os.makedirs(args.out_dir, exist_ok=True)
     profile = load_profile()
-    store = ActivationStore(profile)
+    store = open_store(profile)
     for layer in profile.layers:
         torch.manual_seed(args.seed)
         acts = store.training(layer)
