@@ -170,7 +170,7 @@ class _Coder:
 class LiteLLMCoder(_Coder):
     def __init__(self, model: str, api_base: str | None = None, timeout: float = 600.0,
                  max_cost: float | None = None, max_tokens: int | None = None,
-                 max_attempts: int = 6, base_delay: float = 2.0, max_delay: float = 60.0,
+                 max_attempts: int = 6, base_delay: float | None = None, max_delay: float = 60.0,
                  max_condense: int = 4, on_retry: Callable[[str], None] | None = None):
         super().__init__(max_cost, max_tokens)
         self.model = model
@@ -178,7 +178,8 @@ class LiteLLMCoder(_Coder):
         self.api_base = api_base
         self.timeout = timeout
         self.max_attempts = max_attempts
-        self.base_delay = base_delay
+        # SAE_AGENT_RETRY_DELAY: the first backoff in seconds (default 2), so tests need not sleep for real
+        self.base_delay = base_delay if base_delay is not None else float(os.environ.get("SAE_AGENT_RETRY_DELAY", 2.0))
         self.max_delay = max_delay
         self.max_condense = max_condense
         self.on_retry = on_retry or log.warning  # the live view passes its own

@@ -40,8 +40,8 @@ def test_an_empty_reply_is_never_stored_nor_sent_back(fake_llm, idea, tmp_path, 
     assert [s for _, _, s in statuses(ws)] == ["baseline", "success", "notes"]
 
 
-@pytest.mark.slow  # sleeps through the real retry backoff: 5 waits, 31-62 s in all
-def test_a_provider_that_only_sends_empty_replies_stops_the_idea_clearly(fake_llm, idea, tmp_path, capsys):
+def test_a_provider_that_only_sends_empty_replies_stops_the_idea_clearly(fake_llm, idea, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("SAE_AGENT_RETRY_DELAY", "0.01")   # the real backoff's 5 waits would take 31-62 s
     fake_llm.script([reply("")] * 6)
     results = tmp_path / "results"
     assert run_agent(idea, results, "--no-smoke", fake=fake_llm) == 1
