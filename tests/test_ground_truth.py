@@ -51,6 +51,23 @@ def test_prepare_builds_the_world_once_and_the_training_side_sees_only_the_pool(
     assert not any("building the synthetic world" in m or "cache miss" in m for m in messages), messages
 
 
+def test_the_16k_profile_builds_its_code_path_on_a_scaled_down_world(harness_path, tmp_path, monkeypatch):
+    """synth-16k is for a GPU; SAE_SMOKE shrinks its world (same recipe: p_max 0.4, seed 42) so a
+    CPU builds, samples and probes it the same way."""
+    monkeypatch.setenv("SAE_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("SAE_SMOKE", "1")
+    from harness.prepare import prepare
+    from harness.profiles import load_profile
+    from harness.stores import open_store
+    profile = load_profile("synth-16k")
+    assert profile.smoke and profile.world.features == 512 and profile.world.max_prob == 0.4
+    prepare(profile, log=lambda m: None)
+    store = open_store(profile, log=lambda m: None)
+    assert tuple(store.training(0).shape) == (4096, 64)
+    (task,) = store.probing(0, store.scale(0)).values()
+    assert set(task) == {"train", "test"} and set(task["train"]) == {"on", "off"}
+
+
 def test_a_tampered_world_is_rebuilt_and_a_missing_entry_in_a_box_names_prepare(micro, monkeypatch):
     from harness.activations import CacheMissing
     from harness.stores import open_store

@@ -22,6 +22,7 @@ firing and ratios are scale-free.
 from __future__ import annotations
 
 import json
+import os
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -105,6 +106,7 @@ class SyntheticStore(ActivationStore):
         self.log(f"[harness] building the synthetic world: {w.features} features in {w.hidden_dim} dimensions, "
                  f"{w.orthogonalization_steps} orthogonalisation steps (once; minutes on a CPU)")
         device = "cuda" if torch.cuda.is_available() else "cpu"
+        os.environ.setdefault("TQDM_DISABLE", "1")   # SAELens' per-step bars would flood prepare's output
         model = SyntheticModel(world_config(w), device=device)
         tmp = self._staging(spec)
         model.save(tmp / "model")
@@ -151,7 +153,7 @@ class SyntheticStore(ActivationStore):
             pool[i:i + len(rows)] = rows.numpy()
             sum_sq += float(rows.double().pow(2).sum())
             if (i // SAMPLE_BATCH) % 200 == 0:
-                self.log(f"[harness] synthetic training pool: {i}/{p.train_tokens} ({time.time() - started:.0f}s)")
+                self.log(f"[harness] synthetic training pool: {i}/{p.train_tokens} vectors ({time.time() - started:.0f}s)")
         scale = float(np.sqrt(p.d_model * p.train_tokens / sum_sq))
         for i in range(0, p.train_tokens, 65536):
             pool[i:i + 65536] *= scale
