@@ -15,15 +15,9 @@ os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # litellm must no
 from rich.table import Table
 from rich.text import Text
 
-from agent import __version__, ui
-from agent.options import DEFAULT_RESULTS, RunOptions, SlurmOptions
-
-console = ui.make_console()
-err_console = ui.make_console(stderr=True)
-
-
-class UsageError(Exception):
-    """Bad input from the user: reported in one message, exit status 2."""
+from agent import __version__, launch, ui
+from agent.options import DEFAULT_RESULTS, RunOptions, SlurmOptions, UsageError
+from agent.ui import console, err_console
 
 
 # -- run ----------------------------------------------------------------------------------
@@ -39,31 +33,6 @@ def run_options(args: argparse.Namespace) -> RunOptions:
                       sandbox=args.sandbox, executor=args.executor, slurm=slurm)
 
 
-def _coder_for(idea, opts: RunOptions):
-    from agent import coder as coder_mod
-
-    model, api_base = coder_mod.resolve_model(opts.model, opts.api_base)
-    replay = idea.replay_file() if idea is not None else None
-    try:
-        return coder_mod.make_coder(model, api_base, timeout=opts.llm_timeout, max_cost=opts.max_cost,
-                                    max_tokens=opts.max_tokens,
-                                    replay_default=replay if replay and replay.exists() else None)
-    except coder_mod.LLMError as exc:
-        raise UsageError(str(exc)) from None
-
-
-def _banner(coder, idea) -> None:
-    say = ui.message
-    if coder.name.startswith("replay:"):
-        console.print(say(("offline replay — no LLM is called", "bold yellow"),
-                          f" (recorded replies: {coder.name[len('replay:'):]})"))
-    else:
-        console.print(say("coder: ", (coder.name, "bold")))
-    for note in getattr(coder, "notes", None) or []:
-        console.print(say(f"note: {note}", style="dim"))
-    console.print(say("idea: ", (idea.title, "bold"), f" ({idea.path})"))
-
-
 def _check_results_dir(results: str) -> None:
     path = Path(results)
     if path.exists() and not path.is_dir():
@@ -71,39 +40,24 @@ def _check_results_dir(results: str) -> None:
                          "should hold the workspaces (it is made if missing)")
 
 
-def _executor_for(opts: RunOptions, template, profile):
-    """Where runs execute (--executor, $AGENT_EXECUTOR), with the profile's Slurm resources."""
-    from agent import executors
-
-    try:
-        return executors.make_executor(opts.executor, opts.slurm.settings()).for_profile(template, profile)
-    except executors.ExecutorError as exc:
-        raise UsageError(str(exc)) from None
-
-
 def cmd_run(args) -> int:
     from agent.idea import load_idea
-
-    from agent.template import load_template
 
     opts = run_options(args)
     _check_results_dir(opts.results)
     ideas = [load_idea(_idea_path(p)) for p in args.ideas]  # every idea is checked before any work,
-    executors = []
-    for idea in ideas:  # its profile and its executor too
-        template = load_template(idea.template_dir)
-        executors.append(_executor_for(opts, template, template.choose_profile(opts.profile or idea.profile)))
-    coders = [_coder_for(idea, opts) for idea in ideas]  # and every model, before any workspace
+    executors = [launch.executor_for_idea(opts, idea) for idea in ideas]  # its profile and executor too
+    coders = [launch.coder_for(idea, opts) for idea in ideas]  # and every model, before any workspace
     if len(ideas) > 1:
         from agent import parallel  # many ideas at once, one process each
         jobs = parallel.jobs_wanted(args.jobs, len(ideas), opts.executor, args.gpus)
         if jobs > 1:
             return parallel.run_parallel(ideas, opts, console, jobs=jobs, gpus_flag=args.gpus,
-                                         verbosity=_verbosity(args))
-    box = _sandbox(opts.sandbox)  # once for all the ideas: its warning is printed once
+                                         verbosity=verbosity(args))
+    box = launch.box_for(opts.sandbox)  # once for all the ideas: its warning is printed once
     outcomes = []
     for idea, coder, executor in zip(ideas, coders, executors):
-        outcomes.append((idea, _run_one(idea, coder, opts, executor, box=box, verbosity=_verbosity(args))))
+        outcomes.append((idea, launch.run_one(idea, coder, opts, executor, box=box, verbosity=verbosity(args))))
     if len(ideas) > 1:
         _summary(outcomes)
     return 0 if all(o is not None and o.ok for _, o in outcomes) else 1
@@ -120,72 +74,9 @@ def _idea_path(given: str) -> Path:
     return shipped if shipped.is_file() else path
 
 
-def _verbosity(args) -> int:
+def verbosity(args) -> int:
+    """-q is -1, -v 1, -vv 2: the level of the console's log and of the workspace's agent.log."""
     return -1 if getattr(args, "quiet", False) else getattr(args, "verbose", 0) or 0
-
-
-def max_runs(opts: RunOptions, idea) -> int:
-    return opts.max_runs or idea.max_runs or 5
-
-
-def _loop_options(opts: RunOptions, idea, executor, box: str):
-    from agent.loop import LoopOptions
-
-    return LoopOptions(max_runs=max_runs(opts, idea), max_attempts=opts.max_attempts or idea.max_attempts or 4,
-                       timeout=opts.timeout, smoke=opts.smoke, sandbox=box, executor=executor)
-
-
-def _sandbox(requested: str | None) -> str:
-    """The box every run goes in; refused (exit 2) when the one asked for cannot run here.
-    Called once per command, so the staged fallback's warning is printed once."""
-    from agent import sandbox
-    box = sandbox.choose(requested)
-    if box == "staged":
-        err_console.print(f"[yellow]warning:[/yellow] {sandbox.STAGED_WARNING}", soft_wrap=True)
-    return box
-
-
-def _run_one(idea, coder, opts: RunOptions, executor=None, view_factory=None, *, box: str,
-             verbosity: int = 0):
-    from agent import workspace
-    from agent.loop import ExperimentLoop
-    from agent.ui import LiveView
-
-    from agent.logs import workspace_log
-
-    _banner(coder, idea)
-    loop_opts = _loop_options(opts, idea, executor, box)
-    view_factory = view_factory or (lambda: LiveView(console, idea.name, loop_opts.max_runs, coder,
-                                                     quiet=verbosity < 0))
-    with view_factory() as view:
-        view.set(phase="making the workspace and the baseline")
-        try:
-            ws = workspace.create(idea, Path(opts.results).resolve(), opts.profile,
-                                  timeout=opts.timeout, on_line=view.log, sandbox=box,
-                                  executor=executor)
-        except workspace.WorkspaceError as exc:
-            _print_error(exc)
-            return None
-        console.print(Text(f"workspace: {ws.path} (profile {ws.profile})"))
-        with workspace_log(ws.path, verbosity):
-            outcome = ExperimentLoop(ws, coder, view, loop_opts).run()
-    _report_outcome(outcome)
-    return outcome
-
-
-def _report_outcome(outcome) -> None:
-    prog = ui.prog()
-    console.print(ui.message((outcome.stopped_because, "green" if outcome.ok else "red"),
-                             f" — {outcome.runs_completed} run(s) completed; history: "
-                             f"{prog} log {outcome.workspace}"))
-    if not outcome.ok:
-        console.print(Text(f"to look at the last attempt: {prog} show {outcome.workspace} "
-                           f"{outcome.runs_completed + 1}; to go on (any model): {prog} resume "
-                           f"{outcome.workspace} [--model M]"))
-
-
-def _print_error(exc: BaseException) -> None:
-    err_console.print(ui.message(("error:", "red"), f" {exc}"))
 
 
 def _summary(outcomes) -> None:
@@ -219,21 +110,21 @@ def cmd_resume(args) -> int:
     if not (opts.executor or os.environ.get("AGENT_EXECUTOR")) and any(ws.path.glob("run_*/slurm_job.json")):
         opts = replace(opts, executor="slurm")  # its runs were Slurm jobs: one may still be running
         console.print("resuming with --executor slurm: this workspace's runs were Slurm jobs")
-    loop_opts = _loop_options(opts, ws.idea, _executor_for(opts, ws.template, ws.profile),
-                              _sandbox(opts.sandbox))
+    loop_opts = launch.loop_options(opts, ws.idea, launch.executor_for(opts, ws.template, ws.profile),
+                                    launch.box_for(opts.sandbox))
     state, conv, recorded_model = prepare_resume(ws, loop_opts.max_runs, loop_opts.executor)
-    coder = _coder_for(ws.idea, replace(opts, model=opts.model or recorded_model))
+    coder = launch.coder_for(ws.idea, replace(opts, model=opts.model or recorded_model))
     coder.count_usage(conv.usage)  # the caps count what the idea has spent already
     if hasattr(coder, "played"):  # a replay continues after the replies already played
         coder.played = len(conv.assistant_replies())
     console.print(Text(f"resuming {ws.path} at run {state.run} "
                        f"({len(state.completed_runs)} run(s) already done) with {coder.name}"))
-    quiet = _verbosity(args) < 0
+    quiet = verbosity(args) < 0
     # The log opens after prepare_resume: lines set aside last time must not look half-written.
     with LiveView(console, ws.idea.name, loop_opts.max_runs, coder, quiet=quiet) as view, \
-            workspace_log(ws.path, _verbosity(args)):
+            workspace_log(ws.path, verbosity(args)):
         outcome = ExperimentLoop(ws, coder, view, loop_opts, conv=conv, state=state).run()
-    _report_outcome(outcome)
+    launch.report_outcome(outcome)
     return 0 if outcome.ok else 1
 
 
@@ -522,7 +413,7 @@ def main(argv: list[str] | None = None) -> int:
 
     ui.set_prog(ui.program_name())
     args = build_parser().parse_args(argv)
-    setup_logging(_verbosity(args), err_console)
+    setup_logging(verbosity(args), err_console)
     try:
         return args.func(args)
     except KeyboardInterrupt:
@@ -530,5 +421,5 @@ def main(argv: list[str] | None = None) -> int:
                                      f"continue with `{ui.prog()} resume WORKSPACE`"))
         return 130
     except user_errors() as exc:
-        _print_error(exc)
+        launch.print_error(exc)
         return 2

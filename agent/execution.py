@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Callable
 
 from agent import runner, sandbox
-from agent.runner import RunResult
+from agent.process import RunResult
 from agent.template import Template
 
 RESULT_FILE = "final_info.json"

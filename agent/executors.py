@@ -3,14 +3,14 @@
 The runner builds the argv, the scrubbed environment and the log sink (agent/runner.py); an
 executor only runs that argv in that cwd and reports how it ended:
 
-    executor.execute(spec: RunSpec, sink: runner.OutputSink) -> Outcome
+    executor.execute(spec: process.RunSpec, sink: process.OutputSink) -> Outcome
     executor.live_job(run_dir) -> JobRecord | None     (a job a resumed loop follows to its end)
     executor.name                                       ("local" | "slurm")
 
 `Outcome.status` is the runner's vocabulary: "ok", "failed", "timeout", "interrupted", and
 "lost" (Slurm: the cluster lost the job more often than it may be requeued; not the code's fault).
 
-The Slurm job runs the very same local box (`runner.run_process`: own session, rlimits, group
+The Slurm job runs the very same local box (`process.run_process`: own session, rlimits, group
 kill, the run's timeout) on the node, writing into a file in the job's submitit folder; the
 submitting side tails that file into `run_i/log.txt` and the live view while it polls the job's
 state with `scontrol` (submitit's own watcher reads `sacct`, which a cluster without slurmdbd
@@ -32,7 +32,8 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from agent import runner
+from agent import process
+from agent.process import RunSpec
 
 EXECUTORS = ("local", "slurm")
 JOB_RECORD = "slurm_job.json"      # in run_i/, committed with the attempt
@@ -58,23 +59,6 @@ NODE_ENV = ("CUDA_VISIBLE_DEVICES", "GPU_DEVICE_ORDINAL", "ROCR_VISIBLE_DEVICES"
 
 class ExecutorError(Exception):
     """The executor cannot run anything (no Slurm, bad settings): a clear message for the user."""
-
-
-@dataclass
-class RunSpec:
-    """One already-built run: what the runner hands an executor."""
-    argv: list[str]
-    cwd: Path
-    env: dict[str, str]
-    run_dir: Path
-    timeout: float
-    max_memory_bytes: int | None = None
-    max_cpu_seconds: int | None = None
-    kill_grace: float = 10.0
-
-    @property
-    def smoke(self) -> bool:
-        return self.env.get("SAE_SMOKE") == "1"
 
 
 @dataclass
@@ -122,7 +106,7 @@ class LocalExecutor:
     name = "local"
 
     def execute(self, spec: RunSpec, sink) -> Outcome:
-        status, returncode = runner.run_process(spec, sink)
+        status, returncode = process.run_process(spec, sink)
         return Outcome(status, returncode)
 
     def live_job(self, run_dir: Path) -> JobRecord | None:
@@ -214,8 +198,8 @@ def job_main(spec: RunSpec) -> Outcome:
             return Outcome("lost", error=message, signature="Slurm:NoSharedWorkspace")
         node_env = {k: os.environ[k] for k in NODE_ENV if k in os.environ}
         spec.env = {k: v for k, v in spec.env.items() if k not in NODE_ENV} | node_env
-        sink = runner.OutputSink(out, keep_bytes=0, on_line=None)
-        status, returncode = runner.run_process(spec, sink)
+        sink = process.OutputSink(out, keep_bytes=0, on_line=None)
+        status, returncode = process.run_process(spec, sink)
         sink.close()
     return Outcome(status, returncode)
 

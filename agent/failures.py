@@ -21,12 +21,10 @@ import os
 import re
 import signal
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterable
+from typing import Iterable
 
 from agent import prompts
-
-if TYPE_CHECKING:  # runner imports this module: the type only
-    from agent.runner import RunResult
+from agent.process import RunResult
 
 TRACEBACK_HEADER = "Traceback (most recent call last):"
 

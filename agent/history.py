@@ -285,6 +285,13 @@ def previous_attempt(attempts: list[Attempt], current: Attempt) -> Attempt | Non
 
 # -- reading files at a commit ------------------------------------------------------------
 
+def root_commit(repo: git.Repo, rev: str = "HEAD") -> str:
+    """The workspace's first commit, the one `rev` descends from: the template as the workspace
+    was made, whose harness and settings no run can have changed. Followed along first parents,
+    so a history with a second root (an unrelated one merged in) still names the workspace's own."""
+    return repo.git.rev_list("--first-parent", "--max-parents=0", rev).split()[0]
+
+
 def file_at(repo: git.Repo, sha: str, path: str) -> str | None:
     """The text of `path` at commit `sha`, or None if it was not there."""
     try:

@@ -445,7 +445,7 @@ class ExperimentLoop:
     def restore_last_good(self, signature: str) -> str:
         """The same error twice in a row: put back the code of the last run that worked."""
         repo = history.open_workspace(self.ws.path)
-        sha = self.state.last_good_sha or repo.git.rev_list("--max-parents=0", "HEAD").split()[0]
+        sha = self.state.last_good_sha or history.root_commit(repo)
         text = history.file_at(repo, sha, "experiment.py")
         if text is not None:
             (self.ws.path / "experiment.py").write_text(text, encoding="utf-8")

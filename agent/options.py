@@ -1,7 +1,8 @@
 """What `run` and `resume` were asked to do, as typed records built once from the command line.
 
 `agent/cli.py` parses the arguments (argparse) and builds a `RunOptions`; the domain code
-(`cli._run_one`, `agent/parallel.py`) reads only these records, never the argparse namespace.
+(agent/launch.py, agent/parallel.py) reads only these records, never the argparse namespace, and
+says what cannot be done as asked with a `UsageError`.
 Each field names its command-line flag, so `to_argv` rebuilds the command line a `--jobs` child
 is started with from the record alone: an option added here is forwarded without a second list
 to keep in step (tests/test_parallel.py round-trips every field).
@@ -12,6 +13,10 @@ from __future__ import annotations
 from dataclasses import MISSING, dataclass, field, fields, is_dataclass
 
 DEFAULT_RESULTS = "results"  # relative to the current directory: an installed package has no checkout
+
+
+class UsageError(Exception):
+    """Bad input from the user: reported in one message, exit status 2."""
 
 
 def _flag(name: str, default=None):

@@ -1,10 +1,11 @@
 """Many ideas at once: `python -m agent run ideas/*.md --jobs N`.
 
-Each idea runs in its own process (`python -m agent.parallel STATUS run IDEA ...`, the same loop as a
-single `run`), in its own workspace and its own process group; the driver here starts up to N of
-them, pins each to a GPU (`CUDA_VISIBLE_DEVICES`) on a CUDA machine, and shows one live table
-read from the status file each child rewrites on every phase change. Ctrl-C is forwarded to every
-child as SIGINT: each commits its attempt as interrupted and exits, then the summary is printed.
+Each idea runs in its own process (`python -m agent.child STATUS run IDEA ...`, the same loop as a
+single `run`: agent/child.py), in its own workspace and its own process group; the driver here
+starts up to N of them, pins each to a GPU (`CUDA_VISIBLE_DEVICES`) on a CUDA machine, and shows
+one live table read from the status file each child rewrites on every phase change (`StatusView`).
+Ctrl-C is forwarded to every child as SIGINT: each commits its attempt as interrupted and exits,
+then the summary is printed.
 With `--executor slurm` a child's runs are Slurm jobs, one at a time per idea, so N also bounds
 how many ideas have a job queued or running.
 
@@ -29,7 +30,7 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
-from agent.options import RunOptions, to_argv
+from agent.options import RunOptions, UsageError, to_argv
 from agent.ui import LiveView, prog
 
 POLL = 0.25        # seconds between looks at the children
@@ -61,8 +62,6 @@ def _slurm(executor: str | None) -> bool:
 
 def jobs_wanted(jobs: int | None, ideas: int, executor: str | None = None, gpus: str | None = None) -> int:
     """--jobs, else one idea per visible GPU (local) or every idea at once (Slurm queues them)."""
-    from agent.cli import UsageError
-
     if jobs is not None:
         if jobs < 1:
             raise UsageError(f"--jobs {jobs}: give at least 1")
@@ -72,7 +71,8 @@ def jobs_wanted(jobs: int | None, ideas: int, executor: str | None = None, gpus:
     return max(1, len(visible_gpus(gpus)))
 
 
-# --------------------------------------------------------------------------- the child side
+# --------------------------------------------------------------------------- the status file
+# A child (agent/child.py) rewrites it on every phase change; the driver's table reads it.
 
 class StatusView(LiveView):
     """A LiveView that also keeps `status_file` up to date for the driver's table."""
@@ -112,49 +112,6 @@ def read_json(path: Path) -> dict:
         return {}
 
 
-def child_main(argv: list[str]) -> int:
-    """`python -m agent.parallel STATUS_FILE run IDEA [options]`: one idea, reporting to STATUS_FILE."""
-    from agent import cli
-    from agent.idea import load_idea
-    from agent.template import load_template
-
-    status = Path(argv[0])
-    args = cli.build_parser().parse_args(argv[1:])
-    opts = cli.run_options(args)
-    final = {"state": "error"}
-    try:
-        idea = load_idea(args.ideas[0])
-        template = load_template(idea.template_dir)
-        executor = cli._executor_for(opts, template, template.choose_profile(opts.profile or idea.profile))
-        coder = cli._coder_for(idea, opts)
-        box = cli._sandbox(opts.sandbox)
-        max_runs = cli.max_runs(opts, idea)
-        views = []
-
-        def factory():
-            views.append(StatusView(status, cli.console, idea.name, max_runs, coder))
-            return views[-1]
-
-        outcome = cli._run_one(idea, coder, opts, executor, factory, box=box, verbosity=cli._verbosity(args))
-        view = views[-1] if views else None
-        if outcome is None:
-            final = {"state": "failed", "reason": "no workspace (see the log)"}
-        else:
-            final = {"state": "done" if outcome.ok else "failed", "reason": outcome.stopped_because,
-                     "workspace": str(outcome.workspace), "runs_completed": outcome.runs_completed}
-        if view:
-            view.write(**final)
-        return 0 if outcome is not None and outcome.ok else 1
-    except KeyboardInterrupt:
-        final = {"state": "interrupted", "reason": "interrupted: the attempt was committed"}
-        write_json(status, read_json(status) | final)
-        return 130
-    except cli.user_errors() as exc:
-        cli.err_console.print(f"[red]error:[/red] {exc}")
-        write_json(status, read_json(status) | {"state": "failed", "reason": str(exc).splitlines()[0]})
-        return 2
-
-
 # --------------------------------------------------------------------------- the driver
 
 @dataclass
@@ -178,7 +135,7 @@ def child_argv(opts: RunOptions, idea_path, status_file: Path, verbosity: int = 
     """The command line of one idea's child: every run option is forwarded (agent/options.py), and
     -v/-q, which set the level of the child's own agent.log."""
     output = ["-q"] if verbosity < 0 else ["-v"] * verbosity
-    return [sys.executable, "-m", "agent.parallel", str(status_file), "run", str(idea_path), "--jobs", "1",
+    return [sys.executable, "-m", "agent.child", str(status_file), "run", str(idea_path), "--jobs", "1",
             *to_argv(opts), *output]
 
 
@@ -327,7 +284,3 @@ def _stop_all(children: list[Child]) -> None:
                 time.sleep(POLL)
             except KeyboardInterrupt:  # a second Ctrl-C: stop waiting politely
                 deadline = 0.0
-
-
-if __name__ == "__main__":
-    sys.exit(child_main(sys.argv[1:]))

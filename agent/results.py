@@ -49,8 +49,9 @@ def load_results(run_dir: Path) -> dict:
     try:
         text = path.read_text()
     except FileNotFoundError:
-        raise ResultsError(f"{path} does not exist: the run wrote no results "
-                           "(experiment.py must end by writing final_info.json into --out_dir)") from None
+        raise ResultsError(f"{path} does not exist: the run has no results (the harness's evaluator "
+                           "writes final_info.json from the SAE that experiment.py saves with "
+                           "harness.save_sae)") from None
     try:
         info = json.loads(text)
     except json.JSONDecodeError as exc:

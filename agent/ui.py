@@ -1,4 +1,4 @@
-"""The terminal: one console factory, the name the user typed, and the rich live view.
+"""The terminal: the consoles and their factory, the name the user typed, and the rich live view.
 
 Off a terminal (a pipe, a file, CI) nothing is hard-wrapped: a message is one line however long,
 so `grep` finds it; on a terminal rich wraps to the window as usual. Text that comes from runs or
@@ -44,6 +44,12 @@ class AgentConsole(Console):
 def make_console(*, stderr: bool = False, file=None, **kwargs) -> Console:
     """The console every command prints to (stdout, or stderr for errors and log records)."""
     return AgentConsole(stderr=stderr, file=file, highlight=False, **kwargs)
+
+
+# The two consoles of a command: what it did on stdout, errors and warnings on stderr. One pair,
+# here, so the command line and the setup it calls print to the same place.
+console = make_console()
+err_console = make_console(stderr=True)
 
 
 def print_unclipped(console: Console, renderable: RenderableType) -> None:

@@ -195,8 +195,7 @@ class Workspace:
                 continue
             committed = history.file_at(repo, "HEAD", rel)
             if committed is None:  # a link was committed before: the baseline's version
-                root = repo.git.rev_list("--max-parents=0", "HEAD").split()[-1]
-                committed = history.file_at(repo, root, rel)
+                committed = history.file_at(repo, history.root_commit(repo), rel)
             _remove(file)
             if committed is not None:
                 file.write_text(committed, encoding="utf-8")
@@ -244,7 +243,7 @@ class Workspace:
         """The pristine harness: from the workspace's first commit, which no run can change."""
         repo = history.open_workspace(self.path)
         try:
-            root = repo.git.rev_list("--max-parents=0", "HEAD").split()[0]
+            root = history.root_commit(repo)
         except Exception:   # no commit yet: the workspace is being made from the agent's template
             return execution.protected_from_template(self.template)
         return execution.protected_from_commit(repo, root, self.template.protected)
@@ -451,7 +450,7 @@ def open_workspace(path: Path) -> Workspace:
     except (history.HistoryError, gitguard.GuardError) as exc:
         raise WorkspaceError(f"{exc}; give a folder made by `{prog()} run`.") from None
     guard = gitguard.guard(path)
-    root = repo.git.rev_list("--max-parents=0", "HEAD").split()[-1]
+    root = history.root_commit(repo)
     where = f"the baseline commit {root[:8]} of {path}"
     try:
         data = json.loads(history.file_at(repo, root, "idea.json") or "")

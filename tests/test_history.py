@@ -174,6 +174,18 @@ def test_file_at_reads_a_past_version(workspace):
     assert history.file_at(repo, first.sha, "nope.txt") is None
 
 
+def test_root_commit_is_the_baseline_from_any_later_commit(workspace):
+    repo = git.Repo(workspace)
+    baseline = history.find_attempt(workspace, "0").sha
+    assert history.root_commit(repo) == baseline
+    assert history.root_commit(repo, history.find_attempt(workspace, "1.1").sha) == baseline
+    # An unrelated history merged in is a second root: the workspace's own is still the one named.
+    tree = repo.head.commit.tree.hexsha
+    other = repo.git.commit_tree(tree, "-m", "another root")
+    merge = repo.git.commit_tree(tree, "-p", "HEAD", "-p", other, "-m", "merge")
+    assert history.root_commit(repo, merge) == baseline
+
+
 # -- the typed record: Attempt.to_trailers / from_trailers --------------------------------
 
 def every_field() -> Attempt:

@@ -201,8 +201,8 @@ def not_default(record_type):
 
 
 def parsed_child(argv: list[str]) -> RunOptions:
-    """The options a child started with `argv` runs with (`python -m agent.parallel STATUS run ...`)."""
-    assert argv[1:3] == ["-m", "agent.parallel"]
+    """The options a child started with `argv` runs with (`python -m agent.child STATUS run ...`)."""
+    assert argv[1:3] == ["-m", "agent.child"]
     return run_options(build_parser().parse_args(argv[4:]))
 
 

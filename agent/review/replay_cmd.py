@@ -88,7 +88,7 @@ def replay(workspace: Path, spec: str, *, console: Console, timeout: float | Non
 
     # The settings are the workspace's own, from its baseline commit: never a template.json or
     # profile.json that a run may have rewritten in the commit being replayed.
-    root = repo.git.rev_list("--max-parents=0", a.sha).split()[-1]
+    root = history.root_commit(repo, a.sha)
     profile = a.profile if a.profile not in (None, "None") else _profile_at(repo, root)
     _command, _env_allow, smoke = _run_settings(repo, root, dest, profile)
     if timeout is None:
@@ -130,7 +130,7 @@ def _replay_run(repo, sha: str, dest: Path, out_dir: str, profile, smoke: bool, 
     harness of the workspace's first commit, the profile's limits, training then evaluation."""
     from agent import execution
     from agent.template import parse_template
-    root = repo.git.rev_list("--max-parents=0", sha).split()[-1]
+    root = history.root_commit(repo, sha)
     template = parse_template(dest, history.file_at(repo, root, "template.json") or "{}")
     executor = execution.Executor(dest, template, profile, timeout=timeout, on_line=on_line, box=box,
                                   protected=execution.protected_from_commit(repo, root, template.protected))
