@@ -147,10 +147,10 @@ def cmd_prepare(args) -> int:
         task = progress.add_task(f"preparing {profile}", total=None)
 
         def on_line(line: str) -> None:
-            m = re.search(r"(\d+)/(\d+) tokens", line)
+            m = re.search(r"(\d+)/(\d+) (tokens|vectors)", line)   # a language model's, or a synthetic world's
             if m:
                 progress.update(task, completed=int(m.group(1)), total=int(m.group(2)),
-                                description=f"{profile}: training activations")
+                                description=f"{profile}: training {'activations' if m.group(3) == 'tokens' else 'vectors'}")
             elif line.strip():
                 progress.console.print(line, markup=False, highlight=False, soft_wrap=True)
 
