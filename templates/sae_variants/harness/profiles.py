@@ -216,7 +216,7 @@ PROFILES: dict[str, Profile] = {
     # (~25): with 4x fewer features the same Zipf curve gives only ~12 there. Sizes: see PROFILE NOTES.
     "synth": _synthetic(
         "synth", World(features=4096, hidden_dim=256, max_prob=0.8),
-        dict_size=1024, batch_size=1024, pool=SYNTH_POOL, epochs=SYNTH_EPOCHS, target_l0=24.3, sparsity_penalty=3.1),
+        dict_size=1024, batch_size=1024, pool=SYNTH_POOL, epochs=SYNTH_EPOCHS, target_l0=24.3, sparsity_penalty=2.8),
     # SynthSAEBench-16k's own configuration (SAELens docs, seed 42), width 4096, batch 1024, for a GPU:
     # 200M samples as 10 passes over a 20M-sample pool (fresh samples in the paper; a pool keeps the
     # world's vectors out of the training box, see harness/synthetic.py).
