@@ -119,9 +119,10 @@ def test_final_info_has_saebench_shape_and_training_facts(workspace):
     # every hyperparameter of experiment.py's Config, seed included, with the values the run used
     config = config_defaults(TEMPLATE / "experiment.py")
     assert set(config) >= {"seed", "learning_rate", "sparsity_penalty", "epochs", "dict_size", "batch_size"}
-    # None defaults resolved from the tiny profile: its width, batch size and 4 passes, and the steps they make
+    # None defaults resolved from the tiny profile: its width, batch size, 4 passes, the steps they make
+    # and its L1 coefficient
     resolved = {"dict_size": training["dict_size"], "batch_size": training["tokens"] // training["training_steps"],
-                "epochs": 4, "steps": training["training_steps"]}
+                "epochs": 4, "steps": training["training_steps"], "sparsity_penalty": 1.5}
     assert {k: training[k] for k in config} == {**config, **resolved}
     assert results.load_results(workspace["path"] / "run_0") == info
 
