@@ -8,15 +8,27 @@ first being the one a run is judged by (sparse-probing top-1 accuracy when absen
 flattens each entry into headline metrics, compares a run with run 0, and says when a result cannot
 be from a trained SAE. Every comparison carries its interval and verdict (agent/stats.py) and says
 when the two SAEs sit at different sparsity. No torch here: the loop and `agent log` import it.
+
+Every file `load_results` reads is validated against the harness's own description of it
+(templates/sae_variants/harness/schema.py, loaded by path: pydantic only): a missing or mistyped
+field is a ResultsError naming it, which the loop records as the run's failure. The readers below
+still take plain dicts and tolerate gaps, because `agent log` and reports also show committed files
+that never went through load_results (imported AI-Scientist runs, hand-written ones).
 """
 
 from __future__ import annotations
 
+import functools
+import importlib.util
 import json
 import math
+import reprlib
+import sys
 from pathlib import Path
 
-from agent import stats
+from pydantic import ValidationError
+
+from agent import resources, stats
 
 RESULT_FILE = "final_info.json"
 
@@ -43,6 +55,49 @@ class ResultsError(Exception):
     pass
 
 
+SCHEMA_MODULE = Path("sae_variants") / "harness" / "schema.py"
+
+
+@functools.cache
+def schema():
+    """The harness's result models (FinalInfo and its parts). Loaded from the shipped template by
+    its path, not as `harness.schema`: importing the harness package would import torch. The
+    shipped copy, not a workspace's, so a workspace committed before the schema existed is read too."""
+    path = resources.templates_dir() / SCHEMA_MODULE
+    spec = importlib.util.spec_from_file_location("sae_agent_result_schema", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module   # pydantic resolves the models' annotations through their module
+    spec.loader.exec_module(module)
+    return module
+
+
+def _field(loc) -> str:
+    return "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in loc).lstrip(".")
+
+
+def schema_problem(info: dict, source: str) -> str | None:
+    """None when `info` is a valid final_info.json; else one sentence naming the first bad field,
+    e.g. `run_1/final_info.json: eval_result_metrics.sae.sae_top_1_test_accuracy: field required
+    (SAE 'x/blocks.3.hook_resid_post' has no sae_top_1_test_accuracy)`."""
+    try:
+        schema().FinalInfo.model_validate(info)
+    except ValidationError as exc:
+        errors = exc.errors()
+        first = errors[0]
+        key, loc = first["loc"][0], first["loc"][1:]
+        if not loc:
+            text = f"{source}: {key!r} is not an SAE entry (got {reprlib.repr(first['input'])})"
+        elif first["type"] == "missing":
+            text = f"{source}: {_field(loc)}: field required (SAE {key!r} has no {loc[-1]})"
+        else:
+            msg = first["msg"][0].lower() + first["msg"][1:]
+            text = (f"{source}: {_field(loc)}: {msg} "
+                    f"(SAE {key!r}, got {reprlib.repr(first['input'])})")
+        more = len(errors) - 1
+        return text + (f"; and {more} more problem{'s' if more > 1 else ''}" if more else "")
+    return None
+
+
 def load_results(run_dir: Path) -> dict:
     """The parsed `final_info.json` of a run, checked for what every later step relies on."""
     path = Path(run_dir) / RESULT_FILE
@@ -62,6 +117,9 @@ def load_results(run_dir: Path) -> dict:
     if not entries:
         raise ResultsError(f"{path} has no SAE entry (expected keys like 'google/gemma-3-270m/blocks.6.hook_resid_post' "
                            "with eval_result_metrics inside)")
+    problem = schema_problem(info, str(path))
+    if problem:
+        raise ResultsError(problem)
     primary = headline_metrics(info)[0]   # what the run is judged by (MCC may be undefined: not required)
     required = REQUIRED + ((primary,) if primary in HEADLINE and primary not in REQUIRED else ())
     for key, metrics in headline(info).items():

@@ -3,6 +3,7 @@
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -62,6 +63,92 @@ def test_load_results_refuses_nan_or_missing_headline_metric(tmp_path):
         results.load_results(write(tmp_path / "b", {KEY: broken}))
 
 
+# ---------------------------------------------------------------- the schema at the trust boundary
+TEMPLATE = Path(__file__).resolve().parents[1] / "templates" / "sae_variants"
+
+
+def test_a_missing_or_mistyped_field_is_refused_naming_it(tmp_path, synthetic):
+    missing = entry()
+    del missing["eval_result_metrics"]["sae"]["sae_top_1_test_accuracy"]
+    with pytest.raises(results.ResultsError) as exc:
+        results.load_results(write(tmp_path / "a", {KEY: missing}))
+    assert str(exc.value) == (f"{tmp_path / 'a' / 'final_info.json'}: eval_result_metrics.sae.sae_top_1_test_accuracy: "
+                              f"field required (SAE {KEY!r} has no sae_top_1_test_accuracy)")
+    with pytest.raises(results.ResultsError, match=r"final_info.json: core_metrics.l0: input should be a valid number "
+                                                   r"\(SAE .*, got '31.2'\)$"):
+        results.load_results(write(tmp_path / "b", {KEY: entry(l0="31.2")}))   # a number as text is not one
+    other_k = entry()
+    other_k["eval_result_metrics"]["sae"]["sae_top_20_test_accuracy"] = "high"   # a metric the models do not name
+    with pytest.raises(results.ResultsError, match=r"eval_result_metrics.sae.sae_top_20_test_accuracy: input should"):
+        results.load_results(write(tmp_path / "c", {KEY: other_k}))
+    # a synthetic world's parts: its ground-truth metrics and its per-block evidence
+    info = synthetic()
+    (key,) = info
+    del info[key]["eval_result_metrics"]["ground_truth"]["mcc"]
+    info[key]["per_example"]["ground_truth_blocks"]["tp"][2][1] = 1.5
+    with pytest.raises(results.ResultsError, match=r"ground_truth.mcc: field required .*; and 1 more problem$"):
+        results.load_results(write(tmp_path / "d", info))
+    del info[key]["eval_result_metrics"]["ground_truth"]
+    with pytest.raises(results.ResultsError, match=r"per_example.ground_truth_blocks.tp\[2\]\[1\]: input should be "
+                                                   r"a valid integer"):
+        results.load_results(write(tmp_path / "e", info))
+
+
+def test_an_entry_that_is_not_an_sae_is_refused(tmp_path):
+    with pytest.raises(results.ResultsError, match="'notes' is not an SAE entry"):
+        results.load_results(write(tmp_path / "a", {KEY: entry(), "notes": "hello"}))
+
+
+def test_results_written_before_the_schema_still_read(tmp_path):
+    """The first harness wrote no per_example, diagnostics, headline_metrics or synthetic fields, and
+    sae_cfg_dict keys that are gone now: optional or kept, so old workspaces resume."""
+    old = entry()
+    old["sae_cfg_dict"].update({"apply_b_dec_to_input": True, "activation_fn_str": "relu"})
+    old["eval_result_unstructured"], old["loss_curve"] = None, [3.0, 1.0]
+    assert results.load_results(write(tmp_path / "run_0", {KEY: old}))[KEY] == old
+
+
+def test_the_shipped_json_schema_is_current():
+    shipped = (TEMPLATE / "harness" / "final_info.schema.json").read_text()
+    assert shipped == results.schema().json_schema_text(), (
+        "harness/schema.py changed: python templates/sae_variants/harness/schema.py "
+        "> templates/sae_variants/harness/final_info.schema.json")
+
+
+def test_the_json_schema_accepts_what_the_models_accept(synthetic):
+    """Readers outside Python get the same contract from the shipped file."""
+    jsonschema = pytest.importorskip("jsonschema")
+    validator = jsonschema.Draft202012Validator(json.loads((TEMPLATE / "harness" / "final_info.schema.json").read_text()))
+    for info in ({KEY: entry()}, synthetic()):
+        validator.validate(info)
+    broken = entry()
+    del broken["core_metrics"]["explained_variance"]
+    assert [e.message for e in validator.iter_errors({KEY: broken})] == ["'explained_variance' is a required property"]
+
+
+def test_a_run_whose_result_does_not_validate_is_recorded_as_failed(fake_llm, tmp_path, monkeypatch):
+    """Through the loop (the mini template: its experiment writes its own result file): the attempt
+    fails with the field's name, and the coder hears it."""
+    from agent import history
+    from agent.cli import main
+    monkeypatch.setenv("SAE_CACHE_DIR", str(tmp_path / "cache"))
+    idea = tmp_path / "mini_idea.md"
+    idea.write_text(f"---\ntemplate: {Path(__file__).parent / 'data' / 'mini_template'}\nmax_runs: 1\n---\n"
+                    "# Report the accuracy in words\n\n## Experiment\n1. Do it.\n")
+    edit = ("experiment.py\n```python\n<<<<<<< SEARCH\n    write_results(args.out_dir, train(), STEPS)\n=======\n"
+            "    write_results(args.out_dir, \"high\", STEPS)\n>>>>>>> REPLACE\n```\n")
+    fake_llm.script([edit, "ALL_COMPLETED"])
+    out = tmp_path / "results"
+    assert main(["run", str(idea), "--results", str(out), "--model", "openai/deepseek-reasoner",
+                 "--api-base", fake_llm.url]) == 0
+    (ws,) = [p for p in out.iterdir() if p.is_dir()]
+    attempt = history.read_history(ws)[1]
+    problem = ("final_info.json: eval_result_metrics.sae.sae_top_1_test_accuracy: input should be a valid number "
+               "(SAE 'mini-model/blocks.0.hook_resid_post', got 'high')")
+    assert attempt.status == "failed" and problem in attempt.error
+    assert problem in [m for m in fake_llm.requests[1].messages if m["role"] == "user"][-1]["content"]
+
+
 def test_headline_flattens_each_sae_entry():
     other = "google/gemma-3-270m/blocks.3.hook_resid_post"
     h = results.headline({KEY: entry(), other: entry(top1=0.6, steps=10), "note": "ignored"})
@@ -107,7 +194,7 @@ def test_untrained_problems_name_each_symptom():
 
 
 def test_results_module_does_not_import_torch():
-    code = "import sys, agent.results; print('torch' in sys.modules)"
+    code = "import sys, agent.results; agent.results.schema(); print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "False"
 

@@ -86,6 +86,11 @@ def test_saebench_sparse_probing_runs_on_an_exported_sae_from_cached_activations
     assert set(result["eval_result_unstructured"]) == {f"{n}_results" for n in DATASETS}
     per_class = result["eval_result_unstructured"][f"{DATASETS[0]}_results"]["sae_top_1_test_accuracy"]
     assert set(per_class) == {"0", "1", "2"}
+    # what SAEBench returns fits the result schema the agent validates against (its None for top-100 too)
+    from harness import schema
+    schema.EvalResultMetrics.model_validate(result["eval_result_metrics"])
+    for detail in result["eval_result_details"]:
+        schema.ProbingDetail.model_validate(detail)
 
 
 def test_the_wrapper_encodes_blocks_like_rows(setup):

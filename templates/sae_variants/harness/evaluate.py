@@ -3,7 +3,8 @@
 Runs in the evaluator's own process (`harness/evaluate_run.py`) on the SAE that experiment.py
 exported; see harness/artifacts.py for why. Besides SAEBench's fields each entry keeps
 `per_example` (per-probe test correctness, per-block reconstruction sums) for the agent's
-confidence intervals, and `diagnostics` (decoder geometry, latent density).
+confidence intervals, and `diagnostics` (decoder geometry, latent density). Every entry is built
+through harness/schema.py's models, the description of the file the agent validates against.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from harness import metrics, probing
+from harness import metrics, probing, schema
 from harness.data import SUITE, test_split_size
 from harness.profiles import Profile
 
@@ -122,22 +123,25 @@ def evaluate(sae, store, layer: int, training: dict, log=print) -> dict:
     facts = {k: v for k, v in training.items() if k != "loss_curve"}
     facts.update({"layer": layer, "dict_size": int(sae.d_sae), "profile": profile.name,
                   "smoke": profile.smoke, "eval_seconds": round(time.time() - started, 2)})
-    return {
-        "eval_type_id": EVAL_TYPE_ID,
-        "eval_config": _eval_config(profile),
-        "eval_id": str(uuid.uuid4()),
-        "datetime_epoch_millis": int(time.time() * 1000),
-        "eval_result_metrics": {"llm": llm_m, "sae": sae_m, **({"ground_truth": ground_truth} if ground_truth else {})},
-        "eval_result_details": details,
-        "eval_result_unstructured": unstructured,
-        "sae_cfg_dict": _sae_cfg(profile, layer, sae, scale, training),
-        "core_metrics": core,
-        "diagnostics": {**geometry, "latent_density": blocks["density_histogram"]},
-        "training": facts,
-        "loss_curve": training.get("loss_curve", []),
-        "per_example": {"probing": correct, "core_blocks": blocks["blocks"],
-                        **({"ground_truth_blocks": gt_blocks} if gt_blocks else {})},
-    }
+    # Built through the schema: a field the agent relies on that is missing or mistyped stops the
+    # evaluation here, naming the field, instead of reaching the agent as a file it cannot read.
+    entry = schema.SaeEntry(
+        eval_type_id=EVAL_TYPE_ID,
+        eval_config=_eval_config(profile),
+        eval_id=str(uuid.uuid4()),
+        datetime_epoch_millis=int(time.time() * 1000),
+        eval_result_metrics={"llm": llm_m, "sae": sae_m, **({"ground_truth": ground_truth} if ground_truth else {})},
+        eval_result_details=details,
+        eval_result_unstructured=unstructured,
+        sae_cfg_dict=_sae_cfg(profile, layer, sae, scale, training),
+        core_metrics=core,
+        diagnostics={**geometry, "latent_density": blocks["density_histogram"]},
+        training=facts,
+        loss_curve=training.get("loss_curve", []),
+        per_example={"probing": correct, "core_blocks": blocks["blocks"],
+                     **({"ground_truth_blocks": gt_blocks} if gt_blocks else {})},
+    )
+    return entry.model_dump(exclude_unset=True)
 
 
 def evaluate_final(sae, store, layer: int) -> dict:
@@ -152,9 +156,10 @@ def evaluate_final(sae, store, layer: int) -> dict:
     names = profile.probing.dataset_names
     sae_res = probing.sae_results(sae, probe_acts, profile.probing.k_values, test_split="final")
     _, sae_m, details, _, correct = probing.aggregate({n: {} for n in names}, sae_res, names)
-    return {"eval_type_id": "sparse_probing", "split": "final", "eval_config": _eval_config(profile),
-            "eval_result_metrics": {"sae": sae_m, "llm": {}}, "eval_result_details": details,
-            "per_example": {"probing": correct}}
+    return schema.FinalSplitEntry(
+        eval_type_id=EVAL_TYPE_ID, split="final", eval_config=_eval_config(profile),
+        eval_result_metrics={"sae": sae_m, "llm": {}}, eval_result_details=details,
+        per_example={"probing": correct}).model_dump(exclude_unset=True)
 
 
 def _json_safe(value):
