@@ -174,8 +174,12 @@ def test_the_evaluator_writes_the_profiles_headline_metrics_and_evidence(micro, 
     assert set(entry["per_example"]["ground_truth_blocks"]) == {"tp", "fp", "fn"}
     assert set(entry["eval_result_metrics"]["sae"]) >= {"sae_top_1_test_accuracy", "sae_top_50_test_accuracy"}
     assert {d["dataset_name"] for d in entry["eval_result_details"]} == {"feature_00000_results", "feature_00003_results"}
-    json.dumps(entry)   # the file the agent reads
     assert torch.isfinite(torch.tensor(gt["explained_variance"]))
+    # the file the agent reads, through the schema it validates every result against
+    from agent import results
+    from harness.evaluate import write_final_info
+    write_final_info(tmp_path / "run_1", {micro.sae_key(0): entry})
+    assert results.load_results(tmp_path / "run_1")[micro.sae_key(0)]["core_metrics"] == entry["core_metrics"]
 
 
 # ---------------------------------------------------------------- known answers, through the whole loop
