@@ -96,6 +96,8 @@ class Executor:
         self.evaluator = "harness/evaluate_run.py" in protected
         if self.box == "staged":
             sandbox.become_subreaper()
+        # What an agent killed mid-run (kill -9) left behind; a live process's stage is never touched.
+        sandbox.remove_stale_stages(cache_dir() / STAGE_FOLDER)
 
     # -- environment and boxes --------------------------------------------------------------
 

@@ -32,7 +32,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from agent import process
+from agent import process, sandbox
 from agent.process import RunSpec
 
 EXECUTORS = ("local", "slurm")
@@ -369,6 +369,7 @@ class SlurmExecutor:
         record = JobRecord(job_id=str(job.job_id), folder=str(job.paths.folder), argv=list(spec.argv),
                            cwd=str(spec.cwd), smoke=spec.smoke, submitted=time.time(), requeues=requeues)
         record.save(spec.run_dir)
+        sandbox.mark_job(Path(spec.cwd), record.job_id)   # its stage outlives this agent if it is killed
         return record
 
     def _attachable(self, spec: RunSpec) -> JobRecord | None:

@@ -29,6 +29,8 @@ from pathlib import Path
 
 import git
 
+from agent.sandbox import shown_name
+
 log = logging.getLogger(__name__)
 
 # Command-line config wins over every file. These keys run programs or change what git reads.
@@ -85,9 +87,19 @@ def safe_git(g: git.Git) -> git.Git:
     return g
 
 
+class _Repo(git.Repo):
+    """gitpython's Repo, its untracked files read NUL-separated: gitpython's own parser decodes
+    git's quoted names strictly and crashes on a name that is not UTF-8 (a run can make one)."""
+
+    def _get_untracked_files(self, *args, **kwargs) -> list[str]:
+        out = self.git.status(*[a for a in args if a is not None], porcelain=True, untracked_files=True,
+                              z=True, **kwargs)
+        return [entry[3:] for entry in out.split("\0") if entry.startswith("?? ")]
+
+
 def repo_at(path) -> git.Repo:
     """`git.Repo(path)` whose every command runs with the safe options (no search upwards)."""
-    repo = git.Repo(Path(path))
+    repo = _Repo(Path(path))
     safe_git(repo.git)
     return repo
 
@@ -166,7 +178,7 @@ def _write_config(path: Path, keys: dict[str, list[str]]) -> None:
 def _branch_of(git_dir: Path) -> str | None:
     head = _read(git_dir / "HEAD") or b""
     m = re.match(rb"ref: refs/heads/(\S+)\s*$", head)
-    return m.group(1).decode() if m else None
+    return m.group(1).decode("utf-8", "surrogateescape") if m else None   # a run may write any bytes
 
 
 @dataclass
@@ -261,7 +273,7 @@ class Guard:
             branch, tip = _branch_of(self.git_dir), self._tip()
             if branch != self.seen.branch or tip != self.seen.tip:
                 where = (f"HEAD moved to {(tip or 'nothing')[:8]}" if branch == self.seen.branch
-                         else f"HEAD switched to {branch or 'a detached commit'}")
+                         else f"HEAD switched to {shown_name(branch or 'a detached commit')}")
                 self._restore_branch(self.seen.branch, self.seen.tip, keep=keep)
                 if tip and tip != self.seen.tip:  # nothing is lost: what it pointed at stays reachable
                     self._git("update-ref", f"refs/sae-agent/displaced/{tip[:12]}", tip, check=False)
@@ -418,7 +430,7 @@ class Guard:
                 shutil.rmtree(p)
             else:
                 p.unlink()
-            found.append(f".git/hooks/{p.name} (a hook; removed, it never ran)")
+            found.append(f".git/hooks/{shown_name(p.name)} (a hook; removed, it never ran)")
         return found
 
     def _remove_locks(self) -> list[str]:
@@ -430,7 +442,7 @@ class Guard:
         for p in candidates:
             if p.exists() or p.is_symlink():
                 p.unlink()
-                found.append(f".git/{p.relative_to(self.git_dir)} (a stale lock; removed)")
+                found.append(f".git/{shown_name(p.relative_to(self.git_dir))} (a stale lock; removed)")
         return found
 
 

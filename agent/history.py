@@ -17,6 +17,7 @@ import git
 
 from agent import gitguard
 from agent.attempt import NOTES, TRAILER_ORDER, Attempt, Status, _int  # Attempt: re-exported
+from agent.sandbox import printable
 from agent.ui import prog
 
 AGENT_NAME = "sae-agent"
@@ -69,8 +70,10 @@ def ensure_identity(repo: git.Repo) -> None:
 
 
 def format_message(subject: str, trailers: dict[str, str], body: str = "") -> str:
-    """subject, blank line, body, blank line, `Key: value` trailers (git interpret-trailers format)."""
-    subject = " ".join(str(subject).split())
+    """subject, blank line, body, blank line, `Key: value` trailers (git interpret-trailers format).
+    Valid UTF-8 whatever reached it: a file name a run chose may hold bytes that are not."""
+    subject = printable(" ".join(str(subject).split()))
+    body = printable(body)
     if not subject:
         raise ValueError("a commit needs a subject")
     parts = [subject]
@@ -80,7 +83,7 @@ def format_message(subject: str, trailers: dict[str, str], body: str = "") -> st
     for key, value in _ordered(trailers):
         if not _TRAILER_KEY.match(key):
             raise ValueError(f"bad trailer key {key!r}: letters, digits and '-' only")
-        value = _one_line(value)
+        value = printable(_one_line(value))
         if value:
             lines.append(f"{key}: {value}")
     if lines:

@@ -58,7 +58,7 @@ def box_for(requested: str | None) -> str:
 
     box = sandbox.choose(requested)
     if box == "staged":
-        err_console.print(f"[yellow]warning:[/yellow] {sandbox.STAGED_WARNING}", soft_wrap=True)
+        err_console.print(f"[yellow]warning:[/yellow] {sandbox.staged_warning()}", soft_wrap=True)
     return box
 
 

@@ -5,6 +5,9 @@ workspace's repository holding the editable files, a pristine copy of the protec
 workspace's first commit, never from the work tree a run could have changed) and an empty run
 folder. No `.git`, no `template.json`, no `profile.json`: what the run could use to rewrite history
 or its own settings is not there. Only the run folder comes back, and only its regular files.
+Each stage names its owner (host, pid); a stage whose agent was killed is removed by the next one.
+After a run, bytecode anywhere in the workspace is removed (`remove_bytecode`): git ignores it,
+yet a person's `import harness` there would run it.
 
 Two boxes:
 
@@ -22,8 +25,12 @@ Two boxes:
 from __future__ import annotations
 
 import glob
+import hashlib
+import json
+import logging
 import os
 import shutil
+import socket
 import stat
 import subprocess
 import sys
@@ -32,6 +39,8 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 
+log = logging.getLogger(__name__)
+
 BOXES = ("bwrap", "staged")
 BOX_HOME = "/tmp/home"
 # What a Python process needs from /etc; the rest of /etc stays out of the box.
@@ -39,6 +48,11 @@ ETC_FILES = ("passwd", "group", "hosts", "nsswitch.conf", "ld.so.cache", "ld.so.
              "localtime", "ssl", "ca-certificates", "alternatives", "resolv.conf", "mime.types")
 SYSTEM_DIRS = ("/usr", "/opt/conda")
 MAX_COPY_BACK_BYTES = 4 << 30
+# In every stage: who made it (host, pid, start time), so a stage whose agent was killed can be told
+# from one in use; a Slurm job's stage names the job instead (it outlives the agent, resume follows it).
+OWNER_FILE = ".sae-agent-owner.json"
+BYTECODE_DIR = "__pycache__"
+BYTECODE_SUFFIXES = (".pyc", ".pyo")
 
 
 class SandboxError(Exception):
@@ -90,6 +104,14 @@ def choose(requested: str | None = None) -> str:
 STAGED_WARNING = ("sandbox: bubblewrap is not available, so generated code runs in a staged copy with your "
                   "user's rights (it can read your files and use the network). Install bubblewrap "
                   "(apt-get install bubblewrap) for a real box.")
+STAGED_CHOSEN = ("sandbox: --sandbox staged: generated code runs in a staged copy with your user's rights "
+                 "(it can read your files and use the network); bubblewrap works here and is the real box "
+                 "(--sandbox bwrap, the default).")
+
+
+def staged_warning() -> str:
+    """What to say when runs go in the staged box, truthfully: bwrap is missing, or staged was asked for."""
+    return STAGED_CHOSEN if bwrap_works() else STAGED_WARNING
 
 
 # --------------------------------------------------------------------------- bwrap command line
@@ -142,9 +164,64 @@ def bwrap_argv(box: Box, argv: list[str]) -> list[str]:
 # --------------------------------------------------------------------------- staging
 
 def new_stage(parent: Path, name: str) -> Path:
-    """A fresh folder for one step, beside (never inside) the workspace's repository."""
+    """A fresh folder for one step, beside (never inside) the workspace's repository, marked as ours."""
     parent.mkdir(parents=True, exist_ok=True)
-    return Path(tempfile.mkdtemp(prefix=f"{name}-", dir=parent))
+    stage = Path(tempfile.mkdtemp(prefix=f"{name}-", dir=parent))
+    _write_owner(stage, {"host": socket.gethostname(), "pid": os.getpid(), "started": _started(os.getpid())})
+    return stage
+
+
+def mark_job(stage: Path, job_id: str) -> None:
+    """`stage` now belongs to a Slurm job: it may outlive this process (a resumed agent follows it).
+    A folder that is no stage (no owner file: a run in the workspace itself) is left alone."""
+    if (stage / OWNER_FILE).is_file():
+        _write_owner(stage, {"host": socket.gethostname(), "slurm_job": str(job_id)})
+
+
+def remove_stale_stages(parent: Path) -> list[Path]:
+    """Remove the stages under `parent` whose agent is gone (killed before it could clean up).
+    Spared: a live process's, another host's, a Slurm job's, and one without an owner (being made)."""
+    removed = []
+    for stage in sorted(parent.iterdir()) if parent.is_dir() else []:
+        if stage.is_dir() and not stage.is_symlink() and _is_stale(_read_owner(stage)):
+            shutil.rmtree(stage, ignore_errors=True)
+            removed.append(stage)
+    if removed:
+        log.info("removed %d stage(s) left by an agent that was killed: %s", len(removed),
+                 ", ".join(shown_name(p.name) for p in removed))
+    return removed
+
+
+def _is_stale(owner: dict | None) -> bool:
+    if not owner or "slurm_job" in owner or owner.get("host") != socket.gethostname():
+        return False
+    pid, started = owner.get("pid"), owner.get("started")
+    if not isinstance(pid, int) or not isinstance(started, (int, float)):
+        return False
+    now = _started(pid)   # another start time: the pid was reused by another process
+    return now is None or abs(now - started) > 1.0
+
+
+def _started(pid: int) -> float | None:
+    import psutil
+    try:
+        return psutil.Process(pid).create_time()
+    except psutil.Error:
+        return None
+
+
+def _write_owner(stage: Path, owner: dict) -> None:
+    tmp = stage / (OWNER_FILE + ".tmp")
+    tmp.write_text(json.dumps(owner))
+    tmp.replace(stage / OWNER_FILE)   # whole or absent, never half-written
+
+
+def _read_owner(stage: Path) -> dict | None:
+    try:
+        owner = json.loads((stage / OWNER_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+    return owner if isinstance(owner, dict) else None
 
 
 def stage_files(stage: Path, files: dict[str, bytes]) -> None:
@@ -174,19 +251,19 @@ def copy_back(src: Path, dest: Path) -> list[str]:
         rel_dir = Path(dirpath).relative_to(src)
         for name in list(dirnames):
             if os.path.islink(Path(dirpath) / name):
-                skipped.append(str(rel_dir / name))
+                skipped.append(shown_name(rel_dir / name))
                 dirnames.remove(name)
         (dest / rel_dir).mkdir(parents=True, exist_ok=True)
         for name in filenames:
             path = Path(dirpath) / name
             info = os.lstat(path)
             if not stat.S_ISREG(info.st_mode) or total + info.st_size > MAX_COPY_BACK_BYTES:
-                skipped.append(str(rel_dir / name))
+                skipped.append(shown_name(rel_dir / name))
                 continue
             total += info.st_size
             target = dest / rel_dir / name
             if target.is_symlink() or (target.exists() and not target.is_file()):
-                skipped.append(str(rel_dir / name))
+                skipped.append(shown_name(rel_dir / name))
                 continue
             shutil.copyfile(path, target)
     return skipped
@@ -194,6 +271,90 @@ def copy_back(src: Path, dest: Path) -> list[str]:
 
 def remove_stage(stage: Path) -> None:
     shutil.rmtree(stage, ignore_errors=True)
+
+
+# --------------------------------------------------------------------------- what a run leaves behind
+
+def printable(text: str) -> str:
+    """`text` as valid UTF-8: bytes of a file name that are not UTF-8 (os.fsdecode's surrogate
+    escapes, which no UTF-8 file, log or JSON writer accepts) shown as `\\xff`."""
+    try:
+        return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    except UnicodeEncodeError:   # a lone surrogate no file name decodes to
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def shown_name(name) -> str:
+    """A file name a run chose, fit for a commit message, a log line or JSON: bytes that are not
+    UTF-8 and control characters escaped (`bad_\\xff_name.txt`), so no newline can forge a trailer."""
+    text = printable(os.fsdecode(name))
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text)
+
+
+def bytecode_in(root: Path) -> dict[str, str]:
+    """Every bytecode file under `root` (in a `__pycache__`, or a `*.pyc`): path -> SHA-256."""
+    return {rel: _digest(root / rel) for rel in _bytecode(root)[0]}
+
+
+def remove_bytecode(root: Path, before: dict[str, str] | None) -> list[str]:
+    """Remove all bytecode under `root`: Python runs a `.pyc` whose header matches its source, so a
+    planted one would run when a person imports the workspace's code. Returns the names of the
+    files that were not in `before` as they are now (the run's); with `before` None (whose they
+    are is unknown) they are logged instead."""
+    files, entries = _bytecode(root)
+    planted = [rel for rel in files if before is None or before.get(rel) != _digest(root / rel)]
+    for rel in entries:
+        _remove_path(root / rel)
+    if before is None:
+        if planted:
+            log.warning("removed bytecode from %s: %s", shown_name(root), ", ".join(map(shown_name, planted)))
+        return []
+    return [shown_name(rel) for rel in planted]
+
+
+def _bytecode(root: Path) -> tuple[list[str], list[Path]]:
+    """The bytecode files under `root` and the entries that hold them (`__pycache__` folders or
+    links, stray `*.pyc`), as paths relative to `root`; no link is followed, `.git` is skipped."""
+    files, entries = [], []
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
+        rel = Path(dirpath).relative_to(root)
+        if rel == Path("."):
+            dirnames[:] = [d for d in dirnames if d != ".git"]
+        for name in dirnames + filenames:
+            path = Path(dirpath) / name
+            if name == BYTECODE_DIR:
+                entries.append(rel / name)
+                inside = [path] if path.is_symlink() or not path.is_dir() else _files_under(path)
+                files += [str(p.relative_to(root)) for p in inside]
+            elif name in filenames and name.endswith(BYTECODE_SUFFIXES):
+                entries.append(rel / name)
+                files.append(str(rel / name))
+        dirnames[:] = [d for d in dirnames if d != BYTECODE_DIR]
+    return sorted(files), entries
+
+
+def _files_under(folder: Path) -> list[Path]:
+    """Files and links under `folder`, no link followed (an empty folder counts as itself)."""
+    found = [Path(d) / n for d, dirs, names in os.walk(folder, followlinks=False)
+             for n in names + [x for x in dirs if os.path.islink(os.path.join(d, x))]]
+    return found or [folder]
+
+
+def _digest(path: Path) -> str:
+    try:
+        return "link" if path.is_symlink() else hashlib.sha256(path.read_bytes()).hexdigest()
+    except OSError:
+        return "unreadable"
+
+
+def _remove_path(path: Path) -> None:
+    """A file, link or folder, never following a link."""
+    if path.is_symlink() or (os.path.lexists(path) and not path.is_dir()):
+        path.unlink(missing_ok=True)
+    elif path.is_dir():
+        shutil.rmtree(path, ignore_errors=True)
 
 
 # --------------------------------------------------------------------------- the staged box's clean-up

@@ -18,7 +18,7 @@ from typing import Callable
 
 from filelock import FileLock, Timeout
 
-from agent import edits, environment, execution, gitguard, history, results
+from agent import edits, environment, execution, gitguard, history, results, sandbox
 from agent.attempt import Attempt, Status
 from agent.idea import Idea
 from agent.template import Template, TemplateError, load_template, parse_template
@@ -45,6 +45,7 @@ class TreeSnapshot:
     """The workspace just before a run: what the run may not change, to compare with after."""
     editable: dict[str, bytes | None]  # each editable file's bytes as run (None: absent)
     untracked: set[str]                # untracked files that were already there
+    bytecode: dict[str, str] = field(default_factory=dict)   # bytecode already there: path -> SHA-256
 
 
 @dataclass
@@ -93,7 +94,7 @@ class Workspace:
             file = self.regular_file(rel)
             editable[rel] = file.read_bytes() if file else None
         untracked = {rel for code, rel in self._status() if code == "??"}
-        return TreeSnapshot(editable, untracked)
+        return TreeSnapshot(editable, untracked, sandbox.bytecode_in(self.path))
 
     def restore_after_run(self, before: TreeSnapshot | None, out_dir: str) -> list[str]:
         """Put back everything a run changed outside `out_dir`; one line per thing put back.
@@ -127,11 +128,14 @@ class Workspace:
                 _remove(self.path / rel)
             if restored:
                 repo.git.checkout("HEAD", "--", *restored)
-            found += [f"{rel} (created by the run; removed)" for rel in removed]
-            found += [f"{rel} (changed by the run; restored)" for rel in restored]
+            found += [f"{sandbox.shown_name(rel)} (created by the run; removed)" for rel in removed]
+            found += [f"{sandbox.shown_name(rel)} (changed by the run; restored)" for rel in restored]
         if before is not None:
             found += self._restore_editable(before)
         found += self._clear_links(out_dir)
+        # Ignored by git, so not in the status above, yet run by the next `import harness` here.
+        found += [f"{rel} (bytecode the run left; removed)"
+                  for rel in sandbox.remove_bytecode(self.path, before.bytecode if before else None)]
         return _bounded(found)
 
     def _restore_editable(self, before: TreeSnapshot) -> list[str]:
@@ -166,7 +170,7 @@ class Workspace:
                 p = Path(folder) / name
                 if p.is_symlink() or not (p.is_file() or p.is_dir()):
                     _remove(p)
-                    found.append(f"{p.relative_to(self.path).as_posix()} (a link or special file; removed)")
+                    found.append(f"{sandbox.shown_name(p.relative_to(self.path))} (a link or special file; removed)")
         return found
 
     def _status(self) -> list[tuple[str, str]]:
