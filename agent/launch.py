@@ -80,7 +80,7 @@ def run_one(idea, coder, opts: RunOptions, executor=None, view_factory=None, *, 
             verbosity: int = 0):
     """A new workspace for `idea` and its loop to the end; None when no workspace could be made.
     `view_factory` makes the live view (a `--jobs` child's also writes its status file)."""
-    from agent import workspace
+    from agent import baseline, workspace
     from agent.logs import workspace_log
     from agent.loop import ExperimentLoop
 
@@ -91,9 +91,8 @@ def run_one(idea, coder, opts: RunOptions, executor=None, view_factory=None, *, 
     with view_factory() as view:
         view.set(phase="making the workspace and the baseline")
         try:
-            ws = workspace.create(idea, Path(opts.results).resolve(), opts.profile,
-                                  timeout=opts.timeout, on_line=view.log, sandbox=box,
-                                  executor=executor)
+            ws = workspace.create(idea, Path(opts.results).resolve(), opts.profile)
+            baseline.establish(ws, timeout=opts.timeout, on_line=view.log, sandbox=box, executor=executor)
         except workspace.WorkspaceError as exc:
             print_error(exc)
             return None

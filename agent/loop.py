@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Iterable
 
 
-from agent import checks, edits, execution, failures, history, prompts, results
+from agent import baseline, checks, edits, execution, failures, history, prompts, results
 from agent.attempt import NOTES, Attempt, Status, restores_trailers
 from agent.coder import BudgetExceeded, LLMError
 from agent.conversation import TRANSCRIPT_JSON, Conversation, ConversationError
@@ -491,9 +491,7 @@ class ExperimentLoop:
         Writes `final_split.json`; returns the lines for the commit body."""
         st = self.state
         self.view.set(phase="scoring the final split")
-        seeds = [self.executor.evaluate_final(d) for d in
-                 ["run_0"] + [f"run_0/seed_{s}" for s in self.ws.template.seeds_for(self.ws.profile)[1:]]]
-        seeds = [json.loads(p.read_text()) for p in seeds if p is not None]
+        seeds = baseline.final_split_scores(self.ws, self.executor.evaluate_final)
         if not seeds:
             return None
         best_on_test = max(st.completed_runs, key=lambda r: self._primary(f"run_{r}"))

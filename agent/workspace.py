@@ -1,8 +1,8 @@
 """Stage 2 — the workspace: `results/<timestamp>_<name>/`, a copy of the template that is its own git repo.
 
-Its first commit holds the template, the idea and the baseline results (`run_0/`). The baseline is
-the unmodified template run once per (template content, profile) and cached, so a second idea on
-the same template starts at once. A baseline that looks untrained is refused.
+Its first commit holds the template, the idea and the baseline results (`run_0/`, made by
+agent/baseline.py). This module reads and guards the files: what a run may change, what it put back,
+and reopening a workspace from its git history.
 """
 
 from __future__ import annotations
@@ -14,12 +14,8 @@ import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
-
-from filelock import FileLock, Timeout
 
 from agent import edits, environment, execution, gitguard, history, results, sandbox
-from agent.attempt import Attempt, Status
 from agent.idea import Idea
 from agent.template import Template, TemplateError, load_template, parse_template
 from agent.ui import prog
@@ -253,19 +249,6 @@ class Workspace:
         return execution.protected_from_commit(repo, root, self.template.protected)
 
 
-def _check_overrides(ws: Workspace, seeds: list[int]) -> None:
-    """Refuse a seed or frontier knob that experiment.py has no hyperparameter for, before any run."""
-    knobs = {"seed": seeds[0]} if len(seeds) > 1 or ws.template.frontier_for(ws.profile) else {}   # as the runs below set them
-    knobs.update({knob: values[0] for knob, values in ws.template.frontier_for(ws.profile).items() if values})
-    if not knobs or not (ws.path / "experiment.py").is_file():
-        return
-    try:
-        execution.override_assignments((ws.path / "experiment.py").read_bytes(), knobs)
-    except execution.OverrideError as exc:
-        raise WorkspaceError(f"the baseline cannot be run: {exc} (template.json's baseline_seeds and frontier "
-                             f"name hyperparameters of {ws.template.root / 'experiment.py'})") from None
-
-
 def frontier_dir(knob: str, value) -> str:
     return f"{BASELINE_RUN}/frontier_{knob}_{value}"
 
@@ -288,10 +271,6 @@ def _bounded(found: list[str]) -> list[str]:
     return found[:MAX_NAMED] + [f"and {len(found) - MAX_NAMED} more"]
 
 
-def cache_dir() -> Path:
-    return Path(os.environ.get("SAE_CACHE_DIR", Path.home() / ".cache" / "sae-agent"))
-
-
 def _copy_template(template: Template, target: Path) -> None:
     for rel in template.files():
         (target / rel).parent.mkdir(parents=True, exist_ok=True)
@@ -312,10 +291,9 @@ def _new_path(parent: Path, name: str) -> Path:
             continue
 
 
-def create(idea: Idea, results_dir: Path, profile: str | None = None, *,
-           timeout: float = 3600, on_line: Callable[[str], None] | None = None,
-           sandbox: str | None = None, executor=None) -> Workspace:
-    """Make the workspace, produce or reuse the baseline, and commit both."""
+def create(idea: Idea, results_dir: Path, profile: str | None = None) -> Workspace:
+    """Make the workspace: the template's files, the idea, the profile, a git repo with nothing
+    committed yet (agent/baseline.py runs or reuses the baseline and makes the first commit)."""
     template = load_template(idea.template_dir)
     profile = template.choose_profile(profile or idea.profile)
     path = _new_path(Path(results_dir), idea.name)
@@ -326,118 +304,7 @@ def create(idea: Idea, results_dir: Path, profile: str | None = None, *,
     (path / ".gitignore").write_text(WORKSPACE_GITIGNORE)
     history.init_repo(path)
     environment.write_packages(path)   # the exact versions the runs use; replay compares with them
-    ws = Workspace(path=path, idea=idea, template=template, profile=profile)
-    _baseline(ws, timeout=timeout, on_line=on_line, sandbox=sandbox, executor=executor)
-    return ws
-
-
-def _baseline(ws: Workspace, *, timeout: float, on_line, sandbox: str | None = None, executor=None) -> None:
-    cached = cache_dir() / "baselines" / f"{ws.template.name}-{ws.template.fingerprint()}-{ws.profile}"
-    cached.parent.mkdir(parents=True, exist_ok=True)
-    # One process computes a baseline; another one started meanwhile waits here, then reuses it.
-    lock = FileLock(str(cached) + ".lock")
-    try:
-        lock.acquire(timeout=0)
-    except Timeout:
-        if on_line:
-            on_line(f"[agent] waiting for another process to finish the baseline {cached.name}")
-        lock.acquire()
-    try:
-        _baseline_locked(ws, cached, timeout=timeout, on_line=on_line, sandbox=sandbox, executor=executor)
-    finally:
-        lock.release()
-
-
-def _baseline_locked(ws: Workspace, cached: Path, *, timeout: float, on_line, sandbox: str | None,
-                     executor) -> None:
-    started = time.monotonic()
-    if (cached / "final_info.json").exists():
-        shutil.copytree(cached, ws.path / BASELINE_RUN)
-        source = f"cached baseline from {cached}"
-    else:
-        runs = execution.Executor(ws.path, ws.template, ws.profile,
-                                      protected=execution.protected_from_template(ws.template),
-                                      box=sandbox, timeout=timeout, on_line=on_line,
-                                      runner=executor)
-        seeds = ws.template.seeds_for(ws.profile)
-        _check_overrides(ws, seeds)
-        for seed in seeds:
-            out_dir = BASELINE_RUN if seed == seeds[0] else f"{BASELINE_RUN}/seed_{seed}"
-            try:
-                step = runs.run(out_dir, overrides={"seed": seed} if len(seeds) > 1 else None)
-            except execution.PrepareError as exc:
-                raise WorkspaceError(f"{exc}\n  The workspace {ws.path} was kept; fix the environment and "
-                                     f"retry (`{prog()} prepare --profile P` shows the whole output).") from None
-            if not step.ok:
-                error = step.problem or step.result.error or step.result.status
-                _commit_baseline(ws, Status.FAILED, time.monotonic() - started, error=error)
-                raise WorkspaceError(
-                    f"the baseline (the unmodified template, profile {ws.profile}, seed {seed}) did not run: "
-                    f"{error}.\n  Its log is {step.result.log_path}; the workspace "
-                    f"{ws.path} was kept for inspection. Fix the template or the environment and retry.")
-        for knob, values in ws.template.frontier_for(ws.profile).items():
-            for value in values:
-                step = runs.run(frontier_dir(knob, value), overrides={"seed": seeds[0], knob: value})
-                if not step.ok:   # the frontier is extra evidence: a point that fails is left out, said so
-                    (on_line or print)(f"baseline frontier {knob}={value} failed: {step.problem or step.result.error}")
-        _run_references(ws, runs, on_line)
-        source = ("baseline run of the unmodified template"
-                  + (f", seeds {', '.join(map(str, seeds))}" if len(seeds) > 1 else ""))
-    try:
-        baseline = ws.baseline()
-    except results.ResultsError as exc:
-        _commit_baseline(ws, Status.FAILED, time.monotonic() - started, error=str(exc))
-        raise WorkspaceError(f"the baseline produced no usable results: {exc}") from None
-    problems = results.untrained_problems(baseline)
-    if problems:
-        _commit_baseline(ws, Status.UNTRAINED, time.monotonic() - started, error=problems[0])
-        raise WorkspaceError(
-            "the baseline SAE looks untrained, so every comparison against it would be meaningless:\n  - "
-            + "\n  - ".join(problems)
-            + f"\n  Refusing to start. Check the template's training settings ({ws.path / BASELINE_RUN}).")
-    record = results.uncertainty_record(ws.baseline_seeds(), baseline, ws.baseline_frontier(), ws.baseline_references())
-    (ws.path / BASELINE_RUN / "intervals.json").write_text(json.dumps(record, indent=2) + "\n")
-    if not (cached / "final_info.json").exists():  # renamed into place: never read half-written
-        staging = cached.with_name(f"{cached.name}.tmp-{os.getpid()}")
-        shutil.rmtree(staging, ignore_errors=True)
-        shutil.copytree(ws.path / BASELINE_RUN, staging)
-        shutil.rmtree(cached, ignore_errors=True)
-        staging.rename(cached)
-    _commit_baseline(ws, Status.BASELINE, time.monotonic() - started, source=source,
-                     summary=results.subject_summary(None, baseline))
-
-
-def _run_references(ws: Workspace, runs: execution.Executor, on_line) -> None:
-    """Each reference SAE of the template at k = the baseline's mean L0 over its seeds. Like the
-    frontier it is context, not the noise floor: one that fails is left out, and said so."""
-    if not ws.template.references:
-        return
-    try:
-        seeds = ws.baseline_seeds()
-    except results.ResultsError:
-        return   # no usable baseline: said below, with what to do
-    if results.untrained_problems(seeds[0]):
-        return   # refused below: a reference beside an untrained baseline would cost a training for nothing
-    l0s = [h["l0"] for seed in seeds for h in results.headline(seed).values() if h.get("l0")]
-    if not l0s:
-        return
-    k = str(max(1, round(sum(l0s) / len(l0s))))
-    for name, command in ws.template.references.items():
-        step = runs.run(reference_dir(name), command=[part.replace("{k}", k) for part in command])
-        if not step.ok:
-            (on_line or print)(f"baseline reference {name} (k {k}) failed: {step.problem or step.result.error}")
-
-
-def _commit_baseline(ws: Workspace, status: Status, seconds: float, *, error: str | None = None,
-                     source: str = "", summary: str = "") -> None:
-    if status == Status.BASELINE:
-        subject = f"run 0: baseline — {summary}" if summary else "run 0: baseline"
-    else:
-        subject = f"run 0: baseline {status} — {error}"
-    record = Attempt(run=0, attempt=1, status=status, duration=seconds, model="template",
-                     profile=str(ws.profile), error=error.splitlines()[0][:200] if error else None)
-    body = f"Idea: {ws.idea.title}\nTemplate: {ws.template.name} ({ws.template.fingerprint()})\n{source}"
-    history.commit_attempt(ws.path, subject=subject[:200], body=body, trailers=record)
+    return Workspace(path=path, idea=idea, template=template, profile=profile)
 
 
 def open_workspace(path: Path) -> Workspace:

@@ -50,6 +50,22 @@ def sae_cache(tmp_path_factory):
             os.environ[k] = v
 
 
+@pytest.fixture
+def agent_cli(sae_cache):
+    """`agent_cli("run", "ideas/x.md", ...)`: the agent's command line in its own process, offline,
+    as a user runs it from the checkout, with the session's shared cache (baselines included)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+    env = {**sae_cache, "PATH": "/usr/bin:/bin", "HOME": sae_cache["SAE_CACHE_DIR"],
+           "LITELLM_LOCAL_MODEL_COST_MAP": "True", "HF_HUB_OFFLINE": "1", "COLUMNS": "160"}
+
+    def run(*args: str, timeout: float = 3600) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "agent", *map(str, args)], cwd=Path(__file__).parents[1],
+                              env=env, capture_output=True, text=True, timeout=timeout)
+    return run
+
+
 @pytest.fixture(autouse=True)
 def _history_backups(tmp_path_factory, monkeypatch):
     """The agent's history backups (agent/gitguard.py) go to a scratch folder, never ~/.cache."""

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from agent import edits, execution, results, workspace
+from agent import baseline, edits, execution, results, workspace
 from agent.idea import load_idea
 from agent.template import load_template
 
@@ -111,9 +111,16 @@ def _mini_idea(tmp_path, frontier: dict, **settings) -> Path:
     return idea
 
 
+def made(idea, results_dir, profile=None):
+    """A workspace with its baseline, as `agent run` makes it."""
+    ws = workspace.create(idea, results_dir, profile)
+    baseline.establish(ws)
+    return ws
+
+
 def test_the_baseline_frontier_runs_the_template_at_each_value(tmp_path, monkeypatch):
     monkeypatch.setenv("SAE_CACHE_DIR", str(tmp_path / "cache"))
-    ws = workspace.create(load_idea(_mini_idea(tmp_path, {"ACCURACY": [0.5]})), tmp_path / "results")
+    ws = made(load_idea(_mini_idea(tmp_path, {"ACCURACY": [0.5]})), tmp_path / "results")
     (point,) = ws.baseline_frontier()
     key = "mini-model/blocks.0.hook_resid_post"
     assert results.headline(point)[key]["sae_top_1_test_accuracy"] == 0.5
@@ -125,8 +132,8 @@ def test_a_profile_trains_the_baseline_with_its_own_seeds_and_is_judged_by_them(
     monkeypatch.setenv("SAE_CACHE_DIR", str(tmp_path / "cache"))
     idea = load_idea(_mini_idea(tmp_path, {}, profiles=["tiny", "cpu"], baseline_seeds=[0, 1],
                                 profile_baseline_seeds={"cpu": [0, 1, 2, 3]}))
-    many = workspace.create(idea, tmp_path / "results", profile="cpu")
-    few = workspace.create(idea, tmp_path / "results", profile="tiny")
+    many = made(idea, tmp_path / "results", profile="cpu")
+    few = made(idea, tmp_path / "results", profile="tiny")
     assert sorted(p.name for p in (many.path / "run_0").glob("seed_*")) == ["seed_1", "seed_2", "seed_3"]
     assert sorted(p.name for p in (few.path / "run_0").glob("seed_*")) == ["seed_1"]
     assert len(many.baseline_seeds()) == 4 and len(few.baseline_seeds()) == 2
@@ -134,10 +141,39 @@ def test_a_profile_trains_the_baseline_with_its_own_seeds_and_is_judged_by_them(
     assert {v["baseline_seeds"] for entry in judged.values() for v in entry["vs_baseline"].values()} == {4}
 
 
+def test_the_baseline_seeds_are_scored_on_the_final_split_once_per_baseline(tmp_path, monkeypatch):
+    """Every idea ends by scoring the baseline's seeds on the final split; a second idea on the same
+    (cached) baseline reuses those scores instead of running the evaluator on every seed again."""
+    monkeypatch.setenv("SAE_CACHE_DIR", str(tmp_path / "cache"))
+    idea = load_idea(_mini_idea(tmp_path, {}, baseline_seeds=[0, 1]))
+    evaluated = []
+
+    def evaluator(ws):   # the mini template has no evaluator: this one writes what it was asked
+        def evaluate_final(rel):
+            evaluated.append(rel)
+            (ws.path / rel / "final_split.json").write_text(json.dumps({"scored": rel, "in": ws.path.name}))
+            return ws.path / rel / "final_split.json"
+        return evaluate_final
+
+    first = made(idea, tmp_path / "results")
+    scores = baseline.final_split_scores(first, evaluator(first))
+    assert evaluated == ["run_0", "run_0/seed_1"] and [s["scored"] for s in scores] == evaluated
+    second = made(idea, tmp_path / "results")
+    assert baseline.final_split_scores(second, evaluator(second)) == scores
+    assert evaluated == ["run_0", "run_0/seed_1"], "the second idea ran the evaluator again"
+    # A cache holding another baseline (trained again, say) is never taken for this one's.
+    cached = baseline.cache_path(second) / "final_info.json"
+    cached.write_text(cached.read_text().replace("0.75", "0.7"))
+    third = made(idea, tmp_path / "results")
+    (third.path / "run_0" / "final_info.json").write_text((first.path / "run_0" / "final_info.json").read_text())
+    baseline.final_split_scores(third, evaluator(third))
+    assert evaluated[2:] == ["run_0", "run_0/seed_1"]
+
+
 def test_a_frontier_knob_the_template_lacks_stops_the_baseline_before_any_run(tmp_path, monkeypatch):
     monkeypatch.setenv("SAE_CACHE_DIR", str(tmp_path / "cache"))
     with pytest.raises(workspace.WorkspaceError, match=r"no `sparsity_penalty` top-level .* frontier"):
-        workspace.create(load_idea(_mini_idea(tmp_path, {"sparsity_penalty": [0.5]})), tmp_path / "results")
+        made(load_idea(_mini_idea(tmp_path, {"sparsity_penalty": [0.5]})), tmp_path / "results")
     (ws,) = (tmp_path / "results").iterdir()
     assert not (ws / "run_0").exists()
 

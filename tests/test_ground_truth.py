@@ -15,6 +15,8 @@ import pytest
 
 pytest.importorskip("sae_lens")
 
+REPO = Path(__file__).resolve().parents[1]
+
 
 @pytest.fixture
 def micro(harness_path, tmp_path, monkeypatch):
@@ -182,28 +184,60 @@ def test_the_evaluator_writes_the_profiles_headline_metrics_and_evidence(micro, 
     assert results.load_results(tmp_path / "run_1")[micro.sae_key(0)]["core_metrics"] == entry["core_metrics"]
 
 
-# ---------------------------------------------------------------- known answers, through the whole loop
-def _run_idea(idea: str, tmp_path, cache_dir):
-    from test_e2e_template import run_cli
+# ---------------------------------------------------------------- the README's main job and known answers
+# Through the whole loop, as a user runs it: `agent run ideas/<idea>.md --profile synth-tiny`, offline
+# (no model is configured, so the idea's recorded replies are replayed). The synth-tiny baseline is
+# trained once per test session (the shared cache) and reused by every idea after the first.
+def _run_idea(agent_cli, idea: str, tmp_path):
     out = tmp_path / "results"
-    proc = run_cli("run", f"ideas/{idea}.md", "--profile", "synth-tiny", "--results", str(out), cache_dir=cache_dir)
+    proc = agent_cli("run", f"ideas/{idea}.md", "--profile", "synth-tiny", "--results", out)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     (ws,) = list(out.iterdir())
     (entry,) = json.loads((ws / "run_1" / "intervals.json").read_text()).values()
-    return ws, entry
-
-
-@pytest.fixture(scope="module")
-def synth_cache(sae_cache):
-    return Path(sae_cache["SAE_CACHE_DIR"])
+    return ws, entry, proc
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("idea", ["batchtopk", "matryoshka"])
-def test_known_positive_beats_the_l1_baseline_on_f1_at_matched_l0(tmp_path, synth_cache, idea):
-    """SynthSAEBench's ranking, found again by the loop on a world small enough for CI."""
+def test_the_readme_main_job_finds_batchtopk_better_on_f1_at_matched_l0(tmp_path, agent_cli):
+    """The README's quick start: SynthSAEBench's ranking found again, every attempt committed."""
+    import git
+    from agent import history, results
+    ws, entry, proc = _run_idea(agent_cli, "batchtopk", tmp_path)
+    assert "offline replay — no LLM is called" in proc.stdout
+    matched = entry["at_matched_sparsity"]
+    assert matched["f1"]["verdict"] == "better", matched
+    assert matched["f1"]["change"] - matched["f1"]["half_width"] > 0
+
+    attempts = history.read_history(ws)
+    assert attempts[0].status == "baseline" and attempts[-1].status == "notes", [a.subject for a in attempts]
+    assert all(a.model.startswith("replay:") for a in attempts[1:])
+    (success,) = [a for a in attempts if a.status == "success"]
+    assert success.subject.startswith("run 1: f1 "), success.subject
+    assert not git.Repo(ws).is_dirty(untracked_files=True)
+    assert results.untrained_problems(results.load_results(ws / "run_0")) == []
+    (run1,) = results.headline(results.load_results(ws / "run_1")).values()
+    assert run1["training_steps"] > 0 and run1["sae_top_1_test_accuracy"] > 0.55   # probing above chance
+    assert (ws / "notes.txt").read_text() != (REPO / "templates/sae_variants/notes.txt").read_text()
+
+    # The harness's own TopK reference, trained with the baseline at k = the seeds' mean L0, sits at
+    # that sparsity; the coder is shown it beside every comparison.
+    seeds = [results.headline(results.load_results(p)) for p in [ws / "run_0", *(ws / "run_0").glob("seed_*")]]
+    k = round(sum(h["l0"] for seed in seeds for h in seed.values()) / len(seeds))
+    reference = results.load_results(ws / "run_0" / "reference_topk")
+    (ref,) = results.headline(reference).values()
+    (facts,) = [v["training"] for v in reference.values()]
+    assert facts["k"] == k and k - 1 <= ref["l0"] <= k
+    assert f"reference (topk SAE, k {k}, the harness's own" in (ws / "transcript.md").read_text()
+
+    log = agent_cli("log", ws, "--json")
+    assert log.returncode == 0, log.stderr
+    assert [r["status"] for r in json.loads(log.stdout)["attempts"]] == [a.status for a in attempts]
+
+
+@pytest.mark.slow
+def test_known_positive_matryoshka_beats_the_l1_baseline_on_f1_at_matched_l0(tmp_path, agent_cli):
     from agent import history
-    ws, entry = _run_idea(idea, tmp_path, synth_cache)
+    ws, entry, _ = _run_idea(agent_cli, "matryoshka", tmp_path)
     matched = entry["at_matched_sparsity"]
     assert matched["f1"]["verdict"] == "better", matched
     assert matched["f1"]["change"] - matched["f1"]["half_width"] > 0
@@ -212,9 +246,24 @@ def test_known_positive_beats_the_l1_baseline_on_f1_at_matched_l0(tmp_path, synt
 
 
 @pytest.mark.slow
-def test_known_null_is_no_detectable_change_on_every_headline_metric(tmp_path, synth_cache):
-    from agent import stats
-    _, entry = _run_idea("null_change", tmp_path, synth_cache)
+def test_known_null_is_no_detectable_change_on_every_headline_metric(tmp_path, agent_cli):
+    import git
+    from agent import history, stats
+    from agent.template import load_template
+    ws, entry, _ = _run_idea(agent_cli, "null_change", tmp_path)
     verdicts = {m: v["verdict"] for m, v in entry["vs_baseline"].items()}
     assert {"f1", "mcc", "explained_variance"} <= set(verdicts), verdicts
+    # L0 is the sparsity setting: its change is never judged, whatever it is
     assert all(v == (stats.SETTING if m == "l0" else "no detectable change") for m, v in verdicts.items()), verdicts
+    subject = [a.subject for a in history.read_history(ws) if a.status == "success"][0]
+    assert "no detectable change" in subject
+    # the final split was scored once, at the end, and went into the notes commit, not to the coder
+    final = json.loads((ws / "final_split.json").read_text())
+    seeds = load_template(REPO / "templates" / "sae_variants").seeds_for("synth-tiny")
+    assert final["baseline_seeds"] == len(seeds) and "1" in final["runs"]
+    assert "Final split" in git.Repo(ws).head.commit.message
+    messages = json.loads((ws / "transcript.json").read_text())["messages"]
+    assert not any("Final split" in m.get("content", "") for m in messages)
+    log = agent_cli("log", ws)
+    row = next(line for line in log.stdout.splitlines() if line.split()[:3] == ["1", "1", "success"])
+    assert "±" in row and "▲" not in row and "▼" not in row    # intervals shown, no false finding

@@ -1,7 +1,7 @@
 """The loop end to end: a strict loopback provider, real git, real subprocess runs.
 
 These use a small test template (tests/data/mini_template: no torch, runs in a blink) so each
-scenario takes seconds; tests/test_e2e_template.py drives the real SAE template the same way.
+scenario takes seconds; tests/test_ground_truth.py drives the real SAE template the same way.
 """
 
 import json

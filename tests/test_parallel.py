@@ -7,6 +7,7 @@ each idea gets its own reply queue (keyed by its title), since their requests in
 import argparse
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -18,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from agent import history, parallel, workspace
+from agent import baseline, history, parallel, workspace
 from agent.cli import build_parser, main, run_options
 from agent.options import RunOptions, SlurmOptions
 
@@ -124,7 +125,9 @@ def _make_workspace(args):
     results, idea_path, cache = args
     os.environ["SAE_CACHE_DIR"] = cache
     from agent.idea import load_idea
-    return str(workspace.create(load_idea(Path(idea_path)), Path(results)).path)
+    ws = workspace.create(load_idea(Path(idea_path)), Path(results))
+    baseline.establish(ws)
+    return str(ws.path)
 
 
 def test_two_ideas_with_one_name_in_the_same_second_both_get_a_workspace(tmp_path, cold_cache):
@@ -184,7 +187,7 @@ def test_jobs_below_one_is_refused_before_any_workspace(fake_llm, tmp_path, cold
 # A value other than the default for every run option; a new option needs one here, or this fails.
 NOT_DEFAULT = {"results": "elsewhere", "profile": "tiny", "model": "openai/m", "api_base": "http://127.0.0.1:9",
                "max_runs": 3, "max_attempts": 2, "timeout": 12.5, "llm_timeout": 7.0, "max_cost": 0.5,
-               "max_tokens": 1000, "smoke": False, "sandbox": "staged", "executor": "slurm",
+               "max_tokens": 1000, "smoke": False, "sandbox": "staged", "executor": "slurm", "edit_format": "whole",
                "partition": "gpu", "gpus": 2, "cpus": 8, "mem_gb": 31.5, "time": "1-02:00:00", "account": "lab"}
 
 
@@ -238,9 +241,29 @@ def test_every_option_of_run_and_resume_is_in_the_typed_record(command, own):
         assert given - output - own == _flags(RunOptions)
 
 
+def one_seed_template(tmp_path) -> tuple[Path, list[Path]]:
+    """The SAE template with its baseline cut to one seed, no frontier and no reference SAEs, and
+    three shipped ideas (with their recorded replies) pointed at it. The test below is about a cold
+    cache shared by three ideas at once, not about the noise floor: one SAE trains for the baseline."""
+    template = tmp_path / "one_seed"
+    shutil.copytree(REPO / "templates" / "sae_variants", template, ignore=shutil.ignore_patterns("__pycache__"))
+    spec = json.loads((template / "template.json").read_text())
+    spec.update(baseline_seeds=[0], profile_baseline_seeds={}, frontier={}, profile_frontier={}, references={})
+    (template / "template.json").write_text(json.dumps(spec, indent=2))
+    ideas = []
+    for name in ("lateral_inhibition", "topk_orthogonality", "exponential_orthogonal"):
+        (tmp_path / "ideas").mkdir(exist_ok=True)
+        text = (REPO / "ideas" / f"{name}.md").read_text().replace("template: sae_variants", "template: ../one_seed")
+        (tmp_path / "ideas" / f"{name}.md").write_text(text)
+        shutil.copy(REPO / "ideas" / f"{name}.replay.json", tmp_path / "ideas")
+        ideas.append(tmp_path / "ideas" / f"{name}.md")
+    return template, ideas
+
+
 @pytest.mark.slow
 def test_three_tiny_profile_ideas_in_parallel_from_a_cold_cache(tmp_path):
-    """The real template and model: three shipped ideas (offline replays) at once, nothing cached."""
+    """The real template and language model: three shipped ideas (offline replays) at once, nothing cached."""
+    _, ideas = one_seed_template(tmp_path)
     cache = tmp_path / "cache"
     env = {"SAE_CACHE_DIR": str(cache), "PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(tmp_path),
            "LITELLM_LOCAL_MODEL_COST_MAP": "True", "HF_HUB_OFFLINE": "1", "COLUMNS": "160",
@@ -251,8 +274,7 @@ def test_three_tiny_profile_ideas_in_parallel_from_a_cold_cache(tmp_path):
     if models.is_dir():
         env["SAE_MODEL_DIR"] = str(models)
     results = tmp_path / "results"
-    proc = subprocess.run([sys.executable, "-m", "agent", "run", "ideas/lateral_inhibition.md",
-                           "ideas/topk_orthogonality.md", "ideas/exponential_orthogonal.md", "--profile", "tiny",
+    proc = subprocess.run([sys.executable, "-m", "agent", "run", *map(str, ideas), "--profile", "tiny",
                            "--jobs", "3", "--max-runs", "1",
                            "--results", str(results)], cwd=REPO, env=env, capture_output=True, text=True,
                           timeout=3600)

@@ -1,0 +1,206 @@
+"""Stage 2b — the baseline: the unmodified template run into `run_0/` and its first commit.
+
+Its seeds are the noise floor every change is judged against; its frontier (other sparsity
+settings) and reference SAEs are context. All of it is run once per (template content, profile)
+and cached, so a second idea on the same template starts at once; the seeds' final-split scores,
+needed once at the end of every idea, are cached beside them. A baseline that looks untrained is
+refused.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import time
+from pathlib import Path
+from typing import Callable
+
+import git
+from filelock import FileLock, Timeout
+
+from agent import execution, history, results
+from agent.attempt import Attempt, Status
+from agent.ui import prog
+from agent.workspace import BASELINE_RUN, Workspace, WorkspaceError, frontier_dir, reference_dir
+
+
+def cache_path(ws: Workspace) -> Path:
+    """Where this workspace's baseline is cached: keyed by the template's content and the profile."""
+    name, fingerprint = _template_key(ws)
+    return execution.cache_dir() / "baselines" / f"{name}-{fingerprint}-{ws.profile}"
+
+
+def _template_key(ws: Workspace) -> tuple[str, str]:
+    """The template's name and content hash, as the baseline commit recorded them: a reopened
+    workspace's template is read from the workspace itself, whose name and files are not the
+    template's. Before that commit (the baseline being made), the template's own."""
+    try:
+        repo = history.open_workspace(ws.path)
+        body = repo.commit(history.root_commit(repo)).message
+    except (history.HistoryError, git.GitError, ValueError):   # no commit yet
+        body = ""
+    found = re.search(r"^Template: (.+) \(([0-9a-f]+)\)$", body, re.M)
+    return (found[1], found[2]) if found else (ws.template.name, ws.template.fingerprint())
+
+
+def check_overrides(ws: Workspace, seeds: list[int]) -> None:
+    """Refuse a seed or frontier knob that experiment.py has no hyperparameter for, before any run."""
+    knobs = {"seed": seeds[0]} if len(seeds) > 1 or ws.template.frontier_for(ws.profile) else {}   # as the runs below set them
+    knobs.update({knob: values[0] for knob, values in ws.template.frontier_for(ws.profile).items() if values})
+    if not knobs or not (ws.path / "experiment.py").is_file():
+        return
+    try:
+        execution.override_assignments((ws.path / "experiment.py").read_bytes(), knobs)
+    except execution.OverrideError as exc:
+        raise WorkspaceError(f"the baseline cannot be run: {exc} (template.json's baseline_seeds and frontier "
+                             f"name hyperparameters of {ws.template.root / 'experiment.py'})") from None
+
+
+def establish(ws: Workspace, *, timeout: float = 3600, on_line: Callable[[str], None] | None = None,
+              sandbox: str | None = None, executor=None) -> None:
+    """Run the unmodified template (or reuse its cached runs) into `run_0/` and make the
+    workspace's first commit. Raises WorkspaceError when there is no usable baseline."""
+    cached = cache_path(ws)
+    cached.parent.mkdir(parents=True, exist_ok=True)
+    # One process computes a baseline; another one started meanwhile waits here, then reuses it.
+    lock = FileLock(str(cached) + ".lock")
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        if on_line:
+            on_line(f"[agent] waiting for another process to finish the baseline {cached.name}")
+        lock.acquire()
+    try:
+        _baseline_locked(ws, cached, timeout=timeout, on_line=on_line, sandbox=sandbox, executor=executor)
+    finally:
+        lock.release()
+
+
+def _baseline_locked(ws: Workspace, cached: Path, *, timeout: float, on_line, sandbox: str | None,
+                     executor) -> None:
+    started = time.monotonic()
+    if (cached / "final_info.json").exists():
+        # the seeds' final-split scores stay out of the baseline commit: read only at the end
+        shutil.copytree(cached, ws.path / BASELINE_RUN, ignore=shutil.ignore_patterns(FINAL_SPLIT))
+        source = f"cached baseline from {cached}"
+    else:
+        runs = execution.Executor(ws.path, ws.template, ws.profile,
+                                      protected=execution.protected_from_template(ws.template),
+                                      box=sandbox, timeout=timeout, on_line=on_line,
+                                      runner=executor)
+        seeds = ws.template.seeds_for(ws.profile)
+        check_overrides(ws, seeds)
+        for seed in seeds:
+            out_dir = BASELINE_RUN if seed == seeds[0] else f"{BASELINE_RUN}/seed_{seed}"
+            try:
+                step = runs.run(out_dir, overrides={"seed": seed} if len(seeds) > 1 else None)
+            except execution.PrepareError as exc:
+                raise WorkspaceError(f"{exc}\n  The workspace {ws.path} was kept; fix the environment and "
+                                     f"retry (`{prog()} prepare --profile P` shows the whole output).") from None
+            if not step.ok:
+                error = step.problem or step.result.error or step.result.status
+                _commit_baseline(ws, Status.FAILED, time.monotonic() - started, error=error)
+                raise WorkspaceError(
+                    f"the baseline (the unmodified template, profile {ws.profile}, seed {seed}) did not run: "
+                    f"{error}.\n  Its log is {step.result.log_path}; the workspace "
+                    f"{ws.path} was kept for inspection. Fix the template or the environment and retry.")
+        for knob, values in ws.template.frontier_for(ws.profile).items():
+            for value in values:
+                step = runs.run(frontier_dir(knob, value), overrides={"seed": seeds[0], knob: value})
+                if not step.ok:   # the frontier is extra evidence: a point that fails is left out, said so
+                    (on_line or print)(f"baseline frontier {knob}={value} failed: {step.problem or step.result.error}")
+        _run_references(ws, runs, on_line)
+        source = ("baseline run of the unmodified template"
+                  + (f", seeds {', '.join(map(str, seeds))}" if len(seeds) > 1 else ""))
+    try:
+        baseline = ws.baseline()
+    except results.ResultsError as exc:
+        _commit_baseline(ws, Status.FAILED, time.monotonic() - started, error=str(exc))
+        raise WorkspaceError(f"the baseline produced no usable results: {exc}") from None
+    problems = results.untrained_problems(baseline)
+    if problems:
+        _commit_baseline(ws, Status.UNTRAINED, time.monotonic() - started, error=problems[0])
+        raise WorkspaceError(
+            "the baseline SAE looks untrained, so every comparison against it would be meaningless:\n  - "
+            + "\n  - ".join(problems)
+            + f"\n  Refusing to start. Check the template's training settings ({ws.path / BASELINE_RUN}).")
+    record = results.uncertainty_record(ws.baseline_seeds(), baseline, ws.baseline_frontier(), ws.baseline_references())
+    (ws.path / BASELINE_RUN / "intervals.json").write_text(json.dumps(record, indent=2) + "\n")
+    if not (cached / "final_info.json").exists():  # renamed into place: never read half-written
+        staging = cached.with_name(f"{cached.name}.tmp-{os.getpid()}")
+        shutil.rmtree(staging, ignore_errors=True)
+        shutil.copytree(ws.path / BASELINE_RUN, staging)
+        shutil.rmtree(cached, ignore_errors=True)
+        staging.rename(cached)
+    _commit_baseline(ws, Status.BASELINE, time.monotonic() - started, source=source,
+                     summary=results.subject_summary(None, baseline))
+
+
+def _run_references(ws: Workspace, runs: execution.Executor, on_line) -> None:
+    """Each reference SAE of the template at k = the baseline's mean L0 over its seeds. Like the
+    frontier it is context, not the noise floor: one that fails is left out, and said so."""
+    if not ws.template.references:
+        return
+    try:
+        seeds = ws.baseline_seeds()
+    except results.ResultsError:
+        return   # no usable baseline: said below, with what to do
+    if results.untrained_problems(seeds[0]):
+        return   # refused below: a reference beside an untrained baseline would cost a training for nothing
+    l0s = [h["l0"] for seed in seeds for h in results.headline(seed).values() if h.get("l0")]
+    if not l0s:
+        return
+    k = str(max(1, round(sum(l0s) / len(l0s))))
+    for name, command in ws.template.references.items():
+        step = runs.run(reference_dir(name), command=[part.replace("{k}", k) for part in command])
+        if not step.ok:
+            (on_line or print)(f"baseline reference {name} (k {k}) failed: {step.problem or step.result.error}")
+
+
+def _commit_baseline(ws: Workspace, status: Status, seconds: float, *, error: str | None = None,
+                     source: str = "", summary: str = "") -> None:
+    if status == Status.BASELINE:
+        subject = f"run 0: baseline — {summary}" if summary else "run 0: baseline"
+    else:
+        subject = f"run 0: baseline {status} — {error}"
+    record = Attempt(run=0, attempt=1, status=status, duration=seconds, model="template",
+                     profile=str(ws.profile), error=error.splitlines()[0][:200] if error else None)
+    body = f"Idea: {ws.idea.title}\nTemplate: {ws.template.name} ({ws.template.fingerprint()})\n{source}"
+    history.commit_attempt(ws.path, subject=subject[:200], body=body, trailers=record)
+
+
+def seed_dirs(ws: Workspace) -> list[str]:
+    """run_0 and its other seeds' folders, in the template's seed order."""
+    return [BASELINE_RUN] + [f"{BASELINE_RUN}/seed_{s}" for s in ws.template.seeds_for(ws.profile)[1:]]
+
+
+def final_split_scores(ws: Workspace, evaluate_final: Callable[[str], Path | None]) -> list[dict]:
+    """Each baseline seed scored on the final split, with `evaluate_final(out_dir)` only where
+    neither the workspace nor the cache (for this very baseline) holds the score already."""
+    cached = cache_path(ws)   # a copy of run_0
+    same = _same_file(cached / "final_info.json", ws.path / BASELINE_RUN / "final_info.json")
+    scores = []
+    for rel in seed_dirs(ws):
+        here, there = ws.path / rel / FINAL_SPLIT, cached / Path(rel).relative_to(BASELINE_RUN) / FINAL_SPLIT
+        if not here.is_file() and same and there.is_file():
+            shutil.copyfile(there, here)
+        if not here.is_file() and evaluate_final(rel) is None:
+            continue
+        if same and not there.is_file() and there.parent.is_dir():
+            staging = there.with_name(f"{FINAL_SPLIT}.tmp-{os.getpid()}")   # renamed into place
+            shutil.copyfile(here, staging)
+            staging.rename(there)
+        scores.append(json.loads(here.read_text()))
+    return scores
+
+
+FINAL_SPLIT = "final_split.json"
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return a.read_bytes() == b.read_bytes()
+    except OSError:
+        return False
