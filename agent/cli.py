@@ -16,6 +16,7 @@ from rich.table import Table
 from rich.text import Text
 
 from agent import __version__, launch, ui
+from agent.edits import EDIT_FORMATS
 from agent.options import DEFAULT_RESULTS, RunOptions, SlurmOptions, UsageError
 from agent.ui import console, err_console
 
@@ -30,7 +31,7 @@ def run_options(args: argparse.Namespace) -> RunOptions:
                       model=args.model, api_base=args.api_base, max_runs=args.max_runs,
                       max_attempts=args.max_attempts, timeout=args.timeout, llm_timeout=args.llm_timeout,
                       max_cost=args.max_cost, max_tokens=args.max_tokens, smoke=not args.no_smoke,
-                      sandbox=args.sandbox, executor=args.executor, slurm=slurm)
+                      sandbox=args.sandbox, executor=args.executor, edit_format=args.edit_format, slurm=slurm)
 
 
 def _check_results_dir(results: str) -> None:
@@ -112,7 +113,7 @@ def cmd_resume(args) -> int:
         console.print("resuming with --executor slurm: this workspace's runs were Slurm jobs")
     loop_opts = launch.loop_options(opts, ws.idea, launch.executor_for(opts, ws.template, ws.profile),
                                     launch.box_for(opts.sandbox))
-    state, conv, recorded_model = prepare_resume(ws, loop_opts.max_runs, loop_opts.executor)
+    state, conv, recorded_model = prepare_resume(ws, loop_opts.max_runs, loop_opts.executor, loop_opts.edit_format)
     coder = launch.coder_for(ws.idea, replace(opts, model=opts.model or recorded_model))
     coder.count_usage(conv.usage)  # the caps count what the idea has spent already
     if hasattr(coder, "played"):  # a replay continues after the replies already played
@@ -295,6 +296,9 @@ def _model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-smoke", action="store_true", help="skip the few-steps smoke run before each run")
     p.add_argument("--sandbox", choices=("bwrap", "staged"),
                    help="the box generated code runs in (default $AGENT_SANDBOX, else bwrap where it works)")
+    p.add_argument("--edit-format", choices=EDIT_FORMATS, default="auto",
+                   help="how the coder edits: diff (SEARCH/REPLACE blocks), whole (whole files: for small "
+                        "local models), auto (asks for diffs, also applies whole files; default)")
     p.add_argument("--executor", choices=("local", "slurm"),
                    help="where runs execute: here, or each run a Slurm job (default $AGENT_EXECUTOR, else local)")
     p.add_argument("--slurm-partition", help="Slurm partition (default: the profile's, else the cluster's)")

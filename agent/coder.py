@@ -6,6 +6,10 @@ loop adds next (a traceback, a note) merges into that turn instead of making a s
 
 Retries are ours, not litellm's: litellm and the OpenAI client it wraps both retry silently
 by default (three requests per call, measured), which hides rate limits and doubles spend.
+
+A reply's text is made storable first (`settle`): lone surrogates replaced, reasoning
+(`reasoning_content`, a leading `<think>…</think>`) set apart from the answer the loop reads
+edits from, and a reply the provider cut at its output limit marked `truncated`.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from agent.conversation import Conversation
+from agent.conversation import Conversation, split_reasoning, valid_text
 
 # litellm fetches its price list from GitHub at import unless told to use its bundled copy.
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
@@ -58,14 +62,37 @@ def _litellm():
     return litellm
 
 
+# The answer stored for a reply cut off before its reasoning ended: strict providers refuse an
+# empty assistant turn, and the loop tells the coder what happened in the next one.
+CUT_IN_REASONING = "[the reply was cut off while reasoning, before any answer]"
+
+
 @dataclass
 class Reply:
-    text: str
+    text: str  # the answer: what edits are read from and what is sent back
     prompt_tokens: int
     completion_tokens: int
     cost: float | None  # dollars; None where litellm does not know the model's price
     model: str
     seconds: float
+    reasoning: str = ""      # kept in the transcript, never sent back
+    truncated: bool = False  # finish_reason "length": the provider stopped it at its output limit
+
+
+def settle(reply: Reply) -> Reply:
+    """The reply as stored: valid text, its leading `<think>` reasoning apart from the answer.
+
+    litellm already moves a leading `<think>…</think>` from an OpenAI-compatible server into
+    `reasoning_content`; not the distills' `…</think>` (their chat template opened the tag), nor
+    a replayed text, so the split is ours too."""
+    thought, answer = split_reasoning(valid_text(reply.text))
+    reply.reasoning = "\n\n".join(r for r in (valid_text(reply.reasoning).strip(), thought) if r)
+    if reply.reasoning:
+        answer = answer.lstrip("\n")  # the blank lines that followed `</think>`
+    if not answer.strip() and reply.truncated:
+        answer = CUT_IN_REASONING
+    reply.text = answer
+    return reply
 
 
 class LLMError(Exception):
@@ -156,10 +183,10 @@ class _Coder:
             self.total_cost += cost
 
     def _accept(self, conv: Conversation, reply: Reply) -> Reply:
-        conv.add_assistant(reply.text)
+        conv.add_assistant(reply.text, reasoning=reply.reasoning)
         conv.record_usage(model=reply.model, prompt_tokens=reply.prompt_tokens,
                           completion_tokens=reply.completion_tokens, cost=reply.cost,
-                          seconds=round(reply.seconds, 3))
+                          seconds=round(reply.seconds, 3), **({"truncated": True} if reply.truncated else {}))
         self._count(reply.prompt_tokens + reply.completion_tokens, reply.cost)
         log.info("reply from %s: %d prompt + %d completion tokens, %s, %.1fs", reply.model,
                  reply.prompt_tokens, reply.completion_tokens,
@@ -231,14 +258,16 @@ class LiteLLMCoder(_Coder):
         return litellm.completion(**kwargs)
 
     def _reply(self, response, seconds: float) -> Reply:
-        # Only the text is kept: reasoning_content must never go back to the provider.
-        text = response.choices[0].message.content or ""
+        # reasoning_content goes to the transcript only: it must never go back to the provider.
+        choice = response.choices[0]
         usage = getattr(response, "usage", None)
-        return Reply(text=text,
-                     prompt_tokens=getattr(usage, "prompt_tokens", 0) or 0,
-                     completion_tokens=getattr(usage, "completion_tokens", 0) or 0,
-                     cost=_cost(_litellm(), response, self.model, usage),
-                     model=self.model, seconds=seconds)
+        return settle(Reply(text=choice.message.content or "",
+                            prompt_tokens=getattr(usage, "prompt_tokens", 0) or 0,
+                            completion_tokens=getattr(usage, "completion_tokens", 0) or 0,
+                            cost=_cost(_litellm(), response, self.model, usage),
+                            model=self.model, seconds=seconds,
+                            reasoning=getattr(choice.message, "reasoning_content", None) or "",
+                            truncated=getattr(choice, "finish_reason", None) == "length"))
 
     def _backoff(self, attempt: int, error: Exception) -> float:
         """Exponential with full jitter; a provider's Retry-After wins when it asks for longer."""
@@ -277,10 +306,11 @@ class ReplayCoder(_Coder):
         else:
             text = self.replies[self.played]
             self.played += 1
-            if not text.strip():
-                raise LLMError(f"recorded reply {self.played} of {self.path} is empty; an empty "
-                               "reply is never stored (edit the replay file)")
-        return self._accept(conv, Reply(text, 0, 0, 0.0, self.name, 0.0))
+        reply = settle(Reply(text, 0, 0, 0.0, self.name, 0.0))
+        if not reply.text.strip():
+            raise LLMError(f"recorded reply {self.played} of {self.path} is empty (or reasoning only); "
+                           "an empty reply is never stored (edit the replay file)")
+        return self._accept(conv, reply)
 
 
 def make_coder(model: str | None, api_base: str | None = None, timeout: float = 600.0,

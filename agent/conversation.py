@@ -12,7 +12,9 @@ Feedback that arrives while a user turn is pending is merged into that turn.
 Two lists are kept: `_context` (what is sent; `condense()` shortens it) and `_log` (everything
 ever said, never shortened; this is what `transcript.md` and a replay read). Both end with the
 same turn: only the pending user turn is ever merged into (in both), and `condense()` leaves
-the latest turns alone until its last step.
+the latest turns alone until its last step. A reply's reasoning (deepseek's `reasoning_content`,
+a local model's `<think>…</think>`) is kept in `_log` beside it and never sent; a reply longer
+than MAX_REPLY_CHARS is sent back cut (`cap_reply`), kept whole in `_log`.
 """
 
 from __future__ import annotations
@@ -38,6 +40,9 @@ TRACEBACK_TAIL_LINES = 4
 MAX_OLD_CHARS = 2000
 # The last resort cuts the latest turns to this many characters (tail kept: errors are at the end).
 MAX_LATEST_CHARS = 12000
+# What one reply may keep in what is sent back: a reply of whole files fits (the template's
+# experiment.py is ~8k characters); a 2 MB essay would otherwise ride along in every later call.
+MAX_REPLY_CHARS = 40000
 
 
 class ConversationError(Exception):
@@ -71,15 +76,19 @@ class Conversation:
             self._context.append({"role": "user", "content": text})
             self._log.append({"role": "user", "content": text})
 
-    def add_assistant(self, text: str) -> None:
-        """Store a reply as plain text. Only a pending user turn can be answered."""
+    def add_assistant(self, text: str, reasoning: str = "") -> None:
+        """Store a reply as plain text, its reasoning beside it in the log only (never sent).
+        Only a pending user turn can be answered."""
         if not self.pending_user:
             raise ConversationError("add_assistant() without a pending user turn")
         text = _as_text(text)
         if not text.strip():  # strict providers refuse an empty assistant turn on every later call
             raise ConversationError("an empty reply is never stored: retry the call or stop")
-        self._context.append({"role": "assistant", "content": text})
-        self._log.append({"role": "assistant", "content": text})
+        self._context.append({"role": "assistant", "content": cap_reply(text)})
+        logged = {"role": "assistant", "content": text}
+        if reasoning:
+            logged["reasoning"] = _as_text(reasoning)
+        self._log.append(logged)
 
     def record_usage(self, **record) -> None:
         self.usage.append(record)
@@ -170,8 +179,8 @@ class Conversation:
             "condensed": self.condensed,
             "dropped": self._dropped,
         }
-        _write_atomic(directory / TRANSCRIPT_JSON, json.dumps(data, indent=1, ensure_ascii=False))
-        _write_atomic(directory / TRANSCRIPT_MD, self.to_markdown())
+        _write_atomic(directory / TRANSCRIPT_JSON, _json_text(data))
+        _write_atomic(directory / TRANSCRIPT_MD, self.to_markdown(), errors="backslashreplace")
 
     @classmethod
     def load(cls, path: Path) -> "Conversation":
@@ -193,7 +202,7 @@ class Conversation:
             data = json.loads(text)
             messages = data["messages"]
             conv = cls(data["system"])
-            conv._log = _drop_empty_replies([_plain(m) for m in messages[1:]])
+            conv._log = _drop_empty_replies([_plain(m, keep_reasoning=True) for m in messages[1:]])
             conv._context = _drop_empty_replies([_plain(m) for m in data.get("context", messages[1:])])
         except (OSError, ValueError, KeyError, TypeError, IndexError) as e:
             raise ConversationError(f"cannot load transcript {path}: {e}") from e
@@ -215,7 +224,11 @@ class Conversation:
                 rec = next(calls, None)
                 if rec:
                     heading += f" — {_usage_line(rec)}"
-            lines += [f"## {n}. {heading}", "", m["content"], ""]
+            lines += [f"## {n}. {heading}", ""]
+            if m.get("reasoning"):
+                lines += ["<details><summary>reasoning (never sent back to the provider)</summary>", "",
+                          m["reasoning"], "", "</details>", ""]
+            lines += [m["content"], ""]
         if self.usage:
             lines += ["## Usage", "", _usage_total(self.usage), ""]
         return "\n".join(lines)
@@ -277,6 +290,43 @@ def cut_middle(text: str, limit: int, head_share: float = 0.5) -> str:
     return f"{text[:head]}\n[... {omitted} characters omitted to fit the context window ...]\n{text[-tail:]}"
 
 
+def cap_reply(text: str, limit: int = MAX_REPLY_CHARS) -> str:
+    """A reply as sent back in later calls: whole up to `limit` characters, else its beginning and
+    end with a note; the log (transcript) keeps all of it."""
+    if len(text) <= limit:
+        return text
+    head = limit // 2
+    return (f"{text[:head]}\n[... {len(text) - limit} characters of this reply are left out of the "
+            f"conversation; it was {len(text)} characters long ...]\n{text[-(limit - head):]}")
+
+
+_THINK_OPEN, _THINK_CLOSE = "<think>", "</think>"
+
+
+def split_reasoning(text: str) -> tuple[str, str]:
+    """(reasoning, answer) of a reply that begins with its reasoning, as DeepSeek-R1 distills and
+    Qwen3 write it: `<think>…</think>answer`, or `…</think>answer` when the chat template opened
+    the tag. A reply cut off inside `<think>` is all reasoning. Anything else is all answer."""
+    body = text.lstrip()
+    if body.startswith(_THINK_OPEN):
+        body = body[len(_THINK_OPEN):]
+    elif _THINK_OPEN in text.split(_THINK_CLOSE, 1)[0] or _THINK_CLOSE not in text:
+        return "", text  # no leading reasoning: a tag later on is the answer's own text
+    reasoning, closed, answer = body.partition(_THINK_CLOSE)
+    if not closed:
+        return reasoning.strip(), ""
+    return reasoning.strip(), answer.lstrip("\n")
+
+
+_LONE_SURROGATE = re.compile(r"[\ud800-\udfff]")
+
+
+def valid_text(text: str) -> str:
+    """`text` with lone surrogates (valid in JSON, not encodable as UTF-8) replaced by U+FFFD, so it
+    can be written to files, commits and later requests."""
+    return _LONE_SURROGATE.sub("\ufffd", text)
+
+
 def _as_text(text) -> str:
     if not isinstance(text, str):
         raise ConversationError(f"message content must be text, got {type(text).__name__}")
@@ -300,8 +350,11 @@ def _drop_empty_replies(turns: list[dict]) -> list[dict]:
     return out
 
 
-def _plain(m: dict) -> dict:
-    return {"role": m["role"], "content": m["content"]}
+def _plain(m: dict, keep_reasoning: bool = False) -> dict:
+    out = {"role": m["role"], "content": m["content"]}
+    if keep_reasoning and isinstance(m.get("reasoning"), str) and m["reasoning"]:
+        out["reasoning"] = m["reasoning"]
+    return out
 
 
 def _usage_line(rec: dict) -> str:
@@ -319,8 +372,22 @@ def _usage_total(usage: list[dict]) -> str:
     return line + (f" (+ {unknown} calls of unknown cost)" if unknown else "")
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    # A crash mid-write must not leave a half transcript that resume would choke on.
+def _json_text(data: dict) -> str:
+    """Readable JSON (UTF-8 as it is), or ASCII JSON when the text holds what UTF-8 cannot encode
+    (a lone surrogate, valid JSON from a provider): `\\ud800` is kept exactly, nothing is lost."""
+    text = json.dumps(data, indent=1, ensure_ascii=False)
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return json.dumps(data, indent=1, ensure_ascii=True)
+    return text
+
+
+def _write_atomic(path: Path, text: str, errors: str = "strict") -> None:
+    # A crash mid-write must not leave a half transcript that resume would choke on, nor a .tmp.
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
+    try:
+        tmp.write_text(text, encoding="utf-8", errors=errors)
+        tmp.replace(path)
+    finally:
+        tmp.unlink(missing_ok=True)

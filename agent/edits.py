@@ -5,6 +5,11 @@ The loop reads the workspace files into a dict, calls `apply_reply`, writes back
 Behaviour follows aider's editblock coder: file name on the line(s) before the block, exact match
 first, then a uniform leading-whitespace offset, then `...` elision; a block that matches nowhere is
 reported with the closest real lines instead of being applied somewhere approximate.
+
+Beside that, aider's "whole" format (`find_whole_files`): a fenced block right after a line holding
+only an editable file's name replaces that file. Small local models answer that way whatever they
+are asked for; it is read only from a reply with no SEARCH/REPLACE marker in it, so a diff's own
+fences are never mistaken for a file.
 """
 
 from __future__ import annotations
@@ -18,6 +23,9 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 DEFAULT_EDITABLE = ("experiment.py", "plot.py", "notes.txt")
+# --edit-format: which replies are applied. "diff" SEARCH/REPLACE blocks only; "whole" and "auto"
+# also whole files (they differ in what the prompts ask for, not in what is applied).
+EDIT_FORMATS = ("diff", "whole", "auto")
 
 HEAD_RE = re.compile(r"^\s*<{5,9} SEARCH>?\s*$")
 DIVIDER_RE = re.compile(r"^\s*={5,9}\s*$")
@@ -41,11 +49,18 @@ class EditBlock:
 
 
 @dataclass(frozen=True)
+class WholeFile:
+    path: str
+    content: str
+    line: int  # 1-based line of the opening fence in the reply
+
+
+@dataclass(frozen=True)
 class EditOutcome:
     path: str
     status: str  # "applied" | "failed" | "refused" | "malformed"
     message: str
-    block: EditBlock | None
+    block: EditBlock | WholeFile | None
 
 
 @dataclass
@@ -178,6 +193,61 @@ def _unfinished(start: int, name: str | None, wanted: str, stop: str, at: int) -
     of = f" for {name}" if name else ""
     return (f"line {start + 1}: the SEARCH/REPLACE block{of} is missing its `{wanted}` line "
             f"({where}); nothing of it was applied.")
+
+
+# ---------------------------------------------------------------- finding whole files
+
+_OPEN_FENCE = re.compile(r"^(`{3,})[^`]*$")
+# A name alone on its line: a path with an extension (`notes.txt`, `harness/evaluate.py`), not a
+# number (`0.75`) or a version (`v2.0`), so a result shown in a fence is never taken for a file.
+_LONE_PATH = re.compile(r"(?:[\w.-]+/)*[\w.-]*\w\.[A-Za-z]\w*")
+
+
+def _lone_filename(line: str) -> str | None:
+    """The file name a line holds and nothing else (`experiment.py`, **experiment.py**,
+    `experiment.py`, ### experiment.py:), or None: prose that mentions a file names none."""
+    name = line.strip()
+    for _ in range(2):  # decorations nest: **`experiment.py`**:
+        name = name.strip("*`").rstrip(":").lstrip("#").strip()
+    name = name.replace("\\_", "_")
+    return name if _LONE_PATH.fullmatch(name) else None
+
+
+def has_markers(reply: str) -> bool:
+    """Whether the reply holds any SEARCH/REPLACE marker line (then it is read as a diff only)."""
+    return any(r.match(line) for line in reply.splitlines() for r in (HEAD_RE, DIVIDER_RE, UPDATED_RE))
+
+
+def find_whole_files(reply: str, known: Iterable[str] = ()) -> tuple[list[WholeFile], list[str]]:
+    """aider's whole format: every fenced block whose line before holds only a file name.
+
+    Returns the files, with the name resolved against `known` (a basename such as `evaluate.py`
+    for `harness/evaluate.py`), and problems: a named fence the reply never closes. A reply with
+    SEARCH/REPLACE markers holds no whole file: its fences wrap the blocks.
+    """
+    if has_markers(reply):
+        return [], []
+    known = tuple(known)
+    lines = reply.replace("\r\n", "\n").splitlines(keepends=True)
+    found, problems = [], []
+    i = 0
+    while i < len(lines):
+        opening = _OPEN_FENCE.match(lines[i].rstrip("\n"))
+        if not opening:
+            i += 1
+            continue
+        fence = opening.group(1)
+        end = next((j for j in range(i + 1, len(lines)) if lines[j].strip() == fence), None)
+        name = _lone_filename(lines[i - 1]) if i > 0 else None
+        if name is not None:
+            name = _find_filename([name], known) or name
+            if end is None:
+                problems.append(f"line {i + 1}: the whole file {name} has no closing {fence} (the reply "
+                                "ended first); nothing of it was applied.")
+            else:
+                found.append(WholeFile(name, "".join(lines[i + 1:end]), i + 1))
+        i = len(lines) if end is None else end + 1  # a fence's own lines are never names or fences
+    return found, problems
 
 
 # ---------------------------------------------------------------- replacing text
@@ -350,10 +420,25 @@ def safe_path(workspace: Path, rel: str, editable: Iterable[str] = DEFAULT_EDITA
     return target
 
 
-def _refusal(rel: str, editable: Iterable[str]) -> str:
+def protected_path(rel: str, protected: Iterable[str]) -> bool:
+    """Whether `rel` is one of the template's protected files (entries ending in / are folders)."""
+    norm = normalize_path(rel)
+    if norm is None:
+        return False
+    for entry in protected:
+        entry = posixpath.normpath(entry.strip().replace("\\", "/"))
+        if norm == entry or norm.startswith(entry + "/"):
+            return True
+    return False
+
+
+def _refusal(rel: str, editable: Iterable[str], protected: Iterable[str] = ()) -> str:
     names = ", ".join(editable)
     if normalize_path(rel) is None:
         return f"{rel} is outside the workspace; only these files may be edited: {names}."
+    if protected_path(rel, protected):
+        return (f"{rel} is protected, not editable (the harness is read-only): nothing was written to "
+                f"it or to any other file in its place; only these files may be edited: {names}.")
     return f"{rel} is not editable in this template; only these files may be edited: {names}."
 
 
@@ -361,21 +446,44 @@ def _refusal(rel: str, editable: Iterable[str]) -> str:
 
 
 def apply_reply(reply: str, files: dict[str, str], editable: Iterable[str] = DEFAULT_EDITABLE, *,
-                aider_compat: bool = False) -> tuple[dict[str, str], list[EditOutcome]]:
+                aider_compat: bool = False, edit_format: str = "diff",
+                protected: Iterable[str] = ()) -> tuple[dict[str, str], list[EditOutcome]]:
     """Apply every block of `reply` to `files` (path -> text) in order.
 
     Returns the texts of the files that changed or were created, and one outcome per block
     (plus one per malformed block). A failed block leaves its file as the earlier blocks left it.
+    With `edit_format` "whole" or "auto", a reply without SEARCH/REPLACE blocks may instead give
+    files whole. A block or file addressed to a `protected` path is refused, never redirected.
     """
-    editable = tuple(editable)
-    parsed = find_blocks(reply, known=tuple(files) + editable, aider_compat=aider_compat)
+    editable, protected = tuple(editable), tuple(protected)
+    known = tuple(files) + editable
+    parsed = find_blocks(reply, known=known, aider_compat=aider_compat)
     current = dict(files)
     outcomes = [EditOutcome("", "malformed", p, None) for p in parsed.problems]
     for block in parsed.blocks:
-        outcomes.append(_apply_block(block, current, editable))
+        outcomes.append(_apply_block(block, current, editable, protected))
+    if edit_format != "diff":
+        whole, problems = find_whole_files(reply, known)
+        outcomes += [EditOutcome("", "malformed", p, None) for p in problems]
+        outcomes += [_apply_whole(w, current, editable, protected) for w in whole]
     changed = {p: t for p, t in current.items() if files.get(p) != t}
     outcomes.sort(key=lambda o: _reply_line(o))
     return changed, outcomes
+
+
+def _apply_whole(whole: WholeFile, current: dict[str, str], editable: tuple[str, ...],
+                 protected: tuple[str, ...]) -> EditOutcome:
+    path = allowed(whole.path, editable)
+    if path is None:
+        return EditOutcome(whole.path, "refused", _refusal(whole.path, editable, protected), whole)
+    if not whole.content.strip():  # as aider: an edit that empties a file is a mistake, not a wish
+        return EditOutcome(path, "malformed", f"line {whole.line}: the whole file {path} is empty; "
+                           "nothing was applied.", whole)
+    content = _ensure_newline(whole.content)
+    how = "created" if path not in current else (
+        "unchanged" if current[path] == content else "replaced")
+    current[path] = content
+    return EditOutcome(path, "applied", f"{path}: {how} by the whole file in the reply", whole)
 
 
 def _reply_line(outcome: EditOutcome) -> int:
@@ -385,8 +493,12 @@ def _reply_line(outcome: EditOutcome) -> int:
     return int(match.group(1)) if match else 0
 
 
-def _apply_block(block: EditBlock, current: dict[str, str], editable: tuple[str, ...]) -> EditOutcome:
+def _apply_block(block: EditBlock, current: dict[str, str], editable: tuple[str, ...],
+                 protected: tuple[str, ...] = ()) -> EditOutcome:
     path = allowed(block.path, editable)
+    if path is None and (protected_path(block.path, protected) or normalize_path(block.path) is None):
+        # Never redirected: a harness edit that lands in plot.py is a change nobody asked for.
+        return EditOutcome(block.path, "refused", _refusal(block.path, editable, protected), block)
     if path is not None and path not in current and not block.search.strip():
         current[path] = unwrap(block.replace, path)
         return EditOutcome(path, "applied", f"created {path}", block)
@@ -500,7 +612,11 @@ def _similarity(want: list[str], window: list[str], beat: float) -> float:
 
 
 def feedback(outcomes: Iterable[EditOutcome]) -> str:
-    """The next user turn about blocks that did not apply; "" when every block applied."""
+    """The next user turn about edits that did not apply; "" when every edit applied.
+
+    Those that did apply are listed with the file each really went to: aider's fallback may have
+    applied a block to another file than the one it named, and the coder must hear which.
+    """
     outcomes = list(outcomes)
     failed = [o for o in outcomes if o.status == "failed"]
     refused = [o for o in outcomes if o.status == "refused"]
@@ -512,28 +628,40 @@ def feedback(outcomes: Iterable[EditOutcome]) -> str:
     if failed:
         parts.append(_failed_text(failed))
     if refused:
-        parts.append(f"# {_n(len(refused))} refused!\n\n" + "\n".join(
+        parts.append(f"# {_n(refused)} refused!\n\n" + "\n".join(
             f"- {o.message}" for o in refused))
     if malformed:
-        parts.append(f"# {_n(len(malformed))} could not be parsed!\n\n" + "\n".join(
-            f"- {o.message}" for o in malformed) + "\n\nEach block is: the file path alone on a line, "
-            "a fence, `<<<<<<< SEARCH`, the existing lines, `=======`, the new lines, "
-            "`>>>>>>> REPLACE`, the closing fence.")
-    bad = len(failed) + len(refused) + len(malformed)
+        how = ("Each block is: the file path alone on a line, a fence, `<<<<<<< SEARCH`, the existing "
+               "lines, `=======`, the new lines, `>>>>>>> REPLACE`, the closing fence.")
+        if any(isinstance(o.block, WholeFile) for o in malformed):
+            how = ("A whole file is: the file path alone on a line, a fence, every line of the new "
+                   "file, the closing fence.")
+        parts.append(f"# {_n(malformed)} could not be parsed!\n\n" + "\n".join(
+            f"- {o.message}" for o in malformed) + f"\n\n{how}")
+    bad = failed + refused + malformed
     if applied:
-        were = "block was" if len(applied) == 1 else "blocks were"
-        parts.append(f"# The other {len(applied)} SEARCH/REPLACE {were} applied successfully.\n"
+        were = "was" if len(applied) == 1 else "were"
+        where = "\n".join(f"- line {o.block.line}: {o.message}" if o.block else f"- {o.message}"
+                          for o in applied)
+        parts.append(f"# The other {_n(applied)} {were} applied successfully.\n{where}\n"
                      f"Don't re-send them.\nJust reply with fixed versions of the "
-                     f"{'block' if bad == 1 else 'blocks'} above.")
+                     f"{_noun(bad, len(bad), short=True)} above.")
     return "\n\n".join(parts) + "\n"
 
 
-def _n(count: int) -> str:
-    return f"{count} SEARCH/REPLACE block" + ("" if count == 1 else "s")
+def _noun(outcomes: list[EditOutcome], count: int, short: bool = False) -> str:
+    """`SEARCH/REPLACE block(s)` (`block(s)` when short), or `edit(s)` once a whole file is among them."""
+    whole = any(isinstance(o.block, WholeFile) for o in outcomes)
+    noun = "edit" if whole else "block" if short else "SEARCH/REPLACE block"
+    return noun + ("" if count == 1 else "s")
+
+
+def _n(outcomes: list[EditOutcome]) -> str:
+    return f"{len(outcomes)} {_noun(outcomes, len(outcomes))}"
 
 
 def _failed_text(failed: list[EditOutcome]) -> str:
-    text = f"# {_n(len(failed))} failed to match!\n"
+    text = f"# {_n(failed)} failed to match!\n"
     for o in failed:
         b = o.block
         text += (f"\n## SearchReplaceNoExactMatch: {o.message.splitlines()[0]}\n"

@@ -71,7 +71,8 @@ def loop_options(opts: RunOptions, idea, executor, box: str):
     from agent.loop import LoopOptions
 
     return LoopOptions(max_runs=max_runs(opts, idea), max_attempts=opts.max_attempts or idea.max_attempts or 4,
-                       timeout=opts.timeout, smoke=opts.smoke, sandbox=box, executor=executor)
+                       timeout=opts.timeout, smoke=opts.smoke, sandbox=box, executor=executor,
+                       edit_format=opts.edit_format)
 
 
 # -- one idea -----------------------------------------------------------------------------

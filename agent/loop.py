@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Iterable
 
 from agent import baseline, checks, edits, execution, failures, history, prompts, results
 from agent.attempt import NOTES, Attempt, Status, restores_trailers
-from agent.coder import BudgetExceeded, LLMError
+from agent.coder import BudgetExceeded, LLMError, Reply
 from agent.conversation import TRANSCRIPT_JSON, Conversation, ConversationError
 from agent.ui import prog
 from agent.workspace import TRANSCRIPTS, Workspace
@@ -31,6 +31,8 @@ DONE_MARKER = "ALL_COMPLETED"
 # prose that mentions it ("I will say ALL_COMPLETED when ...") does not.
 _DONE_LINE = re.compile(r"^[ \t>]*[*_`]*" + DONE_MARKER + r"[*_`]*[ \t.!]*$", re.M)
 NOTES_FILE = "notes.txt"
+# What the attempt's record says of a reply the provider cut at its output limit.
+TRUNCATED = "the reply was cut off at the model's output limit (finish_reason: length); none of it was applied"
 LANGS = {".py": "python", ".txt": "text", ".md": "markdown", ".json": "json"}
 
 
@@ -43,6 +45,7 @@ class LoopOptions:
     smoke: bool = True         # a few-steps run before the full one, where the profile allows it
     sandbox: str | None = None  # "bwrap" | "staged"; None: the strongest that works here
     executor: object = None    # agent/executors.py: where runs execute (None: here, as a child)
+    edit_format: str = "auto"  # --edit-format: "diff", "whole" or "auto" (agent/edits.py EDIT_FORMATS)
 
 
 @dataclass
@@ -99,11 +102,12 @@ def files_that_matter(ws: Workspace, edited: Iterable[str], traceback: str | Non
     return [n for n in sources if n in wanted] or sources
 
 
-def start_conversation(ws: Workspace, max_runs: int) -> Conversation:
+def start_conversation(ws: Workspace, max_runs: int, edit_format: str = "auto") -> Conversation:
     editable = ", ".join(ws.template.editable)
     protected = ", ".join(ws.template.protected) or "everything else"
     command = ws.template.display_command()
-    conv = Conversation(prompts.SYSTEM.format(editable=editable, protected=protected, command=command))
+    conv = Conversation(prompts.SYSTEM.format(editable=editable, protected=protected, command=command,
+                                              **prompts.edit_words(edit_format)))
     seeds = ws.baseline_seeds()
     conv.add_user(prompts.TASK.format(
         title=ws.idea.title, motivation=ws.idea.motivation, experiment=ws.idea.experiment,
@@ -124,7 +128,9 @@ class ExperimentLoop:
     def __init__(self, ws: Workspace, coder, view, options: LoopOptions,
                  conv: Conversation | None = None, state: LoopState | None = None):
         self.ws, self.coder, self.view, self.opt = ws, coder, view, options
-        self.conv = conv or start_conversation(ws, options.max_runs)
+        self.conv = conv or start_conversation(ws, options.max_runs, options.edit_format)
+        self.words = prompts.edit_words(options.edit_format)  # how the prompts say to edit
+        self._format_restated = False  # --edit-format auto restates both formats once
         self.state = state or LoopState()
         self.baseline = ws.baseline()
         self.baseline_seeds = ws.baseline_seeds()
@@ -178,10 +184,13 @@ class ExperimentLoop:
         self._before_run = None  # set just before this reply's run, if it gets one
         self._edited = []  # the files this reply changed: what its failure messages show
         self.view.set(run=st.run, attempt=st.attempt, phase="waiting for the LLM")
-        reply = self.ask()
+        answer = self.ask()
+        if answer.truncated:
+            return self.cut_off()
+        reply = answer.text
         self.view.set(phase="applying edits")
         before = self.ws.editable_files()
-        new_files, outcomes = edits.apply_reply(reply, before, self.ws.template.editable)
+        new_files, outcomes = self.apply(reply, before, self.ws.template.editable)
         self._edited = list(new_files)
         unwritable = self.write_files(new_files)
         if unwritable:
@@ -197,7 +206,7 @@ class ExperimentLoop:
                 self.commit_notes(updated=True)
             raise Stop("the coder reported ALL_COMPLETED")
         if "experiment.py" not in new_files:
-            self.conv.add_user(prompts.NO_EDITS.format(run=st.run))
+            self.conv.add_user(self.no_edits_text(reply))
             return self.no_run(Status.NO_EDITS, "the reply changed nothing in experiment.py")
         if not self.gate_passes(new_files, before):
             return
@@ -221,7 +230,40 @@ class ExperimentLoop:
         self._before_run = self.ws.snapshot()
         self.execute(self.ws.read("experiment.py"), attach_stage=Path(record.cwd))
 
-    def ask(self) -> str:
+    def prompt(self, template: str, **fields) -> str:
+        """A prompt filled in, its how-to-edit words those of --edit-format."""
+        return template.format(**{**self.words, **fields})
+
+    def apply(self, reply: str, files: dict[str, str], editable) -> tuple[dict[str, str], list]:
+        return edits.apply_reply(reply, files, editable, edit_format=self.opt.edit_format,
+                                 protected=self.ws.template.protected)
+
+    def cut_off(self) -> None:
+        """The provider stopped the reply at its output limit: none of it is applied, since a cut
+        SEARCH/REPLACE block or whole file would leave a broken file, and the coder hears why."""
+        self.view.say("the reply was cut off at the model's output limit: nothing applied", style="yellow")
+        self.conv.add_user(self.prompt(prompts.REPLY_CUT_OFF, shorter=prompts.SHORTER[self.opt.edit_format]))
+        self.no_run(Status.EDIT_FAILED, TRUNCATED)
+
+    def no_edits_text(self, reply: str) -> str:
+        """NO_EDITS, with what else the reply held: files whole that diff mode does not apply; under
+        auto, the first time, both formats restated in full."""
+        parts = [self.prompt(prompts.NO_EDITS, run=self.state.run)]
+        if self.opt.edit_format == "diff":
+            whole, _ = edits.find_whole_files(reply, self.ws.template.editable)
+            if whole:
+                parts.append(prompts.WHOLE_NOT_APPLIED.format(files=", ".join(sorted({w.path for w in whole}))))
+        parts += self.format_reminder()
+        return "\n\n".join(parts)
+
+    def format_reminder(self) -> list[str]:
+        """Under --edit-format auto, the formats in full, once: after the first reply with no usable edit."""
+        if self.opt.edit_format != "auto" or self._format_restated:
+            return []
+        self._format_restated = True
+        return [prompts.FORMAT_REMINDER]
+
+    def ask(self) -> Reply:
         # Tokens and cost belong to the reply that is coming, as its provider reported them
         # (litellm's usage and price; cost None when the model is unpriced): a Ctrl-C while
         # waiting must not commit the previous reply's again.
@@ -236,7 +278,7 @@ class ExperimentLoop:
             raise Stop(f"the LLM call failed: {exc}", ok=False) from None
         finally:
             self.save_transcript()
-        return reply.text
+        return reply
 
     def write_files(self, new_files: dict[str, str]) -> list[str]:
         """Write the edited files; return why any could not be written (nothing raises).
@@ -265,7 +307,8 @@ class ExperimentLoop:
         findings = []
         for rel, text in new_files.items():
             if rel.endswith(".py"):
-                findings += checks.check_source(text, before.get(rel), path=rel, search_path=self.ws.path)
+                findings += checks.check_source(text, before.get(rel), path=rel, search_path=self.ws.path,
+                                                keep_fields=rewritten_fields(self.ws))
         return findings
 
     def edits_failed(self, outcomes, problems, new_files: dict[str, str], before: dict[str, str]) -> None:
@@ -276,13 +319,15 @@ class ExperimentLoop:
         blocking = [f for f in findings if f.blocking]
         if blocking:
             self.refuse(error, new_files, before, status=Status.EDIT_FAILED)
-            self.conv.add_user(prompts.EDITS_FAILED_AND_GATE.format(
+            self.conv.add_user(self.prompt(prompts.EDITS_FAILED_AND_GATE,
                 feedback=edits.feedback(problems), findings=checks.format_findings(findings),
                 files=files_text(self.ws, files_that_matter(self.ws, [*new_files, *(f.path for f in findings)]))))
             return None
         feedback = edits.feedback(outcomes)
         if findings:
             feedback += "\n" + prompts.GATE_NOTES.format(findings=checks.format_findings(findings))
+        if not new_files:  # nothing of the reply was usable
+            feedback = "\n\n".join([feedback.rstrip("\n"), *self.format_reminder()])
         self.conv.add_user(prompts.EDITS_FAILED.format(feedback=feedback))
         return self.no_run(Status.EDIT_FAILED, error)
 
@@ -297,7 +342,7 @@ class ExperimentLoop:
         self.view.say(("gate: the edit was not run", "yellow"), f"\n{report}")
         self.refuse(f"{blocking[0].path}:{blocking[0].line}: {blocking[0].message}", new_files, before)
         shown = files_that_matter(self.ws, [*new_files, *(f.path for f in findings)])
-        self.conv.add_user(prompts.GATE_FAILED.format(findings=report, files=files_text(self.ws, shown)))
+        self.conv.add_user(self.prompt(prompts.GATE_FAILED, findings=report, files=files_text(self.ws, shown)))
         return False
 
     def refuse(self, error: str, new_files: dict[str, str], before: dict[str, str],
@@ -355,7 +400,7 @@ class ExperimentLoop:
         tampered = self.restore_protected()
         if tampered:
             return self.failed(code, out_dir, seconds, f"the run modified protected files: {', '.join(tampered)}",
-                               prompts.PROTECTED_MODIFIED.format(files=", ".join(tampered)), None)
+                               self.prompt(prompts.PROTECTED_MODIFIED, files=", ".join(tampered)), None)
         where = " (in the smoke run)" if smoke_failed else ""
         if step.problem:
             return self.failed(code, out_dir, seconds, step.problem + where,
@@ -378,8 +423,8 @@ class ExperimentLoop:
         detail = failures.feedback_text(result)
         template = prompts.EVALUATION_FAILED if step.phase == "evaluate" else prompts.RUN_FAILED
         self._edited = files_that_matter(self.ws, self._edited, result.traceback)  # what RESTORED shows too
-        feedback = template.format(
-            run=st.run, attempt=st.executions, max_attempts=self.opt.max_attempts,
+        feedback = self.prompt(
+            template, run=st.run, attempt=st.executions, max_attempts=self.opt.max_attempts,
             command=self.ws.template.display_command(out_dir), feedback=detail,
             files=files_text(self.ws, self._edited))
         self.failed(code, out_dir, seconds, error, feedback, result.signature, detail=detail)
@@ -463,19 +508,22 @@ class ExperimentLoop:
         st = self.state
         if not st.completed_runs or self.notes_written:
             return
-        self.conv.add_user(prompts.WRITE_NOTES.format(reason=reason))
+        self.conv.add_user(self.prompt(prompts.WRITE_NOTES, reason=reason))
         self.view.set(phase="waiting for the LLM (notes)")
         try:
             reply = self.ask()
         except Stop as stop:
             self.view.say(f"notes not written: {stop.reason}", style="yellow")
             return
+        if reply.truncated:  # a cut write-up is not applied half-way either
+            self.view.say(f"notes not written: {TRUNCATED}", style="yellow")
+            return self.commit_notes(updated=False, error=TRUNCATED)
         files = {NOTES_FILE: self.ws.read(NOTES_FILE)}
-        new_files, outcomes = edits.apply_reply(reply, files, [NOTES_FILE])
+        new_files, outcomes = self.apply(reply.text, files, [NOTES_FILE])
         self.write_files(new_files)
         self.commit_notes(updated=bool(new_files))
 
-    def commit_notes(self, updated: bool) -> None:
+    def commit_notes(self, updated: bool, error: str | None = None) -> None:
         """The write-up belongs to the last run that worked, as its next attempt."""
         st = self.state
         self.notes_written = updated
@@ -483,7 +531,8 @@ class ExperimentLoop:
         attempt = 1 + max(a.attempt for a in history.read_history(self.ws.path) if a.run == run)
         final = self.score_final_split()
         self.commit(f"notes: {'updated' if updated else 'not updated'} after {len(st.completed_runs)} run(s)",
-                    Status.NOTES if updated else Status.NOTES_MISSING, run=run, attempt=attempt, body=final)
+                    Status.NOTES if updated else Status.NOTES_MISSING, run=run, attempt=attempt, body=final,
+                    error=error)
 
     def score_final_split(self) -> str | None:
         """Score the baseline's seeds and every completed run once on the final split, which the
@@ -566,6 +615,14 @@ class ExperimentLoop:
         return sha
 
 
+def rewritten_fields(ws: Workspace) -> tuple[str, ...]:
+    """The `Config` fields the agent sets in experiment.py for the baseline: the seed (when the
+    baseline has several, or a frontier) and the frontier's knobs. An edit must keep them."""
+    frontier = ws.template.frontier_for(ws.profile)
+    seeded = len(ws.template.seeds_for(ws.profile)) > 1 or bool(frontier)
+    return (("seed",) if seeded else ()) + tuple(frontier)
+
+
 def rebuild_state(ws: Workspace) -> LoopState:
     """Where an interrupted idea stands, from its git history (works on any clone)."""
     repo = history.open_workspace(ws.path)
@@ -611,7 +668,8 @@ def load_transcript(ws: Workspace, repo) -> Conversation | None:
     return None
 
 
-def prepare_resume(ws: Workspace, max_runs: int, executor=None) -> tuple[LoopState, Conversation, str | None]:
+def prepare_resume(ws: Workspace, max_runs: int, executor=None,
+                   edit_format: str = "auto") -> tuple[LoopState, Conversation, str | None]:
     """Commit a half-written attempt as interrupted, then rebuild state and conversation.
 
     A run whose Slurm job is still running is followed to its end (`state.reattach`) when its
@@ -627,7 +685,7 @@ def prepare_resume(ws: Workspace, max_runs: int, executor=None) -> tuple[LoopSta
     # harness, links or bad bytes in the editable files. All put back and named in the commit.
     found = ws.tampering + ws.restore_after_run(None, f"run_{state.run}") + ws.repair_leftovers()
     dirty = bool(found) or repo.is_dirty(untracked_files=True)
-    conv = load_transcript(ws, repo) or start_conversation(ws, max_runs)
+    conv = load_transcript(ws, repo) or start_conversation(ws, max_runs, edit_format)
     attempts = history.read_history(ws.path)
     model = (conv.usage[-1].get("model") if conv.usage else None) or next(
         (a.model for a in reversed(attempts) if a.model and a.model != "template"), None)

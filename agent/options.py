@@ -58,6 +58,7 @@ class RunOptions:
     smoke: bool = _flag("--no-smoke", True)              # a bool's flag is given when it is not the default
     sandbox: str | None = _flag("--sandbox")
     executor: str | None = _flag("--executor")          # None: $AGENT_EXECUTOR, else local
+    edit_format: str = _flag("--edit-format", "auto")    # diff | whole | auto (agent/edits.py)
     slurm: SlurmOptions = field(default_factory=SlurmOptions)
 
 

@@ -1,10 +1,21 @@
-"""Every text the loop sends to the LLM coder, as data. Filled with str.format()."""
+"""Every text the loop sends to the LLM coder, as data. Filled with str.format().
+
+Where a text says how to edit, it reads `{edit_with}`, `{match_hint}`, `{notes_with}` or `{format_hint}`:
+`edit_words(edit_format)` gives their values for --edit-format (str.format ignores the ones a text
+does not use, so every text is filled with all of them).
+"""
 
 SYSTEM = """\
 You are an expert machine-learning research engineer working on sparse autoencoders (SAEs) \
 for language-model interpretability. You implement a research idea by editing code, one \
 experiment run at a time, and you read the results of each run before planning the next.
 
+{edit_rules}- You may edit only these files: {editable}. The harness ({protected}) is read-only.
+- Never add command-line arguments: every run is exactly `{command}`.
+"""
+
+# SYSTEM's {edit_rules}, by --edit-format ("auto" asks for diffs and takes whole files too).
+DIFF_RULES = """\
 You edit files ONLY with SEARCH/REPLACE blocks, exactly in this format:
 
 experiment.py
@@ -22,8 +33,23 @@ never abbreviate it with "..." or comments such as "# existing code".
 - The REPLACE part must be complete, working code. Never write placeholders such as \
 "# Existing init code..." or "# ... rest of the code ...": they delete the real code.
 - Keep blocks small: change only what needs changing. Use several blocks rather than one huge one.
-- You may edit only these files: {editable}. The harness ({protected}) is read-only.
-- Never add command-line arguments: every run is exactly `{command}`.
+"""
+
+WHOLE_RULES = """\
+You edit a file by sending it WHOLE: its name alone on a line, then the complete new file in a \
+fenced block, exactly in this format:
+
+experiment.py
+```python
+(every line of the new file, from the first to the last)
+```
+
+Rules for edits:
+- Send the complete file, every line of it, including the lines you do not change. Never \
+abbreviate with "..." or comments such as "# existing code" or "# ... rest of the code ...": \
+whatever is not in the block is deleted.
+- Send only the files you change, each once. Put nothing but the file's name on the line before \
+its opening fence.
 """
 
 TASK = """\
@@ -98,8 +124,7 @@ Run {run} failed (attempt {attempt} of {max_attempts}). The command `{command}` 
 
 {feedback}
 
-Fix the code with SEARCH/REPLACE blocks so that run {run} succeeds. Match the SEARCH parts \
-against the current file shown below.
+Fix the code with {edit_with} so that run {run} succeeds. {match_hint}
 
 {files}"""
 
@@ -116,9 +141,8 @@ Run {run} trained, but the harness could not evaluate the SAE it saved (attempt 
 {feedback}
 
 The evaluator loads the `encode`/`decode` that `harness.save_sae` exported with torch.export \
-and runs them on batches of held-out activations. Fix the code with SEARCH/REPLACE blocks so that \
-they work on any batch of shape [batch, d_in] (and [batch, d_sae] for decode). Match the SEARCH \
-parts against the current file shown below.
+and runs them on batches of held-out activations. Fix the code with {edit_with} so that \
+they work on any batch of shape [batch, d_in] (and [batch, d_sae] for decode). {match_hint}
 
 {files}"""
 
@@ -136,7 +160,7 @@ code:
 {findings}
 
 The files are back to how they were before your reply. Make the edits again without these \
-problems, with SEARCH/REPLACE blocks against the current file:
+problems, with {edit_with} against the current file:
 
 {files}"""
 
@@ -159,13 +183,54 @@ and implement run {run} differently.
 
 NO_EDITS = """\
 Your reply changed nothing in experiment.py and did not say ALL_COMPLETED, so there is nothing \
-to run. Either make the edits for run {run} in the SEARCH/REPLACE format (file name on its own line, then a fenced block with \
-<<<<<<< SEARCH, =======, >>>>>>> REPLACE), or reply ALL_COMPLETED if the experiments are done."""
+to run. Either make the edits for run {run} in {format_hint}, or reply ALL_COMPLETED if the \
+experiments are done."""
+
+# After NO_EDITS under --edit-format diff, when the reply held files whole.
+WHOLE_NOT_APPLIED = """\
+Your reply gave {files} whole; this session applies only SEARCH/REPLACE blocks (--edit-format \
+diff), so nothing of it was applied."""
+
+# --edit-format auto: once, after the first reply that held no usable edit.
+FORMAT_REMINDER = """\
+The two ways to edit a file that are applied here:
+
+1. SEARCH/REPLACE blocks, best for small changes:
+
+experiment.py
+```python
+<<<<<<< SEARCH
+    (lines copied exactly from the current file)
+=======
+    (the new lines that replace them)
+>>>>>>> REPLACE
+```
+
+2. The whole file, every line of it (whatever is not in the block is deleted):
+
+experiment.py
+```python
+(the complete new file)
+```
+
+Either way the file's name stands alone on the line just before the opening fence; code shown \
+any other way is not applied."""
+
+# The provider stopped the reply at its output limit (finish_reason "length").
+REPLY_CUT_OFF = """\
+Your reply was cut off: it reached the model's output limit before it ended, so none of it was \
+applied (a cut edit would break the file). Send a shorter reply: {shorter}"""
+SHORTER = {
+    "diff": "fewer, smaller SEARCH/REPLACE blocks and less prose.",
+    "whole": "only the files you change and less prose; if a file is too long to send whole, "
+             "change it with SEARCH/REPLACE blocks instead.",
+    "auto": "less prose, and SEARCH/REPLACE blocks rather than whole files.",
+}
 
 WRITE_NOTES = """\
-The experiments are over ({reason}). Update notes.txt with a SEARCH/REPLACE block: for each \
+The experiments are over ({reason}). Update notes.txt with {notes_with}: for each \
 run, what it changed and what it showed, with the key numbers against run 0, and a short \
-conclusion about the idea. Reply with ALL_COMPLETED after the block."""
+conclusion about the idea. Reply with ALL_COMPLETED after it."""
 
 RESUMED = """\
 The session was interrupted and has now been resumed. Whatever was running when it stopped did \
@@ -178,7 +243,7 @@ PROTECTED_MODIFIED = """\
 The run changed things outside its output folder: {files}. They were put back, and this run \
 does not count. A run may write only in its output folder (`--out_dir`): the harness, the \
 workspace's settings, its other files and its git history must stay as they are. Change only \
-the editable files, with SEARCH/REPLACE blocks."""
+the editable files, with {edit_with}."""
 
 EDITS_FAILED_AND_GATE = """\
 {feedback}
@@ -188,7 +253,7 @@ code:
 {findings}
 
 So none of your edits were kept: the files are back to how they were before your reply. Send \
-all the blocks again, fixed, against the current files:
+all the edits again, fixed, as {edit_with} against the current files:
 
 {files}"""
 
@@ -203,6 +268,27 @@ ERROR_FOR_REFERENCE = """\
 The error, for reference:
 
 {error}"""
+
+# --- how to edit, by --edit-format (edit_words) -----------------------------------------------
+
+_DIFF_HINT = ("the SEARCH/REPLACE format (file name on its own line, then a fenced block with "
+              "<<<<<<< SEARCH, =======, >>>>>>> REPLACE)")
+_WHOLE_HINT = "the whole-file format (file name alone on its own line, then the complete new file in a fenced block)"
+EDIT_WORDS = {
+    "diff": dict(edit_rules=DIFF_RULES, edit_with="SEARCH/REPLACE blocks", format_hint=_DIFF_HINT,
+                 match_hint="Match the SEARCH parts against the current file shown below.",
+                 notes_with="a SEARCH/REPLACE block"),
+    "whole": dict(edit_rules=WHOLE_RULES, edit_with="whole files", format_hint=_WHOLE_HINT,
+                  match_hint="Start from the current file shown below and send it whole.",
+                  notes_with="the whole new notes.txt (its name alone on a line, then all of it in a fenced block)"),
+}
+EDIT_WORDS["auto"] = {**EDIT_WORDS["diff"], "format_hint": f"{_DIFF_HINT} or {_WHOLE_HINT}"}
+
+
+def edit_words(edit_format: str) -> dict[str, str]:
+    """The values of the how-to-edit fields for --edit-format `edit_format`."""
+    return EDIT_WORDS[edit_format]
+
 
 # --- what the LLM is told about a run's output (failures.feedback_text) ------------------------
 # aider's "Run failed with the following error" line first: the replies recorded from

@@ -6,11 +6,15 @@ litellm's request building, error mapping and timeouts, not a mock of them.
 
 Rules enforced on every request (HTTP 400 with deepseek's error JSON, recorded in `violations`):
 successive messages from the same role; a first or last non-system message not from the user;
-`reasoning_content` in an input message. A request that breaks a rule consumes no script item.
+`reasoning_content` in an input message; and one of ours, in the same spirit: reasoning written
+into an assistant message's text (`<think>…</think>`, as local models send it) sent back.
+A request that breaks a rule consumes no script item.
 
 The script is a list played in order, one item per accepted request:
     "text"                     a reply (with usage and a `reasoning_content`, as deepseek sends)
-    reply(text, ...)           the same with chosen token counts
+    reply(text, ...)           the same with chosen token counts, reasoning (None: no
+                               `reasoning_content`, as local servers) or finish_reason
+    truncated(text)            a reply cut at the output limit (finish_reason "length")
     error(status, message)     an HTTP error with an OpenAI-style error body
     delay(seconds, then)       sleep before answering `then` (to make the client time out)
     context_exceeded()         OpenAI's 400 `context_length_exceeded`
@@ -34,6 +38,8 @@ LAST_NOT_USER = ("The last message of deepseek-reasoner must be a user message, 
                  "https://api-docs.deepseek.com/guides/chat_prefix_completion).")
 REASONING_SENT = ("The reasoning_content is an intermediate result for display purposes only and "
                   "should not be included in the context for inference (messages[{i}]).")
+THINK_SENT = ("fake_llm: messages[{i}] carries the model's reasoning (<think>) back to it; local "
+              "servers take it as the answer's text and it wastes the context window.")
 CONTEXT_EXCEEDED = ("This model's maximum context length is 65536 tokens. However, you requested "
                     "70123 tokens (70123 in the messages, 0 in the completion). Please reduce "
                     "the length of the messages or completion.")
@@ -42,9 +48,10 @@ CONTEXT_EXCEEDED = ("This model's maximum context length is 65536 tokens. Howeve
 @dataclass
 class Reply:
     text: str
-    reasoning: str = "Let me think about the SAE first."
+    reasoning: str | None = "Let me think about the SAE first."
     prompt_tokens: int = 100
     completion_tokens: int = 20
+    finish_reason: str = "stop"
 
 
 @dataclass
@@ -63,6 +70,10 @@ class Delay:
 
 def reply(text: str, **kw) -> Reply:
     return Reply(text, **kw)
+
+
+def truncated(text: str, **kw) -> Reply:
+    return Reply(text, finish_reason="length", **kw)
 
 
 def error(status: int, message: str, **kw) -> Error:
@@ -165,6 +176,8 @@ def check_deepseek_rules(messages: list[dict]) -> str | None:
     for i, m in enumerate(messages):
         if "reasoning_content" in m:
             return REASONING_SENT.format(i=i)
+        if m.get("role") == "assistant" and any(tag in str(m.get("content", "")) for tag in ("<think>", "</think>")):
+            return THINK_SENT.format(i=i)
     for i in range(1, len(messages)):
         if messages[i].get("role") == messages[i - 1].get("role"):
             return SUCCESSIVE.format(a=i - 1, b=i)
@@ -191,8 +204,8 @@ def _completion_body(item: Reply, model: str) -> dict:
         "choices": [{
             "index": 0,
             "message": {"role": "assistant", "content": item.text,
-                        "reasoning_content": item.reasoning},
-            "finish_reason": "stop",
+                        **({"reasoning_content": item.reasoning} if item.reasoning is not None else {})},
+            "finish_reason": item.finish_reason,
         }],
         "usage": {"prompt_tokens": item.prompt_tokens,
                   "completion_tokens": item.completion_tokens,

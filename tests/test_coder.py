@@ -7,7 +7,7 @@ import sys
 import litellm
 import pytest
 
-from agent.coder import (ALL_COMPLETED, BudgetExceeded, LiteLLMCoder, LLMError, ReplayCoder,
+from agent.coder import (ALL_COMPLETED, CUT_IN_REASONING, BudgetExceeded, LiteLLMCoder, LLMError, ReplayCoder,
                          make_coder, preflight)
 from agent.conversation import Conversation, ConversationError
 from fake_llm import context_exceeded, delay, error, reply
@@ -58,7 +58,9 @@ def test_reply_is_stored_as_text_with_tokens_and_cost(fake_llm, coder):
     assert c.total_tokens == 3000
     assert c.total_cost == pytest.approx(first.cost + second.cost)
     assert [u["prompt_tokens"] for u in conv.usage] == [1000, 1500]
-    assert conv.transcript()[-1] == {"role": "assistant", "content": "second edit"}
+    # deepseek's reasoning_content is kept in the transcript, beside the reply, never sent back
+    assert conv.transcript()[-1] == {"role": "assistant", "content": "second edit",
+                                     "reasoning": "Let me think about the SAE first."}
     assert fake_llm.requests[0].body["model"] == "gpt-4o-mini"
 
 
@@ -276,3 +278,61 @@ def test_importing_the_coder_does_not_import_litellm():
     code = "import sys, agent.coder; print('litellm' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+# ---------------------------------------------------------------- issue 25: local models' replies
+
+def test_the_fake_server_rejects_reasoning_sent_back_in_the_text(fake_llm):
+    fake_llm.script(["never sent"])
+    bad = [{"role": "system", "content": "s"}, {"role": "user", "content": "idea"},
+           {"role": "assistant", "content": "<think>plan</think>edit"}, {"role": "user", "content": "ok"}]
+    with pytest.raises(litellm.BadRequestError, match="reasoning"):
+        litellm.completion(model=MODEL, messages=bad, api_base=fake_llm.url, max_retries=0)
+    assert len(fake_llm.violations) == 1 and fake_llm.remaining == 1
+
+
+@pytest.mark.parametrize("text", [
+    "<think>\nI could divide by zero.\n</think>\n\nthe edit",
+    "I could divide by zero.\n</think>\n\nthe edit",   # a DeepSeek-R1 distill: the template opened the tag
+])
+def test_reasoning_in_the_content_is_kept_in_the_transcript_and_never_sent_back(fake_llm, coder, text):
+    fake_llm.script([reply(text, reasoning=None), "edit 2"])
+    c, conv = coder("openai/qwen3-8b"), idea_conv()
+    first = c.complete(conv)
+    assert first.text == "the edit" and first.reasoning == "I could divide by zero."
+    conv.add_user("Run 1 completed")
+    c.complete(conv)
+    assert fake_llm.violations == []  # the strict server saw no <think> come back
+    assert fake_llm.requests[1].messages[2] == {"role": "assistant", "content": "the edit"}
+    assert conv.transcript()[2] == {"role": "assistant", "content": "the edit",
+                                    "reasoning": "I could divide by zero."}
+
+
+def test_a_reply_of_reasoning_only_is_an_empty_reply_and_retried(fake_llm, coder):
+    fake_llm.script([reply("<think>hmm</think>\n", reasoning=None), "the edit"])
+    c, conv = coder(), idea_conv()
+    assert c.complete(conv).text == "the edit"
+    assert len(fake_llm.requests) == 2 and "empty reply" in c.retries[0]
+
+
+def test_a_reply_cut_at_the_output_limit_is_marked_and_recorded(fake_llm, coder):
+    from fake_llm import truncated
+    fake_llm.script([truncated("experiment.py\n```python\nimport torch\n"),
+                     truncated("<think>still thinking about", reasoning=None)])
+    c, conv = coder(), idea_conv()
+    r = c.complete(conv)
+    assert r.truncated and r.text.startswith("experiment.py")
+    assert conv.usage[-1]["truncated"] is True
+    conv.add_user("Your reply was cut off")
+    r = c.complete(conv)  # cut inside its reasoning: nothing to answer with, still stored
+    assert r.truncated and r.text == CUT_IN_REASONING and r.reasoning == "still thinking about"
+    assert conv.transcript()[-1]["content"] == CUT_IN_REASONING
+
+
+def test_a_lone_surrogate_in_a_reply_becomes_storable_text(fake_llm, coder, tmp_path):
+    fake_llm.script([reply("prose \ud800 and the edit", reasoning="think \udfff")])
+    c, conv = coder(), idea_conv()
+    r = c.complete(conv)
+    assert r.text == "prose \ufffd and the edit" and r.reasoning == "think \ufffd"
+    conv.save(tmp_path)
+    assert json.loads((tmp_path / "transcript.json").read_text())["messages"][2]["content"] == r.text

@@ -4,7 +4,8 @@ import json
 
 import pytest
 
-from agent.conversation import Conversation, ConversationError, check_messages
+from agent.conversation import (MAX_REPLY_CHARS, Conversation, ConversationError, check_messages,
+                                split_reasoning, valid_text)
 
 TRACEBACK = "Traceback (most recent call last):\n" + "".join(
     f'  File "experiment.py", line {i}, in f{i}\n    x = f{i + 1}()\n' for i in range(40)
@@ -168,3 +169,65 @@ def test_condense_on_a_short_conversation_reports_nothing_shrank():
     conv.add_assistant("reply")
     conv.add_user("short feedback")
     assert conv.condense() is False
+
+
+# ---------------------------------------------------------------- issue 25: what providers really send
+
+
+@pytest.mark.parametrize("text,reasoning,answer", [
+    ("<think>\nPlan the SAE.\n</think>\n\nexperiment.py\n```python\nx = 1\n```", "Plan the SAE.",
+     "experiment.py\n```python\nx = 1\n```"),
+    ("Plan the SAE.\n</think>\n\nALL_COMPLETED", "Plan the SAE.", "ALL_COMPLETED"),  # R1's template opened it
+    ("  <think>cut off while thinking", "cut off while thinking", ""),
+    ("No reasoning here.", "", "No reasoning here."),
+    # A tag in the middle of an answer is the answer's own text.
+    ("Parse `<think>x</think>` tags out.", "", "Parse `<think>x</think>` tags out."),
+])
+def test_split_reasoning(text, reasoning, answer):
+    assert split_reasoning(text) == (reasoning, answer)
+
+
+def test_reasoning_is_kept_in_the_transcript_and_never_sent(tmp_path):
+    conv = Conversation("system")
+    conv.add_user("idea")
+    conv.add_assistant("the edit", reasoning="secret plan")
+    conv.add_user("Run 1 completed")
+    assert conv.messages()[2] == {"role": "assistant", "content": "the edit"}
+    assert "secret plan" not in json.dumps(conv.messages())
+    assert conv.transcript()[2] == {"role": "assistant", "content": "the edit", "reasoning": "secret plan"}
+    conv.save(tmp_path)
+    assert "secret plan" in (tmp_path / "transcript.md").read_text()
+    again = Conversation.load(tmp_path)
+    assert again.transcript() == conv.transcript() and again.messages() == conv.messages()
+
+
+def test_a_lone_surrogate_from_a_provider_is_saved_and_loads_back_exactly(tmp_path):
+    # Valid JSON from a provider; UTF-8 has no encoding for it: saving used to crash and leave a .tmp.
+    conv = Conversation("system")
+    conv.add_user("idea")
+    conv.add_assistant("prose \ud800 then an edit")
+    conv.save(tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["transcript.json", "transcript.md"]
+    assert Conversation.load(tmp_path).transcript() == conv.transcript()
+    assert "prose \\ud800 then" in (tmp_path / "transcript.md").read_text()
+    assert valid_text("a\ud800b\udfffc") == "a\ufffdb\ufffdc" and valid_text("é ± 😀") == "é ± 😀"
+
+
+def test_a_failed_write_leaves_no_tmp_file(tmp_path):
+    from agent import conversation
+    with pytest.raises(UnicodeEncodeError):  # errors="strict": the write fails half-way
+        conversation._write_atomic(tmp_path / "x.md", "\ud800")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_huge_reply_is_sent_back_cut_and_kept_whole_in_the_transcript():
+    essay = "word " * 400_000  # ~2 MB: was carried whole in every later request
+    conv = Conversation("system")
+    conv.add_user("idea")
+    conv.add_assistant("BEGIN " + essay + " END")
+    conv.add_user("Your reply changed nothing")
+    sent = conv.messages()[2]["content"]
+    assert len(sent) < MAX_REPLY_CHARS + 200
+    assert sent.startswith("BEGIN ") and sent.endswith(" END") and "characters of this reply are left out" in sent
+    assert conv.transcript()[2]["content"] == "BEGIN " + essay + " END"
+    assert conv.assistant_replies() == ["BEGIN " + essay + " END"]

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from agent.edits import (EditRefused, apply_reply, closest_lines, feedback, find_blocks,
-                         replace_once, safe_path)
+                         find_whole_files, replace_once, safe_path)
 
 SEEDS = Path(__file__).parent / "data" / "seeds"
 
@@ -200,7 +200,9 @@ def test_unmatched_block_is_reported_with_the_closest_lines_and_the_others_appli
     assert text.startswith("# 1 SEARCH/REPLACE block failed to match!")
     assert "Did you mean to match some of these actual lines from experiment.py?" in text
     assert "        self.l1_penalty = 0.04\n" in text  # the real line, with its indentation
-    assert "The other 1 SEARCH/REPLACE block was applied successfully.\nDon't re-send them." in text
+    # The applied block is named with the file it went to, before aider's "Don't re-send them."
+    assert ("The other 1 SEARCH/REPLACE block was applied successfully.\n- line 12: exact match in "
+            "experiment.py\nDon't re-send them.\nJust reply with fixed versions of the block above.") in text
 
 
 def test_failed_block_whose_replace_is_already_there_says_so():
@@ -407,3 +409,135 @@ def test_blank_lines_before_an_elision_belong_to_it_as_in_aider():
     search = "def f():\n\n...\n    return a + b\n"
     replace = "def g():\n\n...\n    return a * b\n"
     assert replace_once(content, search, replace) == "def g():\n    a = 1\n\n    b = 2\n    return a * b\n"
+
+
+# ---------------------------------------------------------------- issue 25: whole files (aider's "whole" format)
+
+NEW_TRAINER = TRAINER.replace("self.l1_penalty = 0.04", "self.l1_penalty = 0.08")
+
+
+def whole(name_line: str, content: str, lang: str = "python") -> str:
+    return f"{name_line}\n```{lang}\n{content}```\n"
+
+
+def test_a_whole_file_after_its_name_replaces_the_file_as_a_small_local_model_sends_it():
+    # Qwen2.5-Coder-1.5B, asked for SEARCH/REPLACE, answered like this every time.
+    reply = "I will double the L1 penalty.\n\n" + whole("experiment.py", NEW_TRAINER) + "\nThis should help.\n"
+    changed, (o,) = apply_reply(reply, {"experiment.py": TRAINER, "notes.txt": "# Notes\n"}, edit_format="auto")
+    assert changed == {"experiment.py": NEW_TRAINER}
+    assert o.status == "applied" and o.path == "experiment.py" and "whole file" in o.message
+
+
+@pytest.mark.parametrize("name_line", ["**experiment.py**", "`experiment.py`", "### experiment.py",
+                                       "experiment.py:", "**`experiment.py`**:", "  experiment.py  "])
+def test_whole_file_name_forms(name_line):
+    changed, _ = apply_reply(whole(name_line, NEW_TRAINER), {"experiment.py": TRAINER}, edit_format="whole")
+    assert changed == {"experiment.py": NEW_TRAINER}
+
+
+@pytest.mark.parametrize("before", [
+    "Here is the updated experiment.py:",   # prose that mentions the file: maybe only a snippet
+    "The accuracy came out as",
+    "0.75",                                  # a number is no file name
+    "v2.0",
+    "",
+])
+def test_a_fence_without_a_lone_file_name_before_it_replaces_nothing(before):
+    reply = f"{before}\n```python\n        self.l1_penalty = 0.08\n```\n"
+    changed, outcomes = apply_reply(reply, {"experiment.py": TRAINER}, edit_format="auto")
+    assert changed == {} and outcomes == []
+
+
+def test_diff_mode_never_applies_a_whole_file():
+    changed, outcomes = apply_reply(whole("experiment.py", NEW_TRAINER), {"experiment.py": TRAINER},
+                                    edit_format="diff")
+    assert changed == {} and outcomes == []
+
+
+def test_the_fences_of_a_diff_are_never_taken_for_whole_files():
+    # The name, then a fence: a SEARCH/REPLACE block looks like a whole file holding markers.
+    reply = (block("experiment.py", "        self.lr = lr\n", "        self.lr = lr * 2\n")
+             + "\nnotes.txt\n```text\nRun 1: doubled the learning rate.\n```\n")
+    changed, outcomes = apply_reply(reply, {"experiment.py": TRAINER, "notes.txt": "# Notes\n"},
+                                    edit_format="auto")
+    assert list(changed) == ["experiment.py"] and "self.lr = lr * 2" in changed["experiment.py"]
+    assert [o.status for o in outcomes] == ["applied"]
+    assert find_whole_files(reply) == ([], [])
+
+
+def test_a_whole_protected_file_is_refused_and_nothing_is_written():
+    reply = whole("harness/evaluate.py", "def evaluate():\n    return {'top_1': 1.0}\n")
+    changed, (o,) = apply_reply(reply, {"experiment.py": TRAINER}, edit_format="auto", protected=("harness/",))
+    assert changed == {}
+    assert o.status == "refused" and "harness/evaluate.py is protected" in o.message
+    text = feedback([o])
+    assert text.startswith("# 1 edit refused!") and "harness/evaluate.py is protected" in text
+
+
+def test_a_whole_file_the_reply_never_closes_is_not_applied():
+    reply = "experiment.py\n```python\n" + NEW_TRAINER[:120]
+    changed, (o,) = apply_reply(reply, {"experiment.py": TRAINER}, edit_format="auto")
+    assert changed == {} and o.status == "malformed" and "no closing ```" in o.message
+
+
+def test_an_empty_whole_file_is_not_applied():
+    changed, (o,) = apply_reply(whole("experiment.py", "\n"), {"experiment.py": TRAINER}, edit_format="auto")
+    assert changed == {} and o.status == "malformed" and "is empty" in o.message
+    assert "A whole file is: the file path alone on a line" in feedback([o])
+
+
+def test_a_whole_file_named_by_its_basename_goes_to_the_editable_path():
+    changed, (o,) = apply_reply(whole("train.py", "x = 1\n"), {"src/train.py": "x = 0\n"},
+                                ["src/train.py"], edit_format="auto")
+    assert changed == {"src/train.py": "x = 1\n"} and o.status == "applied"
+
+
+def test_whole_files_and_a_refusal_in_one_reply_are_both_reported_with_their_files():
+    reply = (whole("experiment.py", NEW_TRAINER) + "\n" + whole("notes.txt", "# Notes\nRun 1.\n", "text")
+             + "\n" + whole("harness/evaluate.py", "x = 1\n"))
+    changed, outcomes = apply_reply(reply, {"experiment.py": TRAINER, "notes.txt": "# Notes\n"},
+                                    edit_format="auto", protected=("harness/",))
+    assert set(changed) == {"experiment.py", "notes.txt"}
+    assert [(o.path, o.status) for o in outcomes] == [
+        ("experiment.py", "applied"), ("notes.txt", "applied"), ("harness/evaluate.py", "refused")]
+    text = feedback(outcomes)
+    assert "# The other 2 edits were applied successfully." in text
+    assert "experiment.py: replaced by the whole file" in text and "notes.txt: replaced by the whole file" in text
+
+
+# ---------------------------------------------------------------- issue 24: a protected file's block is never redirected
+
+PLOT = 'import matplotlib\n\nprint("plotting")\n'
+
+
+def test_a_block_for_a_protected_file_is_refused_not_applied_to_the_file_where_its_search_matches():
+    # Its SEARCH text matches plot.py only: aider's fallback used to apply it there.
+    harness = block("harness/evaluate.py", 'print("plotting")\n', 'print("tampered")\n')
+    good = block("experiment.py", "        self.lr = lr\n", "        self.lr = lr * 2\n")
+    changed, outcomes = apply_reply(harness + good, {"experiment.py": TRAINER, "plot.py": PLOT},
+                                    protected=("harness/",))
+    assert "plot.py" not in changed and "self.lr = lr * 2" in changed["experiment.py"]
+    assert [(o.path, o.status) for o in outcomes] == [("harness/evaluate.py", "refused"),
+                                                      ("experiment.py", "applied")]
+    text = feedback(outcomes)
+    assert "# 1 SEARCH/REPLACE block refused!" in text and "harness/evaluate.py is protected" in text
+    assert "- line 11: exact match in experiment.py\nDon't re-send them." in text
+    # A nameless block after it means the same protected file: refused too, never redirected.
+    follow = "```python\n<<<<<<< SEARCH\nimport matplotlib\n=======\nimport os\n>>>>>>> REPLACE\n```\n"
+    changed, outcomes = apply_reply(harness + follow, {"plot.py": PLOT}, protected=("harness/",))
+    assert changed == {} and [o.status for o in outcomes] == ["refused", "refused"]
+
+
+def test_a_block_outside_the_workspace_is_refused_not_redirected():
+    reply = block("../experiment.py", "        self.lr = lr\n", "        self.lr = 0\n")
+    changed, (o,) = apply_reply(reply, {"experiment.py": TRAINER})
+    assert changed == {} and o.status == "refused" and "outside the workspace" in o.message
+
+
+def test_the_feedback_names_the_file_a_redirected_block_really_went_to():
+    moved = block("train.py", "        self.l1_penalty = 0.04\n", "        self.l1_penalty = 0.1\n")
+    broken = block("experiment.py", "        self.nope = 1\n", "        self.nope = 2\n")
+    changed, outcomes = apply_reply(moved + broken, {"experiment.py": TRAINER, "notes.txt": "# Notes\n"})
+    assert [o.status for o in outcomes] == ["applied", "failed"]
+    text = feedback(outcomes)
+    assert "- line 3: exact match in experiment.py, not in train.py as the block says" in text

@@ -12,7 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from agent import prompts
-from agent.checks import attributes, classes, core, duplicates, flakes, imports, placeholders, shrunk
+from agent.checks import attributes, classes, contract, core, duplicates, flakes, imports, placeholders, shrunk
 from agent.checks.core import Finding, Rule, Source, make_source, parse, syntax_finding
 from agent.checks.placeholders import is_placeholder_comment
 
@@ -26,6 +26,7 @@ RULES: tuple[Rule, ...] = (
     attributes.THROUGH_RULE,
     shrunk.RULE,
     imports.RULE,
+    contract.RULE,
 )
 
 __all__ = ["Finding", "RULES", "Rule", "Source", "check_command", "check_source", "clear_caches",
@@ -34,18 +35,18 @@ __all__ = ["Finding", "RULES", "Rule", "Source", "check_command", "check_source"
 
 def check_source(new: str, old: str | None = None, *, path: str = "experiment.py",
                  python: str | None = None, search_path: str | Path | None = None,
-                 rules: tuple[Rule, ...] = RULES) -> list[Finding]:
+                 keep_fields: tuple[str, ...] = (), rules: tuple[Rule, ...] = RULES) -> list[Finding]:
     """Every finding for `new`; with `old`, only what changed since `old` is held against the edit.
 
     `python` is the interpreter of the run (None: this one); `search_path` is the file's folder, whose
-    modules (e.g. `harness`) the run can import.
+    modules (e.g. `harness`) the run can import; `keep_fields` the `Config` fields the agent sets.
     """
     try:
         tree = parse(new)
         compile(tree, path, "exec", dont_inherit=True)  # symbol-table errors ast.parse lets through
     except (SyntaxError, ValueError) as err:  # ValueError: a NUL byte in the source
         return [syntax_finding(err, path)]
-    src = make_source(path, new, tree, old, python=python, search_path=search_path)
+    src = make_source(path, new, tree, old, python=python, search_path=search_path, keep_fields=keep_fields)
     findings = [f for rule in rules for f in rule.check(src)]
     return sorted(findings, key=lambda f: (f.line, f.code))
 

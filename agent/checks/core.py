@@ -53,6 +53,7 @@ class Source:
     removed: set[int] | None = None  # old line numbers the edit deleted or rewrote
     python: str | None = None  # the run's interpreter (None: this one)
     search_path: str | None = None  # the file's folder, whose modules the run can import
+    keep_fields: tuple[str, ...] = ()  # `Config` fields the agent sets (the baseline's seeds and frontier)
 
     def is_added(self, first: int, last: int | None = None) -> bool:
         if self.added is None:
@@ -64,7 +65,7 @@ class Source:
 
 
 def make_source(path: str, new: str, tree: ast.Module, old: str | None, *, python: str | None = None,
-                search_path: str | Path | None = None) -> Source:
+                search_path: str | Path | None = None, keep_fields: tuple[str, ...] = ()) -> Source:
     old_tree = None
     if old is not None:
         try:
@@ -73,7 +74,7 @@ def make_source(path: str, new: str, tree: ast.Module, old: str | None, *, pytho
             old = None  # no usable baseline: judge every line
     added, removed = diff_lines(old, new) if old_tree is not None else (None, None)
     return Source(path, new, tree, old, old_tree, added, removed, python,
-                  str(search_path) if search_path else None)
+                  str(search_path) if search_path else None, tuple(keep_fields))
 
 
 def diff_lines(old: str, new: str) -> tuple[set[int], set[int]]:
