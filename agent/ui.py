@@ -14,6 +14,7 @@ from pathlib import Path
 
 from rich.console import Console, RenderableType
 from rich.live import Live
+from rich.markdown import Markdown
 from rich.measure import Measurement
 from rich.table import Table
 from rich.text import Text
@@ -62,6 +63,25 @@ def print_unclipped(console: Console, renderable: RenderableType) -> None:
                    color_system=console.color_system, no_color=console.no_color,
                    force_terminal=False, soft_wrap=True)
     wide.print(renderable)
+
+
+def print_text(console: Console, text: str | Text) -> None:
+    """Plain text (a commit body, a log's tail, a diff): wrapped to the window on a terminal; off
+    one, each line whole, whatever console it is given (not only ours soft-wraps by itself)."""
+    console.print(text if isinstance(text, Text) else Text(text), soft_wrap=not console.is_terminal)
+
+
+def print_markdown(console: Console, text: str) -> None:
+    """An LLM's reply: rendered as markdown on a terminal; off one, exactly as it was written.
+
+    rich lays lists, quotes and code blocks out at the console's width (80 columns in a pipe) and
+    crops or pads their lines, so `show WS 1.1 | less` would lose the end of every long bullet and
+    SEARCH/REPLACE line; the source itself is what a reader of a pipe or a file wants anyway.
+    """
+    if console.is_terminal:
+        console.print(Markdown(text))
+    else:
+        print_text(console, text)
 
 
 # -- the name the user typed ------------------------------------------------------------------

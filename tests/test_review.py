@@ -322,6 +322,39 @@ def test_show_success_has_metrics_and_only_its_own_reply(workspace):
     assert "run_1/final_info.json" not in text  # run outputs are not part of the code diff
 
 
+LONG_BULLET = ("- Run 1: the idea as specified: 90th-percentile similarity mask over |cos| of decoder "
+               "directions, activation EMA with alpha = 0.9, gamma = 0.2 * (batch L0 fraction / target)")
+LONG_CODE = "INHIBITION = dict(percentile=90, alpha=0.9, gamma=0.2, target_l0_fraction=0.02, every=10, cap=0.5)"
+
+
+def test_show_through_a_pipe_crops_nothing(workspace, capsys, monkeypatch):
+    """`agent show WS 1.1 | less` with no COLUMNS: the reply's long lines (a bullet, a SEARCH/REPLACE
+    block), the diff's and the metrics table come out whole, one line each, as README promises."""
+    monkeypatch.delenv("COLUMNS", raising=False)
+    b = Builder(workspace)
+    b.conv = Conversation.load(workspace)   # go on with the transcript the fixture committed
+    b.user("Run 2 did not compile: fix it.")
+    code = (workspace / "experiment.py").read_text() + f"\n{LONG_CODE}\n"
+    reply = (f"Plan:\n{LONG_BULLET}\n\nexperiment.py\n```python\n<<<<<<< SEARCH\n    main()\n=======\n"
+             f"    main()\n\n{LONG_CODE}\n>>>>>>> REPLACE\n```\n")
+    b.attempt(3, 1, code, reply, status="gate-failed")
+    assert cli.main(["show", str(workspace), "3.1"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert LONG_BULLET in lines and LONG_CODE in lines, "the reply as written, not cropped at 80"
+    assert f"+{LONG_CODE}" in lines, "the diff line whole"
+
+    assert cli.main(["show", str(workspace), "1.2"]) == 0
+    out = capsys.readouterr().out
+    row = [ln for ln in out.splitlines() if SAE in ln]
+    assert len(row) == 1 and "0.750 +0.050" in row[0] and "…" not in out, out
+    assert "sae_top_1_test_accuracy" in out
+
+    report = workspace.parent / "a report with a name long enough to pass eighty columns on its own.md"
+    assert cli.main(["report", str(workspace), "--out", str(report)]) == 0
+    wrote = capsys.readouterr().out.splitlines()
+    assert wrote[0].startswith(f"wrote {report} (") and len(wrote) == 1, wrote   # `report`, whole too
+
+
 # -- replay -------------------------------------------------------------------------------
 
 def test_replay_of_a_failed_attempt_reproduces_its_error(workspace):

@@ -77,6 +77,20 @@ def test_console_off_a_terminal_never_wraps_but_a_terminal_does():
     assert max(len(ln) for ln in tty.getvalue().splitlines()) <= 80
 
 
+def test_a_reply_off_a_terminal_is_printed_as_written_and_rendered_on_one():
+    """rich's markdown lays lists and code blocks out at 80 columns and crops them; off a terminal
+    the reply's source comes out line for line instead."""
+    bullet = "- Run 1: the idea as specified: 90th-percentile similarity mask over |cos| of decoder directions"
+    code = "    inhibition = self.gamma * (self.similar @ self.ema) / self.neighbours.clamp(min=1) / self.ema.mean()"
+    reply = f"Plan:\n{bullet}\n\n```python\n{code}\n```\n"
+    console, out = plain_console()
+    ui.print_markdown(console, reply)
+    assert out.getvalue() == reply + "\n"
+    tty = io.StringIO()
+    ui.print_markdown(ui.make_console(file=tty, width=80, force_terminal=True, color_system=None), reply)
+    assert "• Run 1" in tty.getvalue() and max(len(ln) for ln in tty.getvalue().splitlines()) <= 80
+
+
 # -- through the loop -----------------------------------------------------------------------------
 
 def test_bracketed_text_from_runs_and_replies_reaches_the_user(fake_llm, idea, tmp_path, capsys):

@@ -20,7 +20,7 @@ from agent.attempt import RAN, WITH_RESULTS, Status
 from agent.history import Attempt, HistoryError
 from agent.review.rows import EXTRA_METRICS, METRICS, _short_sae, final_info_at, headline_of
 from agent.review.show_cmd import SHOW_BLOCK_CHARS
-from agent.ui import message
+from agent.ui import message, print_unclipped
 
 # How close a replayed success must come to the recorded metrics. Accuracies and the other
 # fractions are compared in absolute terms (`--tolerance`, default 0.02); L0 relative to its
@@ -310,7 +310,7 @@ def _print_verdict(console: Console, v: ReplayVerdict) -> None:
         for c in v.metric_checks:
             table.add_row(Text(_short_sae(c["sae"])), Text(c["metric"]), _show_value(c["recorded"]),
                           _show_value(c["replay"]), "ok" if c["ok"] else Text("differs", style="red"))
-        console.print(table)
+        print_unclipped(console, table)
         console.print(Text("tolerance: " + "; ".join(f"{k} {t}" for k, t in v.tolerance.items())))
     elif v.recorded_signature or v.replay_signature:
         console.print(Text(f"recorded: {v.recorded_error or v.recorded_signature or '—'}\nreplay:   "

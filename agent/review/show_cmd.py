@@ -8,7 +8,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from rich.console import Console
-from rich.markdown import Markdown
 from rich.syntax import Syntax
 from rich.table import Table
 from rich.text import Text
@@ -18,6 +17,7 @@ from agent.attempt import WITH_RESULTS
 from agent.history import Attempt
 from agent.review.rows import (DIFF_EXCLUDES, EXTRA_METRICS, METRICS, STATUS_STYLE, Row, _cost, _duration,
                                collect_rows, metric_cell, seed_count)
+from agent.ui import print_markdown, print_text, print_unclipped
 
 # What `show` prints is bounded: a run can print a multi-megabyte line, a reply can be huge.
 SHOW_LINE_CHARS = 400      # a longer line is cut, saying how much was left out
@@ -113,43 +113,46 @@ def show(workspace: Path, spec: str, *, console: Console) -> int:
                           a.duration is not None and f"ran {_duration(a.duration)}",
                           a.cost is not None and _cost(a.cost),
                           a.tokens is not None and f"{a.tokens} tokens") if x]
-    console.print(Text(" · ").join(Text(*f) if isinstance(f, tuple) else Text(f) for f in facts))
-    console.print(Text(a.subject, style="bold"))
+    print_text(console, Text(" · ").join(Text(*f) if isinstance(f, tuple) else Text(f) for f in facts))
+    print_text(console, Text(a.subject, style="bold"))
     if d.body:
-        console.print(Text(bound_text(d.body)))
+        print_text(console, bound_text(d.body))
 
     console.rule("what the LLM said")
     if d.said:
         for text in d.said:
-            console.print(Markdown(bound_text(text, line_chars=4 * SHOW_LINE_CHARS)))
+            print_markdown(console, bound_text(text, line_chars=4 * SHOW_LINE_CHARS))
     else:
         console.print("(no reply in this commit: the baseline, or a commit made without the LLM)")
 
     against = f"run {d.previous.run} attempt {d.previous.attempt}" if d.previous else "nothing"
     console.rule(f"code diff against {against}")
     if d.diff.strip():
-        console.print(_code(console, bound_text(d.diff), "diff"))
+        _code(console, bound_text(d.diff), "diff")
     else:
         console.print("(no change to the code)" if d.previous else "(the first commit: no diff)")
 
     console.rule("outcome")
     if d.row and d.row.metrics:
-        console.print(metrics_table(d.row))
+        print_unclipped(console, metrics_table(d.row))
     elif a.status in WITH_RESULTS:
         console.print(f"no readable run_{a.run}/final_info.json in this commit")
     if d.traceback:
-        console.print(_code(console, bound_text(d.traceback), "pytb"))
+        _code(console, bound_text(d.traceback), "pytb")
     elif d.log_tail:
         console.print(f"last lines of run_{a.run}/log.txt:")
-        console.print(Text(bound_text(d.log_tail)))
+        print_text(console, bound_text(d.log_tail))
     if a.error:
-        console.print(Text(f"error: {a.error}", style="red"))
+        print_text(console, Text(f"error: {a.error}", style="red"))
     return 0
 
 
-def _code(console: Console, text: str, lexer: str):
+def _code(console: Console, text: str, lexer: str) -> None:
     """Highlighted on a terminal; off one, the plain text, each line whole (grep finds it)."""
-    return Syntax(text, lexer, word_wrap=True) if console.is_terminal else Text(text)
+    if console.is_terminal:
+        console.print(Syntax(text, lexer, word_wrap=True))
+    else:
+        print_text(console, text)
 
 
 def metrics_table(row: Row) -> Table:
