@@ -213,6 +213,21 @@ def _lone_filename(line: str) -> str | None:
     return name if _LONE_PATH.fullmatch(name) else None
 
 
+def _closing_fence(lines: list[str], start: int, fence: str) -> int | None:
+    """The line that closes a fence opened before `start`. A fence with a language inside it
+    (```python in a markdown notes.txt) opens a nested block whose bare ``` is not the end."""
+    depth = 0
+    for j in range(start, len(lines)):
+        line = lines[j].strip()
+        if line == fence:
+            if depth == 0:
+                return j
+            depth -= 1
+        elif line.startswith(fence) and _OPEN_FENCE.match(line) and line[len(fence):].strip():
+            depth += 1
+    return None
+
+
 def has_markers(reply: str) -> bool:
     """Whether the reply holds any SEARCH/REPLACE marker line (then it is read as a diff only)."""
     return any(r.match(line) for line in reply.splitlines() for r in (HEAD_RE, DIVIDER_RE, UPDATED_RE))
@@ -237,7 +252,7 @@ def find_whole_files(reply: str, known: Iterable[str] = ()) -> tuple[list[WholeF
             i += 1
             continue
         fence = opening.group(1)
-        end = next((j for j in range(i + 1, len(lines)) if lines[j].strip() == fence), None)
+        end = _closing_fence(lines, i + 1, fence)
         name = _lone_filename(lines[i - 1]) if i > 0 else None
         if name is not None:
             name = _find_filename([name], known) or name

@@ -541,3 +541,10 @@ def test_the_feedback_names_the_file_a_redirected_block_really_went_to():
     assert [o.status for o in outcomes] == ["applied", "failed"]
     text = feedback(outcomes)
     assert "- line 3: exact match in experiment.py, not in train.py as the block says" in text
+
+
+def test_a_whole_markdown_file_with_fenced_code_inside_is_kept_whole():
+    notes = "# Notes\n\nRun 1 used:\n\n```python\nl1_penalty = 0.08\n```\n\nIt helped.\n"
+    changed, (o,) = apply_reply(whole("notes.txt", notes, "markdown"), {"notes.txt": "# Notes\n"},
+                                edit_format="auto")
+    assert o.status == "applied" and changed == {"notes.txt": notes}  # not cut at the inner fence
