@@ -1,23 +1,46 @@
 """The language model's fast load: transformer-lens' conversion saved once, then assigned to an
-empty model, must be the same model that transformer-lens' own conversion builds."""
+empty model, must be the same model that transformer-lens' own conversion builds; and loading it
+prints the harness's own lines, not transformers' progress bars."""
 
 import pytest
 import torch
 
-pytestmark = pytest.mark.slow   # loads Gemma-3-270M twice
-
-
 TEXTS = ["The capital of France is Paris, a city of light and", "def f(x):\n    return x + 1"]
+BAR = "it/s]"   # what every tqdm redraw ends with
 
 
-def test_saved_conversion_is_the_model_transformer_lens_builds(harness_path, sae_cache):
+def test_no_progress_bar_while_a_model_loads_and_bars_again_after(harness_path, capfd):
+    """Off a terminal each redraw of a bar is a line of a run's log.txt: dozens of them per load."""
+    import tqdm.auto
+    from transformers.utils import logging as transformers_logging
+    from harness import models
+
+    with models.quiet_progress_bars():
+        for _ in tqdm.auto.tqdm(range(3), desc="Converting and de-quantizing GGUF tensors..."):
+            pass   # transformers' GGUF reader calls tqdm itself
+        for _ in transformers_logging.tqdm(range(3), desc="Loading weights"):
+            pass
+        print("[harness] loaded google/gemma-3-270m in 0.4s")
+    out, err = capfd.readouterr()
+    assert out == "[harness] loaded google/gemma-3-270m in 0.4s\n" and err == ""
+    for _ in tqdm.auto.tqdm(range(3), desc="the caller's own bar"):
+        pass
+    assert "the caller's own bar" in capfd.readouterr().err, "tqdm is put back as it was"
+    assert transformers_logging.is_progress_bar_enabled()
+
+
+@pytest.mark.slow   # loads Gemma-3-270M twice
+def test_saved_conversion_is_the_model_transformer_lens_builds(harness_path, sae_cache, capfd):
     from harness import models
     from harness.profiles import load_profile
 
     profile = load_profile("tiny")
     fast = models.load_model(profile)
     assert (models.gemma3_270m_dir() / models.TL_STATE).is_file()   # the first load saved it
+    capfd.readouterr()
     built = models.convert_for_transformer_lens(save=False)          # transformer-lens from the weights, now
+    out, err = capfd.readouterr()
+    assert "Loading weights" not in out + err and BAR not in out + err, err   # transformers' bar, silenced
     ids = built.to_tokens(TEXTS)
     assert fast.to_tokens(TEXTS).tolist() == ids.tolist()
     assert fast.tokenizer.padding_side == built.tokenizer.padding_side
@@ -29,6 +52,7 @@ def test_saved_conversion_is_the_model_transformer_lens_builds(harness_path, sae
     assert torch.equal(a[hook], b[hook])
 
 
+@pytest.mark.slow   # loads Gemma-3-270M twice
 def test_a_model_loaded_without_its_tokenizer_gets_it_when_asked(harness_path, sae_cache):
     from harness import models
     from harness.profiles import load_profile

