@@ -86,10 +86,10 @@ def _baseline_locked(ws: Workspace, cached: Path, *, timeout: float, on_line, sa
         shutil.copytree(cached, ws.path / BASELINE_RUN, ignore=shutil.ignore_patterns(FINAL_SPLIT))
         source = f"cached baseline from {cached}"
     else:
-        runs = execution.Executor(ws.path, ws.template, ws.profile,
+        runs = execution.Pipeline(ws.path, ws.template, ws.profile,
                                       protected=execution.protected_from_template(ws.template),
                                       box=sandbox, timeout=timeout, on_line=on_line,
-                                      runner=executor)
+                                      executor=executor)
         seeds = ws.template.seeds_for(ws.profile)
         check_overrides(ws, seeds)
         for seed in seeds:
@@ -138,7 +138,7 @@ def _baseline_locked(ws: Workspace, cached: Path, *, timeout: float, on_line, sa
                      summary=results.subject_summary(None, baseline))
 
 
-def _run_references(ws: Workspace, runs: execution.Executor, on_line) -> None:
+def _run_references(ws: Workspace, runs: execution.Pipeline, on_line) -> None:
     """Each reference SAE of the template at k = the baseline's mean L0 over its seeds. Like the
     frontier it is context, not the noise floor: one that fails is left out, and said so."""
     if not ws.template.references:

@@ -155,12 +155,12 @@ def cmd_prepare(args) -> int:
             elif line.strip():
                 progress.console.print(line, markup=False, highlight=False, soft_wrap=True)
 
-        executor = execution.Executor(template.root, template, profile, on_line=on_line,
+        pipeline = execution.Pipeline(template.root, template, profile, on_line=on_line,
                                       protected=execution.protected_from_template(template))
         try:
-            dirs = executor.prepare(smoke=False)
+            dirs = pipeline.prepare(smoke=False)
             if template.smoke_profiles is None or profile in template.smoke_profiles:
-                executor.prepare(smoke=True)
+                pipeline.prepare(smoke=True)
         except execution.PrepareError as exc:
             raise UsageError(str(exc)) from None
     console.print(f"profile {profile} prepared: {len(dirs['eval'])} cache entries under "
@@ -279,7 +279,8 @@ WORKSPACE_HELP = "a workspace folder made by `run` (results/<timestamp>_<idea>)"
 
 def _model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", help="any litellm model string (deepseek/deepseek-reasoner, anthropic/..., "
-                   "ollama_chat/...), or replay:PATH; default $AGENT_MODEL, else the idea's recorded replies")
+                   "ollama_chat/...), local:PATH.gguf (served here: python -m agent.local_model), "
+                   "or replay:PATH; default $AGENT_MODEL, else the idea's recorded replies")
     p.add_argument("--api-base", help="an OpenAI-compatible server (default $AGENT_API_BASE)")
     p.add_argument("--max-runs", type=_positive(int), metavar="N",
                    help="runs after the baseline (default: the idea's, else 5)")
@@ -419,7 +420,9 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     setup_logging(verbosity(args), err_console)
     try:
-        return args.func(args)
+        from agent.local_model import serving_args  # --model local:X.gguf: a server for the command's length
+        with serving_args(args):
+            return args.func(args)
     except KeyboardInterrupt:
         err_console.print(ui.message(("interrupted", "yellow"), " — the attempt was committed; "
                                      f"continue with `{ui.prog()} resume WORKSPACE`"))

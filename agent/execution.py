@@ -1,6 +1,7 @@
 """One execution path for every run of a workspace: prepare, train in a box, evaluate in another.
 
-The loop, the baseline and `replay` all run attempts through `Executor.run`:
+The loop, the baseline and `replay` all run attempts through `Pipeline.run` (where each step
+executes, here or as a Slurm job, is its `executor`: agent/executors.py):
 
 1. **prepare** (once per profile and smoke setting): the pristine harness computes every cached
    entry the runs need (`python -m harness.prepare`). Trusted code, before any generated code runs.
@@ -74,12 +75,13 @@ class PrepareError(RuntimeError):
     pass
 
 
-class Executor:
-    """Runs attempts of one workspace; `protected` are the pristine harness files (path -> bytes)."""
+class Pipeline:
+    """Runs attempts of one workspace, each step staged and boxed; `protected` are the pristine
+    harness files (path -> bytes)."""
 
     def __init__(self, workspace: Path, template: Template, profile: str | None, *,
                  protected: dict[str, bytes], box: str | None = None, timeout: float = 3600,
-                 on_line: Callable[[str], None] | None = None, python: str | None = None, runner=None):
+                 on_line: Callable[[str], None] | None = None, python: str | None = None, executor=None):
         self.path = Path(workspace)
         self.template, self.profile = template, profile
         self.protected = protected
@@ -87,7 +89,7 @@ class Executor:
         self.timeout, self.on_line = timeout, on_line
         # Where each step's argv runs (agent/executors.py): here, or as a Slurm job. The box wraps
         # the argv either way, so a job runs in the same box as a local run.
-        self.runner = runner
+        self.executor = executor
         self.python = python or sys.executable
         self._prepared: dict[bool, dict] = {}
         self._prepare_log: dict[bool, list[str]] = {}
@@ -134,7 +136,7 @@ class Executor:
                 self.path, out_dir, command=command, timeout=self.timeout,
                 env_allow=self.template.allowed_env(self.profile), extra_env=self._env(smoke, home),
                 on_line=self.on_line, python=self.python, cwd=box.stage, log_path=log_path, wrap=box.wrap,
-                executor=self.runner, **self.template.resource_limits(self.profile))
+                executor=self.executor, **self.template.resource_limits(self.profile))
         finally:
             if box.kind == "staged":
                 sandbox.kill_leftovers(before)

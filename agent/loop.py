@@ -136,9 +136,9 @@ class ExperimentLoop:
         self.baseline_seeds = ws.baseline_seeds()
         self.baseline_frontier = ws.baseline_frontier()
         self.baseline_references = ws.baseline_references()
-        self.executor = execution.Executor(ws.path, ws.template, ws.profile, protected=ws.protected_files(),
+        self.pipeline = execution.Pipeline(ws.path, ws.template, ws.profile, protected=ws.protected_files(),
                                            box=options.sandbox, timeout=options.timeout, on_line=view.log,
-                                           runner=options.executor)
+                                           executor=options.executor)
         self._step: execution.Step | None = None
         self._reply_cost: float | None = 0.0  # of the reply not yet committed
         self._reply_tokens = 0
@@ -431,7 +431,7 @@ class ExperimentLoop:
 
     def run_step(self, out_dir: str, smoke: bool, attach_stage: Path | None = None) -> execution.Step:
         try:
-            return self.executor.run(out_dir, smoke=smoke, attach_stage=attach_stage)
+            return self.pipeline.run(out_dir, smoke=smoke, attach_stage=attach_stage)
         except execution.PrepareError as exc:   # the environment, not the coder's code
             raise Stop(str(exc), ok=False) from None
 
@@ -540,14 +540,14 @@ class ExperimentLoop:
         Writes `final_split.json`; returns the lines for the commit body."""
         st = self.state
         self.view.set(phase="scoring the final split")
-        seeds = baseline.final_split_scores(self.ws, self.executor.evaluate_final)
+        seeds = baseline.final_split_scores(self.ws, self.pipeline.evaluate_final)
         if not seeds:
             return None
         best_on_test = max(st.completed_runs, key=lambda r: self._primary(f"run_{r}"))
         record, lines = {"baseline_seeds": len(seeds), "headline_metrics": list(results.headline_metrics(seeds[0])),
                          "best_on_test": best_on_test, "runs": {}}, []
         for run in st.completed_runs:
-            path = self.executor.evaluate_final(f"run_{run}")
+            path = self.pipeline.evaluate_final(f"run_{run}")
             if path is None:
                 continue
             current = json.loads(path.read_text())

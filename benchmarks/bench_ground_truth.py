@@ -70,7 +70,7 @@ def main() -> None:
             shutil.copy2(template.root / rel, work / rel)
         if arch == "matryoshka":
             matryoshka_files(work)
-        executor = execution.Executor(work, template, args.profile, box=args.sandbox, timeout=7200,
+        pipeline = execution.Pipeline(work, template, args.profile, box=args.sandbox, timeout=7200,
                                       protected=execution.protected_from_template(template))
         rows = []
         for seed in range(args.seeds):
@@ -79,9 +79,9 @@ def main() -> None:
                 command = ["{python}", "-m", "harness.reference", f"--arch={arch}", f"--k={k}", f"--seed={seed}",
                            "--out_dir={out_dir}"]
                 command = [part.format(python=sys.executable, out_dir=f"run_{seed}") for part in command]
-                step = executor.run(f"run_{seed}", command=command)
+                step = pipeline.run(f"run_{seed}", command=command)
             else:
-                step = executor.run(f"run_{seed}", overrides={"seed": seed})
+                step = pipeline.run(f"run_{seed}", overrides={"seed": seed})
             if not step.ok:
                 raise SystemExit(f"{arch} seed {seed} failed: {step.problem or step.result.error}")
             h = next(iter(results.headline(results.load_results(work / f"run_{seed}")).values()))

@@ -55,16 +55,16 @@ def main() -> None:
     for rel in template.files():
         (work / rel).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(template.root / rel, work / rel)
-    executor = execution.Executor(work, template, args.profile, box=args.sandbox, timeout=7200,
+    pipeline = execution.Pipeline(work, template, args.profile, box=args.sandbox, timeout=7200,
                                   protected=execution.protected_from_template(template))
     started = time.monotonic()
-    executor.prepare()
+    pipeline.prepare()
     print(f"prepare ({args.profile}): {time.monotonic() - started:.1f}s")
 
     runs, seconds = [], []
     for seed in range(args.seeds):
         t = time.monotonic()
-        step = executor.run(f"run_{seed}", overrides={"seed": seed})
+        step = pipeline.run(f"run_{seed}", overrides={"seed": seed})
         if not step.ok:
             raise SystemExit(f"seed {seed} failed: {step.problem or step.result.error}")
         seconds.append(time.monotonic() - t)

@@ -40,7 +40,7 @@ def make(tmp_path, monkeypatch):
         (ws / ".git" / "HEAD").write_text("ref: refs/heads/main\n")
         (ws / "experiment.py").write_text(textwrap.dedent(code))
         template = load_template(ws)
-        ex = execution.Executor(ws, template, "tiny", protected=execution.protected_from_template(template),
+        ex = execution.Pipeline(ws, template, "tiny", protected=execution.protected_from_template(template),
                                 box=box, timeout=60)
         return ws, ex
     return build

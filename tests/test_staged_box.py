@@ -181,7 +181,7 @@ def test_stale_stages_go_and_live_ones_stay(tmp_path, monkeypatch):
                 _stage(stages, "ws-run_1-train-reused", {"host": host, "pid": live.pid,   # pid reused since
                                                          "started": sandbox._started(live.pid) - 1000})]
         mine = sandbox.new_stage(stages, "ws-run_2-train")
-        execution.Executor(tmp_path, load_template(Path(__file__).parent / "data" / "mini_template"), "tiny",
+        execution.Pipeline(tmp_path, load_template(Path(__file__).parent / "data" / "mini_template"), "tiny",
                            protected={}, box="staged")
         assert [p for p in gone if p.exists()] == []
         assert {k: p for k, p in kept.items() if not p.exists()} == {}
@@ -198,7 +198,7 @@ from agent import execution
 from agent.template import load_template
 ws = Path(sys.argv[1])
 template = load_template(ws)
-execution.Executor(ws, template, "tiny", protected=execution.protected_from_template(template),
+execution.Pipeline(ws, template, "tiny", protected=execution.protected_from_template(template),
                    box="staged", timeout=120).run("run_1")
 """
 
@@ -223,7 +223,7 @@ def test_the_stage_of_an_agent_killed_with_sigkill_is_removed_at_the_next_start(
     assert left.is_dir(), "nothing cleans up after SIGKILL itself"
 
     template = load_template(ws)
-    execution.Executor(ws, template, "tiny", protected={}, box="staged")
+    execution.Pipeline(ws, template, "tiny", protected={}, box="staged")
     assert not left.exists()
 
 

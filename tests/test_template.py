@@ -32,9 +32,9 @@ def make_workspace(path: Path, profile: str = "tiny") -> Path:
     return path
 
 
-def executor(ws: Path, lines: list | None = None) -> execution.Executor:
+def pipeline(ws: Path, lines: list | None = None) -> execution.Pipeline:
     template = load_template(TEMPLATE)
-    return execution.Executor(ws, template, "tiny", protected=execution.protected_from_template(template),
+    return execution.Pipeline(ws, template, "tiny", protected=execution.protected_from_template(template),
                               timeout=900, on_line=lines.append if lines is not None else None)
 
 
@@ -45,7 +45,7 @@ def run_logs(ws: Path, out_dir: str) -> str:
 
 def run_experiment(ws: Path, out_dir: str, smoke: bool = False, lines: list | None = None):
     started = time.monotonic()
-    step = executor(ws, lines).run(out_dir, smoke=smoke)
+    step = pipeline(ws, lines).run(out_dir, smoke=smoke)
     elapsed = time.monotonic() - started
     output = run_logs(ws, out_dir)
     assert step.ok, f"the run failed ({step.phase}): {step.problem or step.result.error}\n{output[-4000:]}"
@@ -214,7 +214,7 @@ def test_a_runtime_error_in_the_sae_fails_the_run_with_its_traceback(env, tmp_pa
     source = (ws / "experiment.py").read_text()
     (ws / "experiment.py").write_text(source.replace(
         "        return torch.relu(pre_acts)\n", "        return torch.relu(pre_acts) @ self.W_missing\n", 1))
-    step = executor(ws).run("run_1", smoke=True)
+    step = pipeline(ws).run("run_1", smoke=True)
     assert step.result.status == "failed" and step.phase == "train"
     assert "W_missing" in (ws / "run_1" / "log.txt").read_text()
     assert not (ws / "run_1" / "final_info.json").exists()

@@ -35,7 +35,7 @@ def plant(sae_cache, tmp_path):
         assert old in source
         (ws / "experiment.py").write_text(source.replace(old, new, 1))
         template = load_template(TEMPLATE)
-        ex = execution.Executor(ws, template, "tiny", protected=execution.protected_from_template(template),
+        ex = execution.Pipeline(ws, template, "tiny", protected=execution.protected_from_template(template),
                                 box=box, timeout=600)
         return ex.run("run_1", smoke=True), ws
     return run
@@ -128,7 +128,7 @@ def test_a_poisoned_cache_entry_is_detected_and_recomputed(plant, sae_cache):
     np.save(heldout[0] / "acts.npy", stored * 0 + 1)   # every held-out token the same: EV would be junk
     lines = []
     template = load_template(TEMPLATE)
-    ex = execution.Executor(ws, template, "tiny", protected=execution.protected_from_template(template),
+    ex = execution.Pipeline(ws, template, "tiny", protected=execution.protected_from_template(template),
                             on_line=lines.append)
     again = ex.run("run_1", smoke=True)
     assert again.ok

@@ -132,11 +132,11 @@ def _replay_run(repo, sha: str, dest: Path, out_dir: str, profile, smoke: bool, 
     from agent.template import parse_template
     root = history.root_commit(repo, sha)
     template = parse_template(dest, history.file_at(repo, root, "template.json") or "{}")
-    executor = execution.Executor(dest, template, profile, timeout=timeout, on_line=on_line, box=box,
+    pipeline = execution.Pipeline(dest, template, profile, timeout=timeout, on_line=on_line, box=box,
                                   protected=execution.protected_from_commit(repo, root, template.protected))
-    step = executor.run(out_dir, smoke=True) if smoke else None
+    step = pipeline.run(out_dir, smoke=True) if smoke else None
     if step is None or step.ok:
-        step = executor.run(out_dir)
+        step = pipeline.run(out_dir)
     result = step.result
     if step.problem:   # e.g. a results file the run wrote itself: a failure, as in the loop
         result.status, result.error = "failed", step.problem
