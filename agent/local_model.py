@@ -544,7 +544,8 @@ def serving(model: str | None, api_base: str | None = None, *,
         yield model, api_base
         return
     if api_base:
-        raise LocalModelError(f"--model {model} starts its own server: leave out --api-base "
+        raise LocalModelError(f"--model {model} starts its own server: leave out --api-base (and "
+                              f"$AGENT_API_BASE) "
                               "(or give --model openai/NAME --api-base URL for a server you run)")
     gguf = resolve_gguf(model[len(LOCAL_PREFIX):])
     info = check_gguf(gguf)
