@@ -20,6 +20,7 @@ import posixpath
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from enum import StrEnum
 from pathlib import Path, PurePosixPath
 
 DEFAULT_EDITABLE = ("experiment.py", "plot.py", "notes.txt")
@@ -55,12 +56,24 @@ class WholeFile:
     line: int  # 1-based line of the opening fence in the reply
 
 
+class EditStatus(StrEnum):
+    """What became of one edit block (`EditOutcome.status`); the values are the words the import's
+    `Edits:` trailer and commit body are written with."""
+    APPLIED = "applied"      # the file was changed (possibly another file than the block named)
+    FAILED = "failed"        # its SEARCH lines match nowhere (or it would empty the file), or no such file
+    REFUSED = "refused"      # its file is protected, not editable, or outside the workspace
+    MALFORMED = "malformed"  # it could not be parsed
+
+
 @dataclass(frozen=True)
 class EditOutcome:
     path: str
-    status: str  # "applied" | "failed" | "refused" | "malformed"
+    status: EditStatus
     message: str
     block: EditBlock | WholeFile | None
+
+    def __post_init__(self) -> None:   # a bare string of the vocabulary becomes its member
+        object.__setattr__(self, "status", EditStatus(self.status))
 
 
 @dataclass
@@ -474,12 +487,12 @@ def apply_reply(reply: str, files: dict[str, str], editable: Iterable[str] = DEF
     known = tuple(files) + editable
     parsed = find_blocks(reply, known=known, aider_compat=aider_compat)
     current = dict(files)
-    outcomes = [EditOutcome("", "malformed", p, None) for p in parsed.problems]
+    outcomes = [EditOutcome("", EditStatus.MALFORMED, p, None) for p in parsed.problems]
     for block in parsed.blocks:
         outcomes.append(_apply_block(block, current, editable, protected))
     if edit_format != "diff":
         whole, problems = find_whole_files(reply, known)
-        outcomes += [EditOutcome("", "malformed", p, None) for p in problems]
+        outcomes += [EditOutcome("", EditStatus.MALFORMED, p, None) for p in problems]
         outcomes += [_apply_whole(w, current, editable, protected) for w in whole]
     changed = {p: t for p, t in current.items() if files.get(p) != t}
     outcomes.sort(key=lambda o: _reply_line(o))
@@ -490,15 +503,15 @@ def _apply_whole(whole: WholeFile, current: dict[str, str], editable: tuple[str,
                  protected: tuple[str, ...]) -> EditOutcome:
     path = allowed(whole.path, editable)
     if path is None:
-        return EditOutcome(whole.path, "refused", _refusal(whole.path, editable, protected), whole)
+        return EditOutcome(whole.path, EditStatus.REFUSED, _refusal(whole.path, editable, protected), whole)
     if not whole.content.strip():  # as aider: an edit that empties a file is a mistake, not a wish
-        return EditOutcome(path, "malformed", f"line {whole.line}: the whole file {path} is empty; "
+        return EditOutcome(path, EditStatus.MALFORMED, f"line {whole.line}: the whole file {path} is empty; "
                            "nothing was applied.", whole)
     content = _ensure_newline(whole.content)
     how = "created" if path not in current else (
         "unchanged" if current[path] == content else "replaced")
     current[path] = content
-    return EditOutcome(path, "applied", f"{path}: {how} by the whole file in the reply", whole)
+    return EditOutcome(path, EditStatus.APPLIED, f"{path}: {how} by the whole file in the reply", whole)
 
 
 def _reply_line(outcome: EditOutcome) -> int:
@@ -513,23 +526,23 @@ def _apply_block(block: EditBlock, current: dict[str, str], editable: tuple[str,
     path = allowed(block.path, editable)
     if path is None and (protected_path(block.path, protected) or normalize_path(block.path) is None):
         # Never redirected: a harness edit that lands in plot.py is a change nobody asked for.
-        return EditOutcome(block.path, "refused", _refusal(block.path, editable, protected), block)
+        return EditOutcome(block.path, EditStatus.REFUSED, _refusal(block.path, editable, protected), block)
     if path is not None and path not in current and not block.search.strip():
         current[path] = unwrap(block.replace, path)
-        return EditOutcome(path, "applied", f"created {path}", block)
+        return EditOutcome(path, EditStatus.APPLIED, f"created {path}", block)
     done = _replace(current[path], block.search, block.replace, path) if path in current else None
     if done is not None and done[0]:  # aider counts an edit that empties the file as failed
         current[path] = done[0]
-        return EditOutcome(path, "applied", f"{done[1]} in {path}", block)
+        return EditOutcome(path, EditStatus.APPLIED, f"{done[1]} in {path}", block)
     moved = _elsewhere(block, path, current, editable)
     if moved is not None:
         return moved
     if path is None:
-        return EditOutcome(block.path, "refused", _refusal(block.path, editable), block)
+        return EditOutcome(block.path, EditStatus.REFUSED, _refusal(block.path, editable), block)
     if path not in current:
-        return EditOutcome(path, "failed", f"{path} does not exist; to create it, use an "
+        return EditOutcome(path, EditStatus.FAILED, f"{path} does not exist; to create it, use an "
                            "empty SEARCH section.", block)
-    return EditOutcome(path, "failed", _no_match(block, path, current[path]), block)
+    return EditOutcome(path, EditStatus.FAILED, _no_match(block, path, current[path]), block)
 
 
 def _elsewhere(block: EditBlock, path: str | None, current: dict[str, str],
@@ -550,7 +563,7 @@ def _elsewhere(block: EditBlock, path: str | None, current: dict[str, str],
         return None
     other, (text, how) = found[0]
     current[other] = text
-    return EditOutcome(other, "applied", f"{how} in {other}, not in {block.path} as the block "
+    return EditOutcome(other, EditStatus.APPLIED, f"{how} in {other}, not in {block.path} as the block "
                        f"says: its SEARCH text matches only in {other} (aider's fallback)", block)
 
 
@@ -633,10 +646,10 @@ def feedback(outcomes: Iterable[EditOutcome]) -> str:
     applied a block to another file than the one it named, and the coder must hear which.
     """
     outcomes = list(outcomes)
-    failed = [o for o in outcomes if o.status == "failed"]
-    refused = [o for o in outcomes if o.status == "refused"]
-    malformed = [o for o in outcomes if o.status == "malformed"]
-    applied = [o for o in outcomes if o.status == "applied"]
+    failed = [o for o in outcomes if o.status == EditStatus.FAILED]
+    refused = [o for o in outcomes if o.status == EditStatus.REFUSED]
+    malformed = [o for o in outcomes if o.status == EditStatus.MALFORMED]
+    applied = [o for o in outcomes if o.status == EditStatus.APPLIED]
     if not (failed or refused or malformed):
         return ""
     parts = []

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Callable
 
 from agent import runner, sandbox
-from agent.process import RunResult
+from agent.process import RunResult, RunStatus
 from agent.template import Template
 
 RESULT_FILE = "final_info.json"
@@ -52,7 +52,7 @@ class Step:
 
     @property
     def ok(self) -> bool:
-        return self.result.status == "ok" and self.problem is None
+        return self.result.status == RunStatus.OK and self.problem is None
 
 
 def cache_dir() -> Path:
@@ -212,7 +212,7 @@ class Pipeline:
                 if (run_dir / RESULT_FILE).is_file():
                     step.results_sha256 = sha256_file(run_dir / RESULT_FILE)
                 return step
-            if written and result.status == "ok":
+            if written and result.status == RunStatus.OK:
                 step.problem = (f"experiment.py wrote {out_dir}/{RESULT_FILE} itself; only the harness's "
                                 "evaluator writes results (experiment.py ends with harness.save_sae)")
             if not step.ok:
@@ -220,7 +220,7 @@ class Pipeline:
 
             result, wrote = self._evaluate(out_dir, train_stage / out_dir, smoke, "test", run_dir / RESULT_FILE)
             step = Step(result, "evaluate", self.box, skipped=skipped)
-            if result.status == "ok":
+            if result.status == RunStatus.OK:
                 if wrote:
                     step.results_sha256 = sha256_file(run_dir / RESULT_FILE)
                 else:
@@ -246,7 +246,7 @@ class Pipeline:
             log = self.path / out_dir / (EVAL_LOG if split == "test" else f"eval_{split}_log.txt")
             result = self._run(box, out_dir, command, log, smoke)
             produced = stage / EVAL_OUT / (RESULT_FILE if split == "test" else f"{split}_split.json")
-            if result.status != "ok" or not produced.is_file() or produced.is_symlink():
+            if result.status != RunStatus.OK or not produced.is_file() or produced.is_symlink():
                 return result, False
             shutil.copyfile(produced, dest)
             return result, True
@@ -329,7 +329,7 @@ def _refused(error: str, run_dir: Path) -> RunResult:
     """A RunResult for a step the agent refused to start."""
     log = run_dir / "log.txt"
     log.write_text(f"not run: {error}\n")
-    return RunResult("failed", None, 0.0, error, None, error, None, log)
+    return RunResult(RunStatus.FAILED, None, 0.0, error, None, error, None, log)
 
 
 def protected_from_template(template: Template) -> dict[str, bytes]:

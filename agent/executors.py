@@ -7,8 +7,9 @@ executor only runs that argv in that cwd and reports how it ended:
     executor.live_job(run_dir) -> JobRecord | None     (a job a resumed loop follows to its end)
     executor.name                                       ("local" | "slurm")
 
-`Outcome.status` is the runner's vocabulary: "ok", "failed", "timeout", "interrupted", and
-"lost" (Slurm: the cluster lost the job more often than it may be requeued; not the code's fault).
+`Outcome.status` is the runner's vocabulary, `process.RunStatus`: OK, FAILED, TIMEOUT, INTERRUPTED,
+and LOST (Slurm: the cluster lost the job more often than it may be requeued; not the code's fault);
+REQUEUE stays inside `SlurmExecutor.execute`, which submits the job again.
 
 The Slurm job runs the very same local box (`process.run_process`: own session, rlimits, group
 kill, the run's timeout) on the node, writing into a file in the job's submitit folder; the
@@ -33,7 +34,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from agent import process, sandbox
-from agent.process import RunSpec
+from agent.process import RunSpec, RunStatus
 
 EXECUTORS = ("local", "slurm")
 JOB_RECORD = "slurm_job.json"      # in run_i/, committed with the attempt
@@ -63,11 +64,14 @@ class ExecutorError(Exception):
 
 @dataclass
 class Outcome:
-    status: str                    # ok | failed | timeout | interrupted | lost
+    status: RunStatus
     returncode: int | None = None
     error: str | None = None       # the executor's own reason, else the runner reads the output
     signature: str | None = None
     job_id: str | None = None
+
+    def __post_init__(self) -> None:
+        self.status = RunStatus(self.status)   # a bare string of the vocabulary becomes its member
 
 
 @dataclass
@@ -195,7 +199,7 @@ def job_main(spec: RunSpec) -> Outcome:
                        "workspaces must be on a filesystem the compute nodes share "
                        "(put --results on a shared path)")
             out.write(f"[slurm] {message}\n".encode())
-            return Outcome("lost", error=message, signature="Slurm:NoSharedWorkspace")
+            return Outcome(RunStatus.LOST, error=message, signature="Slurm:NoSharedWorkspace")
         node_env = {k: os.environ[k] for k in NODE_ENV if k in os.environ}
         spec.env = {k: v for k, v in spec.env.items() if k not in NODE_ENV} | node_env
         sink = process.OutputSink(out, keep_bytes=0, on_line=None)
@@ -303,7 +307,7 @@ class SlurmExecutor:
         else:
             record = self._submit(spec)
         outcome = self._follow(spec, sink, record)
-        while outcome.status == "requeue":
+        while outcome.status == RunStatus.REQUEUE:
             record.requeues += 1
             sink.write(f"[slurm] {outcome.error}; resubmitting ({record.requeues}/"
                        f"{self.settings.max_requeues})\n".encode())
@@ -426,7 +430,7 @@ class SlurmExecutor:
                 if record.started and time.time() - record.started > spec.timeout + spec.kill_grace + 60:
                     scancel(record.job_id)  # the job's own timeout did not end it: Slurm must
                     self._wait_ended(record.job_id)
-                    return Outcome("timeout", error=f"Timeout: the run exceeded {spec.timeout:g} s; "
+                    return Outcome(RunStatus.TIMEOUT, error=f"Timeout: the run exceeded {spec.timeout:g} s; "
                                    f"Slurm job {record.job_id} was cancelled", signature="Timeout",
                                    job_id=record.job_id)
                 time.sleep(self.settings.poll)
@@ -435,7 +439,7 @@ class SlurmExecutor:
             self._wait_ended(record.job_id)
             tail.pump(sink)
             self._finish(spec, record, "CANCELLED")
-            return Outcome("interrupted", error=f"KeyboardInterrupt: the run was interrupted by the user "
+            return Outcome(RunStatus.INTERRUPTED, error=f"KeyboardInterrupt: the run was interrupted by the user "
                            f"(Slurm job {record.job_id} cancelled)", job_id=record.job_id)
         self._drain(tail, sink, record)   # (also gives the job's stderr time to reach a shared filesystem)
         outcome = self._outcome(spec, record, info)
@@ -471,7 +475,7 @@ class SlurmExecutor:
                 return
 
     def _lost(self, record: JobRecord, why: str) -> Outcome:
-        return Outcome("lost", error=f"the cluster lost Slurm job {record.job_id}: {why}; the run was not "
+        return Outcome(RunStatus.LOST, error=f"the cluster lost Slurm job {record.job_id}: {why}; the run was not "
                        "charged to the code", signature="Slurm:Lost", job_id=record.job_id)
 
     def _outcome(self, spec: RunSpec, record: JobRecord, info: JobInfo | None = None) -> Outcome:
@@ -486,17 +490,17 @@ class SlurmExecutor:
                               "the nodes share?)")
         if state == "TIMEOUT":
             limit = time_limit_min(spec.timeout, self.settings)
-            return Outcome("timeout", error=f"Timeout: Slurm's time limit ({limit} min) ended job {job_id}",
+            return Outcome(RunStatus.TIMEOUT, error=f"Timeout: Slurm's time limit ({limit} min) ended job {job_id}",
                            signature="Timeout", job_id=job_id)
         oom = self._memory_kill(record)
         if state == "OUT_OF_MEMORY" or oom is not None:
             return self._out_of_memory(record, info, oom)
         if state == "CANCELLED" or state.startswith("CANCELLED"):
-            return Outcome("interrupted", error=f"the Slurm job {job_id} was cancelled (scancel)",
+            return Outcome(RunStatus.INTERRUPTED, error=f"the Slurm job {job_id} was cancelled (scancel)",
                            job_id=job_id)
         if state in LOST_STATES:
             if record.requeues < self.settings.max_requeues:
-                return Outcome("requeue", error=f"job {job_id} ended in {state}", job_id=job_id)
+                return Outcome(RunStatus.REQUEUE, error=f"job {job_id} ended in {state}", job_id=job_id)
             return self._lost(record, f"{state} after {record.requeues} requeue(s)")
         # FAILED or DEADLINE without a result: the job died outside the run (submitit, the node).
         return self._lost(record, f"it ended in {state} before the run started or finished "
@@ -527,7 +531,7 @@ class SlurmExecutor:
             detail = f"limit {self.settings.mem_gb:g}G"
         else:
             detail = "limit: the cluster's default memory per job"
-        return Outcome("failed", returncode=-signal.SIGKILL,
+        return Outcome(RunStatus.FAILED, returncode=-signal.SIGKILL,
                        error=f"Out of memory: Slurm killed job {record.job_id} ({detail}); the run must "
                        "use less memory, or the job get more (--slurm-mem)",
                        signature=OOM_SIGNATURE, job_id=record.job_id)
@@ -541,7 +545,11 @@ class SlurmExecutor:
             result = submitit.SlurmJob(folder=record.folder, job_id=record.job_id).result()
         except Exception:
             return None
-        return result if isinstance(result, Outcome) else None
+        if not isinstance(result, Outcome):
+            return None
+        # Unpickling skips __post_init__: a job an older agent ran left the bare string (RunStatus.read)
+        result.status = RunStatus.read(result.status)
+        return result
 
     @staticmethod
     def _job_log_tail(record: JobRecord) -> str:

@@ -24,22 +24,22 @@ from pathlib import Path
 from typing import Iterable
 
 from agent import prompts
-from agent.process import RunResult
+from agent.process import RunResult, RunStatus
 
 TRACEBACK_HEADER = "Traceback (most recent call last):"
 
 
 # --------------------------------------------------------------------------- outcome
 
-def describe_outcome(status: str, returncode: int | None, output: str,
+def describe_outcome(status: RunStatus, returncode: int | None, output: str,
                      timeout: float) -> tuple[str | None, str | None, str | None]:
-    if status == "ok":
+    if status == RunStatus.OK:
         return None, None, None
-    if status == "timeout":
+    if status == RunStatus.TIMEOUT:
         return None, f"Timeout: the run exceeded {timeout:g} s and was killed", "Timeout"
-    if status == "interrupted":
+    if status == RunStatus.INTERRUPTED:
         return None, "KeyboardInterrupt: the run was interrupted by the user", None
-    if status == "lost":
+    if status == RunStatus.LOST:
         return None, "the cluster lost the run", "Lost"
     traceback, error, signature = parse_failure(output)
     if error is None:
@@ -160,13 +160,13 @@ def feedback_text(result: RunResult, limit: int = 6000) -> str:
     frames and the error) is kept whole when something has to go.
     """
     seconds = f"{result.duration:.1f} s"
-    if result.status == "ok":
+    if result.status == RunStatus.OK:
         head = prompts.RUN_OUTPUT_OK.format(seconds=seconds)
         return bounded(head, "", tidy_paths(result.output, result.log_path), limit)
-    if result.status == "timeout":
+    if result.status == RunStatus.TIMEOUT:
         head = prompts.RUN_OUTPUT_TIMEOUT.format(seconds=seconds, error=result.error)
         return bounded(head, "", tidy_paths(result.output, result.log_path), limit)
-    if result.status == "interrupted":
+    if result.status == RunStatus.INTERRUPTED:
         return prompts.RUN_OUTPUT_INTERRUPTED.format(seconds=seconds)[:limit]
     head = prompts.RUN_OUTPUT_FAILED.format(error=result.error)
     output = tidy_paths(result.output, result.log_path)

@@ -20,6 +20,8 @@ from agent import baseline, checks, edits, execution, failures, history, prompts
 from agent.attempt import NOTES, Attempt, Status, restores_trailers
 from agent.coder import BudgetExceeded, LLMError, Reply
 from agent.conversation import TRANSCRIPT_JSON, Conversation, ConversationError
+from agent.edits import EditStatus
+from agent.process import RunStatus
 from agent.ui import prog
 from agent.workspace import TRANSCRIPTS, Workspace
 
@@ -197,7 +199,7 @@ class ExperimentLoop:
             self.conv.add_user(prompts.EDITS_FAILED.format(feedback="\n".join(unwritable)))
             return self.refuse(unwritable[0], new_files, before, status=Status.EDIT_FAILED)
         done = says_done(reply)
-        problems = [o for o in outcomes if o.status != "applied"]
+        problems = [o for o in outcomes if o.status != EditStatus.APPLIED]
         if problems:
             return self.edits_failed(outcomes, problems, new_files, before)
         if done and "experiment.py" not in new_files:
@@ -391,9 +393,9 @@ class ExperimentLoop:
         self._step = step
         seconds = time.monotonic() - started
         result = step.result
-        if result.status == "interrupted":
+        if result.status == RunStatus.INTERRUPTED:
             raise KeyboardInterrupt
-        if result.status == "lost":  # the cluster's fault, not the code's: not charged
+        if result.status == RunStatus.LOST:  # the cluster's fault, not the code's: not charged
             self.commit(f"run {st.run} attempt {st.attempt}: interrupted — {result.error}", Status.INTERRUPTED,
                         error=result.error, seconds=seconds)
             raise Stop(f"{result.error}; `{prog()} resume {self.ws.path}` runs it again", ok=False)
@@ -416,7 +418,7 @@ class ExperimentLoop:
                 return self.failed(code, out_dir, seconds, f"untrained: {problems[0]}",
                                    prompts.UNTRAINED.format(run=st.run, problems="\n".join(problems)), None)
             return self.succeeded(out_dir, current, seconds)
-        error = result.error or ("timed out" if result.status == "timeout" else f"exit {result.returncode}")
+        error = result.error or ("timed out" if result.status == RunStatus.TIMEOUT else f"exit {result.returncode}")
         if step.phase == "evaluate":
             error = f"evaluation failed: {error}"
         error += where

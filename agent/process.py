@@ -1,5 +1,5 @@
 """One process in the local box: what to run (`RunSpec`), where its output goes (`OutputSink`),
-how it is run (`run_process`), and how a run ended (`RunResult`).
+how it is run (`run_process`), and how a run ended (`RunStatus`, `RunResult`).
 
 The records sit here, below the runner, the executors and the failure reader, so that all three
 can import them without importing each other. The LLM's code runs here, so the box matters more
@@ -30,6 +30,7 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass
+from enum import StrEnum
 from pathlib import Path
 from typing import Callable
 
@@ -40,6 +41,27 @@ LINE_ENDS = ("\n", "\r", "\x0b", "\x0c", "\x1c", "\x1d", "\x1e", "\x85", "\u2028
 
 
 # --------------------------------------------------------------------------- records
+
+class RunStatus(StrEnum):
+    """How a run's process ended: `RunResult.status`, and an executor's `Outcome.status`. The values
+    are the strings written before there was an enum (a Slurm job's pickled result still reads)."""
+    OK = "ok"                    # exited 0 (whether it left valid results is agent/results.py's call)
+    FAILED = "failed"            # a non-zero exit, a signal, an OOM kill, or a step the agent refused
+    TIMEOUT = "timeout"          # the run's timeout (or Slurm's time limit) ended it
+    INTERRUPTED = "interrupted"  # Ctrl-C, or the Slurm job was cancelled
+    LOST = "lost"                # Slurm: the cluster lost the job more often than it may be requeued
+    REQUEUE = "requeue"          # Slurm, inside SlurmExecutor.execute only: the job is submitted again
+
+    @classmethod
+    def read(cls, value: object) -> RunStatus:
+        """`value` as a member: a member, or its string as an older agent wrote it. A string this
+        agent does not know reads as FAILED, which is what any other string meant before: the run
+        did not end well, and the error is read from its output."""
+        try:
+            return cls(value)
+        except ValueError:
+            return cls.FAILED
+
 
 @dataclass
 class RunSpec:
@@ -61,7 +83,7 @@ class RunSpec:
 @dataclass
 class RunResult:
     """How one run ended, as the loop reads it: the runner builds it, agent/failures.py words it."""
-    status: str            # "ok" | "failed" | "timeout" | "interrupted" | "lost"
+    status: RunStatus      # never REQUEUE: the executor resubmits such a job itself
     returncode: int | None
     duration: float
     output: str            # bounded: head + "[... N bytes dropped ...]" + tail
@@ -72,6 +94,9 @@ class RunResult:
     total_bytes: int = 0   # everything the child wrote; the log holds all of it
     executor: str = "local"    # where it ran: "local" | "slurm"
     job_id: str | None = None  # the Slurm job id (the last one, after requeues)
+
+    def __post_init__(self) -> None:
+        self.status = RunStatus(self.status)   # a bare string of the vocabulary becomes its member
 
 
 # --------------------------------------------------------------------------- limits
@@ -266,11 +291,11 @@ def kill_group(proc: subprocess.Popen, grace: float) -> bool:
 
 # --------------------------------------------------------------------------- running
 
-def run_process(spec: RunSpec, sink: OutputSink) -> tuple[str, int | None]:
+def run_process(spec: RunSpec, sink: OutputSink) -> tuple[RunStatus, int | None]:
     """The local box: `spec.argv` in its own session, streamed into `sink`, the group killed at
     the end; returns (status, returncode). Used by LocalExecutor, and inside a Slurm job."""
     start = time.monotonic()
-    status = "ok"
+    status = RunStatus.OK
     # A Ctrl-C in the middle of fork/exec hangs Popen (the child dies in its preexec before it can
     # report); held back until the child is started, it is handled like any other.
     _hold_sigint(True)
@@ -289,28 +314,28 @@ def run_process(spec: RunSpec, sink: OutputSink) -> tuple[str, int | None]:
             _hold_sigint(False)   # a Ctrl-C that came during the start is delivered here
             status = stream_until_done(proc, fd, sink, start + spec.timeout)
         except KeyboardInterrupt:
-            status = "interrupted"
+            status = RunStatus.INTERRUPTED
         except BaseException:
             kill_group(proc, grace=1.0)
             raise
         # After a normal exit this removes whatever the child left running in its group.
-        if kill_group(proc, spec.kill_grace if status != "ok" else 1.0):
-            status = "interrupted"
+        if kill_group(proc, spec.kill_grace if status != RunStatus.OK else 1.0):
+            status = RunStatus.INTERRUPTED
         if not drain_quietly(fd, sink):
-            status = "interrupted"
+            status = RunStatus.INTERRUPTED
     finally:
         proc.stdout.close()
-    if status == "ok" and proc.returncode != 0:
-        status = "failed"
+    if status == RunStatus.OK and proc.returncode != 0:
+        status = RunStatus.FAILED
     return status, proc.returncode
 
 
-def stream_until_done(proc: subprocess.Popen, fd: int, sink: OutputSink, deadline: float) -> str:
+def stream_until_done(proc: subprocess.Popen, fd: int, sink: OutputSink, deadline: float) -> RunStatus:
     """Streams output until the child exits (then drains briefly) or `deadline`; the status."""
     while True:
         remaining = deadline - time.monotonic()
         if remaining <= 0:
-            return "timeout"
+            return RunStatus.TIMEOUT
         eof = not read_available(fd, sink, min(remaining, 0.25))
         if proc.poll() is not None or eof:
             break
@@ -320,6 +345,6 @@ def stream_until_done(proc: subprocess.Popen, fd: int, sink: OutputSink, deadlin
         drain(fd, sink, min(DRAIN_AFTER_EXIT, max(deadline - time.monotonic(), 0)))
     while proc.poll() is None:  # closed its output but still running
         if time.monotonic() >= deadline:
-            return "timeout"
+            return RunStatus.TIMEOUT
         time.sleep(0.05)
-    return "ok"
+    return RunStatus.OK

@@ -89,9 +89,10 @@ def run_experiment(
     way the output streams into `run_i/log.txt` and `on_line` as it comes.
 
     Ctrl-C in the parent (also during the clean-up after the run) does not propagate: the group
-    is killed, the output so far is in the log, and the result has status "interrupted". The caller must check for it, record the attempt
-    as interrupted and stop the loop. Any other exception (e.g. from `on_line`) kills the group
-    and is re-raised. Status "lost" (Slurm only) means the cluster lost the job (node failure,
+    is killed, the output so far is in the log, and the result has status
+    `RunStatus.INTERRUPTED`. The caller must check for it, record the attempt as interrupted and
+    stop the loop. Any other exception (e.g. from `on_line`) kills the group
+    and is re-raised. `RunStatus.LOST` (Slurm only) means the cluster lost the job (node failure,
     preemption) more often than it may be requeued: not the code's fault.
     """
     workspace = Path(workspace)

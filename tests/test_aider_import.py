@@ -11,6 +11,7 @@ from rich.console import Console
 
 from agent import cli, edits, history, review
 from agent.aider_import import import_log, parse_chat_log
+from agent.edits import EditStatus
 
 SEEDS = Path(__file__).parent / "data" / "seeds"
 
@@ -76,7 +77,7 @@ def test_each_seed_gives_a_baseline_and_a_commit_per_turn(tmp_path, name, applie
     assert summary.commits == 2
     assert attempts_of(ws) == [(0, 1, "baseline"), (1, 1, status)]
     turn = summary.turns[0]
-    assert [o.status for o in turn.outcomes] == ["applied"] * applied
+    assert [o.status for o in turn.outcomes] == [EditStatus.APPLIED] * applied
     a = history.find_attempt(ws, "1.1")
     assert a.error.startswith(error)
     assert a.trailers["Edits"] == f"{applied} applied"
@@ -137,7 +138,8 @@ def test_a_block_that_does_not_match_is_reported_as_aider_would(tmp_path):
     log = seed("000")
     ws = tmp_path / "ws"
     summary = import_log(log, onto_from_searches(log, tmp_path, drop=1), ws)
-    assert [o.status for o in summary.turns[0].outcomes] == ["applied", "failed", "applied"]
+    assert [o.status for o in summary.turns[0].outcomes] == [EditStatus.APPLIED, EditStatus.FAILED,
+                                                             EditStatus.APPLIED]
     a = history.find_attempt(ws, "1.1")
     assert a.trailers["Edits"] == "2 applied, 1 failed"
     message = message_of(ws, "1.1")
@@ -502,7 +504,8 @@ def test_a_planted_log_with_a_carried_over_name_and_a_blank_line_deletion_ends_a
     summary = import_log(log, onto, ws)
     outcomes = summary.turns[0].outcomes
     assert [(o.path, o.status) for o in outcomes] == [
-        ("notes.txt", "applied"), ("experiment.py", "applied"), ("experiment.py", "applied")]
+        ("notes.txt", EditStatus.APPLIED), ("experiment.py", EditStatus.APPLIED),
+        ("experiment.py", EditStatus.APPLIED)]
     assert "aider's fallback" in outcomes[1].message
     # The SEARCH of the deletion ends in a blank line, which aider drops: both blank lines before
     # main() stay, as they did in aider's file.

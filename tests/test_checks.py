@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from agent.checks import check_command, check_source, format_findings, is_placeholder_comment
-from agent.edits import apply_reply
+from agent.edits import EditStatus, apply_reply
 
 SEEDS = Path(__file__).parent / "data" / "seeds"
 TEMPLATE = Path(__file__).parent.parent / "templates" / "sae_variants"
@@ -219,7 +219,7 @@ def line_of(text: str, needle: str) -> int:
 def apply_seed(prefix: str, text: str = EXPERIMENT) -> str:
     reply = next(SEEDS.glob(f"{prefix}_*.txt")).read_text()
     changed, outcomes = apply_reply(reply, {"experiment.py": text})
-    assert {o.status for o in outcomes} == {"applied"}, outcomes
+    assert {o.status for o in outcomes} == {EditStatus.APPLIED}, outcomes
     return changed["experiment.py"]
 
 

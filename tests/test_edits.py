@@ -5,8 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from agent.edits import (EditRefused, apply_reply, closest_lines, feedback, find_blocks,
-                         find_whole_files, replace_once, safe_path)
+from agent.edits import (EditOutcome, EditRefused, EditStatus, apply_reply, closest_lines, feedback,
+                         find_blocks, find_whole_files, replace_once, safe_path)
 
 SEEDS = Path(__file__).parent / "data" / "seeds"
 
@@ -66,7 +66,7 @@ def test_seed_blocks_apply_to_a_file_holding_their_search_lines(prefix):
     blocks = find_blocks(seed(prefix)).blocks
     original = "import math\n\n" + "\n# unrelated code\n\n".join(b.search for b in blocks)
     changed, outcomes = apply_reply(seed(prefix), {"experiment.py": original})
-    assert [o.status for o in outcomes] == ["applied"] * len(blocks)
+    assert [o.status for o in outcomes] == [EditStatus.APPLIED] * len(blocks)
     new = changed["experiment.py"]
     for b in blocks:
         assert b.replace in new
@@ -80,7 +80,7 @@ def test_seed_003_block_indented_less_than_the_file_still_applies_at_file_indent
     original = "class T:\n    def __init__(self):\n" + "".join("    " + x for x in last.search.splitlines(True))
     changed, (outcome,) = apply_reply(block("experiment.py", last.search, last.replace),
                                       {"experiment.py": original})
-    assert outcome.status == "applied" and "indentation" in outcome.message
+    assert outcome.status == EditStatus.APPLIED and "indentation" in outcome.message
     assert "        self.ae = TopKOrthogonalSAE(" in changed["experiment.py"]
     assert "CustomSAE" not in changed["experiment.py"]
 
@@ -101,7 +101,7 @@ def test_seed_003_block_indented_less_than_the_file_still_applies_at_file_indent
 def test_file_name_forms_before_the_block(before):
     reply = f"Here is the change.\n\n{before}<<<<<<< SEARCH\nx = 1\n=======\nx = 2\n>>>>>>> REPLACE\n```\n"
     changed, outcomes = apply_reply(reply, {"experiment.py": "x = 1\n"})
-    assert [o.status for o in outcomes] == ["applied"], outcomes
+    assert [o.status for o in outcomes] == [EditStatus.APPLIED], outcomes
     assert changed == {"experiment.py": "x = 2\n"}
 
 
@@ -120,7 +120,7 @@ def test_several_files_in_one_reply():
     files = {"experiment.py": "lr = 1e-3\nsteps = 10\n", "plot.py": "title = 'a'\n", "notes.txt": "n\n"}
     changed, outcomes = apply_reply(reply, files)
     assert changed == {"experiment.py": "lr = 3e-4\nsteps = 20\n", "plot.py": "title = 'b'\n"}
-    assert all(o.status == "applied" for o in outcomes)
+    assert all(o.status == EditStatus.APPLIED for o in outcomes)
     assert files["experiment.py"] == "lr = 1e-3\nsteps = 10\n"  # the input is not mutated
 
 
@@ -176,12 +176,12 @@ def test_empty_search_appends_to_an_existing_file():
 def test_empty_search_creates_a_new_editable_file():
     changed, (o,) = apply_reply(block("plot.py", "", "import matplotlib\n"), {"experiment.py": "x\n"})
     assert changed == {"plot.py": "import matplotlib\n"}
-    assert o.status == "applied" and "created" in o.message
+    assert o.status == EditStatus.APPLIED and "created" in o.message
 
 
 def test_non_empty_search_on_a_missing_file_fails_with_a_hint():
     _, (o,) = apply_reply(block("plot.py", "x = 1\n", "x = 2\n"), {"experiment.py": "y = 1\n"})
-    assert o.status == "failed" and "empty SEARCH" in o.message
+    assert o.status == EditStatus.FAILED and "empty SEARCH" in o.message
 
 
 # ---------------------------------------------------------------- failures and feedback
@@ -193,7 +193,7 @@ def test_unmatched_block_is_reported_with_the_closest_lines_and_the_others_appli
     good = block("experiment.py", "        return l2_loss + self.l1_penalty * l1_loss\n",
                  "        return l2_loss + 2 * self.l1_penalty * l1_loss\n")
     changed, outcomes = apply_reply(wrong + good, {"experiment.py": TRAINER})
-    assert [o.status for o in outcomes] == ["failed", "applied"]
+    assert [o.status for o in outcomes] == [EditStatus.FAILED, EditStatus.APPLIED]
     assert "2 * self.l1_penalty" in changed["experiment.py"]
     assert "self.lr = lr * 2" not in changed["experiment.py"]
     text = feedback(outcomes)
@@ -208,7 +208,7 @@ def test_unmatched_block_is_reported_with_the_closest_lines_and_the_others_appli
 def test_failed_block_whose_replace_is_already_there_says_so():
     _, (o,) = apply_reply(block("experiment.py", "        self.lr = 1\n", "        self.lr = lr\n"),
                           {"experiment.py": TRAINER})
-    assert o.status == "failed" and "The REPLACE lines are already in experiment.py!" in o.message
+    assert o.status == EditStatus.FAILED and "The REPLACE lines are already in experiment.py!" in o.message
 
 
 def test_closest_lines_is_empty_when_nothing_is_alike():
@@ -228,7 +228,7 @@ def test_missing_divider_is_reported_and_the_next_block_still_applies():
     broken = "experiment.py\n```python\n<<<<<<< SEARCH\nx = 1\n>>>>>>> REPLACE\n```\n"
     good = block("experiment.py", "y = 1\n", "y = 2\n")
     changed, outcomes = apply_reply(broken + good, {"experiment.py": "x = 1\ny = 1\n"})
-    assert [o.status for o in outcomes] == ["malformed", "applied"]
+    assert [o.status for o in outcomes] == [EditStatus.MALFORMED, EditStatus.APPLIED]
     assert "line 3" in outcomes[0].message and "=======" in outcomes[0].message
     assert changed == {"experiment.py": "x = 1\ny = 2\n"}
     assert "could not be parsed" in feedback(outcomes)
@@ -238,7 +238,7 @@ def test_reply_cut_off_before_replace_marker_applies_nothing_of_that_block():
     reply = "experiment.py\n```python\n<<<<<<< SEARCH\nx = 1\n=======\nx = 2\n"
     changed, (o,) = apply_reply(reply, {"experiment.py": "x = 1\n"})
     assert changed == {}
-    assert o.status == "malformed" and ">>>>>>> REPLACE" in o.message and "ended" in o.message
+    assert o.status == EditStatus.MALFORMED and ">>>>>>> REPLACE" in o.message and "ended" in o.message
 
 
 def test_new_search_before_replace_marker_is_reported_and_the_new_block_parsed():
@@ -253,7 +253,7 @@ def test_block_without_any_file_name_is_malformed():
     reply = "Change this:\n\n```python\n<<<<<<< SEARCH\nx = 1\n=======\nx = 2\n>>>>>>> REPLACE\n```\n"
     changed, (o,) = apply_reply(reply, {"experiment.py": "x = 1\n"})
     assert changed == {}
-    assert o.status == "malformed" and "file name" in o.message
+    assert o.status == EditStatus.MALFORMED and "file name" in o.message
 
 
 def test_stray_replace_marker_is_reported():
@@ -270,13 +270,13 @@ def test_files_outside_the_editable_list_are_refused(path):
     files = {"experiment.py": "x = 1\n"}
     changed, (o,) = apply_reply(block(path, "", "import os\nos.system('rm -rf ~')\n"), files)
     assert changed == {}
-    assert o.status == "refused" and "experiment.py" in o.message
+    assert o.status == EditStatus.REFUSED and "experiment.py" in o.message
     assert "1 SEARCH/REPLACE block refused" in feedback([o])
 
 
 def test_editable_list_is_the_callers():
     changed, (o,) = apply_reply(block("notes.txt", "", "hi\n"), {}, editable=["experiment.py"])
-    assert changed == {} and o.status == "refused"
+    assert changed == {} and o.status == EditStatus.REFUSED
 
 
 def test_safe_path_allows_editable_files_in_the_workspace(tmp_path):
@@ -325,7 +325,7 @@ def test_no_jumble_of_markers_crashes_the_parser():
         reply = "".join(rng.choice(pieces) for _ in range(rng.randint(0, 14)))
         changed, outcomes = apply_reply(reply, {"experiment.py": "x = 1\n", "notes.txt": ""})
         assert set(changed) <= {"experiment.py", "notes.txt"}
-        assert all(o.status in {"applied", "failed", "refused", "malformed"} for o in outcomes)
+        assert all(isinstance(o.status, EditStatus) for o in outcomes)
         feedback(outcomes)
 
 
@@ -348,7 +348,8 @@ def test_a_block_carried_over_to_the_wrong_file_is_applied_where_its_search_matc
              + "Now the trainer:\n\n```python\n<<<<<<< SEARCH\n        self.lr = lr\n=======\n"
                "        self.lr = lr * 2\n>>>>>>> REPLACE\n```\n")
     changed, outcomes = apply_reply(reply, {"experiment.py": TRAINER, "notes.txt": "# Notes\n"})
-    assert [(o.path, o.status) for o in outcomes] == [("notes.txt", "applied"), ("experiment.py", "applied")]
+    assert [(o.path, o.status) for o in outcomes] == [("notes.txt", EditStatus.APPLIED),
+                                                      ("experiment.py", EditStatus.APPLIED)]
     assert "self.lr = lr * 2" in changed["experiment.py"]
     assert "not in notes.txt as the block says" in outcomes[1].message
     assert "aider's fallback" in outcomes[1].message
@@ -357,14 +358,14 @@ def test_a_block_carried_over_to_the_wrong_file_is_applied_where_its_search_matc
 def test_a_block_named_for_a_file_that_is_not_editable_applies_to_the_one_that_matches():
     reply = block("train.py", "        self.l1_penalty = 0.04\n", "        self.l1_penalty = 0.1\n")
     changed, (o,) = apply_reply(reply, {"experiment.py": TRAINER, "notes.txt": "# Notes\n"})
-    assert o.status == "applied" and o.path == "experiment.py" and "train.py" in o.message
+    assert o.status == EditStatus.APPLIED and o.path == "experiment.py" and "train.py" in o.message
     assert "self.l1_penalty = 0.1" in changed["experiment.py"]
     # Matching in two editable files is not guessed at: the block stays refused.
     _, (o,) = apply_reply(reply, {"experiment.py": TRAINER, "plot.py": TRAINER})
-    assert o.status == "refused"
+    assert o.status == EditStatus.REFUSED
     # And a block that matches nowhere is still refused or failed as before.
     _, (o,) = apply_reply(block("train.py", "nothing like it\n", "x\n"), {"experiment.py": TRAINER})
-    assert o.status == "refused"
+    assert o.status == EditStatus.REFUSED
 
 
 def test_closest_lines_on_a_big_file_does_bounded_work_and_still_finds_the_near_miss(monkeypatch):
@@ -396,11 +397,11 @@ def test_closest_lines_on_a_big_file_does_bounded_work_and_still_finds_the_near_
 def test_a_divider_line_inside_replace_is_text_in_the_loop_and_ends_the_block_for_old_aider_logs():
     reply = block("notes.txt", "# Notes\n", "# Notes\nResults\n=======\nrun 1 was better\n")
     changed, (o,) = apply_reply(reply, {"notes.txt": "# Notes\n"})
-    assert o.status == "applied" and changed["notes.txt"] == "# Notes\nResults\n=======\nrun 1 was better\n"
+    assert o.status == EditStatus.APPLIED and changed["notes.txt"] == "# Notes\nResults\n=======\nrun 1 was better\n"
     # aider (0.57 on) ends the REPLACE at the second `=======` and reads the rest as plain text.
     changed, outcomes = apply_reply(reply + block("notes.txt", "run\n", "run\n"),
                                     {"notes.txt": "# Notes\nrun\n"}, aider_compat=True)
-    assert [o.status for o in outcomes] == ["applied", "applied"]
+    assert [o.status for o in outcomes] == [EditStatus.APPLIED, EditStatus.APPLIED]
     assert changed["notes.txt"] == "# Notes\nResults\nrun\n"
 
 
@@ -425,7 +426,7 @@ def test_a_whole_file_after_its_name_replaces_the_file_as_a_small_local_model_se
     reply = "I will double the L1 penalty.\n\n" + whole("experiment.py", NEW_TRAINER) + "\nThis should help.\n"
     changed, (o,) = apply_reply(reply, {"experiment.py": TRAINER, "notes.txt": "# Notes\n"}, edit_format="auto")
     assert changed == {"experiment.py": NEW_TRAINER}
-    assert o.status == "applied" and o.path == "experiment.py" and "whole file" in o.message
+    assert o.status == EditStatus.APPLIED and o.path == "experiment.py" and "whole file" in o.message
 
 
 @pytest.mark.parametrize("name_line", ["**experiment.py**", "`experiment.py`", "### experiment.py",
@@ -461,7 +462,7 @@ def test_the_fences_of_a_diff_are_never_taken_for_whole_files():
     changed, outcomes = apply_reply(reply, {"experiment.py": TRAINER, "notes.txt": "# Notes\n"},
                                     edit_format="auto")
     assert list(changed) == ["experiment.py"] and "self.lr = lr * 2" in changed["experiment.py"]
-    assert [o.status for o in outcomes] == ["applied"]
+    assert [o.status for o in outcomes] == [EditStatus.APPLIED]
     assert find_whole_files(reply) == ([], [])
 
 
@@ -469,7 +470,7 @@ def test_a_whole_protected_file_is_refused_and_nothing_is_written():
     reply = whole("harness/evaluate.py", "def evaluate():\n    return {'top_1': 1.0}\n")
     changed, (o,) = apply_reply(reply, {"experiment.py": TRAINER}, edit_format="auto", protected=("harness/",))
     assert changed == {}
-    assert o.status == "refused" and "harness/evaluate.py is protected" in o.message
+    assert o.status == EditStatus.REFUSED and "harness/evaluate.py is protected" in o.message
     text = feedback([o])
     assert text.startswith("# 1 edit refused!") and "harness/evaluate.py is protected" in text
 
@@ -477,19 +478,19 @@ def test_a_whole_protected_file_is_refused_and_nothing_is_written():
 def test_a_whole_file_the_reply_never_closes_is_not_applied():
     reply = "experiment.py\n```python\n" + NEW_TRAINER[:120]
     changed, (o,) = apply_reply(reply, {"experiment.py": TRAINER}, edit_format="auto")
-    assert changed == {} and o.status == "malformed" and "no closing ```" in o.message
+    assert changed == {} and o.status == EditStatus.MALFORMED and "no closing ```" in o.message
 
 
 def test_an_empty_whole_file_is_not_applied():
     changed, (o,) = apply_reply(whole("experiment.py", "\n"), {"experiment.py": TRAINER}, edit_format="auto")
-    assert changed == {} and o.status == "malformed" and "is empty" in o.message
+    assert changed == {} and o.status == EditStatus.MALFORMED and "is empty" in o.message
     assert "A whole file is: the file path alone on a line" in feedback([o])
 
 
 def test_a_whole_file_named_by_its_basename_goes_to_the_editable_path():
     changed, (o,) = apply_reply(whole("train.py", "x = 1\n"), {"src/train.py": "x = 0\n"},
                                 ["src/train.py"], edit_format="auto")
-    assert changed == {"src/train.py": "x = 1\n"} and o.status == "applied"
+    assert changed == {"src/train.py": "x = 1\n"} and o.status == EditStatus.APPLIED
 
 
 def test_whole_files_and_a_refusal_in_one_reply_are_both_reported_with_their_files():
@@ -499,7 +500,8 @@ def test_whole_files_and_a_refusal_in_one_reply_are_both_reported_with_their_fil
                                     edit_format="auto", protected=("harness/",))
     assert set(changed) == {"experiment.py", "notes.txt"}
     assert [(o.path, o.status) for o in outcomes] == [
-        ("experiment.py", "applied"), ("notes.txt", "applied"), ("harness/evaluate.py", "refused")]
+        ("experiment.py", EditStatus.APPLIED), ("notes.txt", EditStatus.APPLIED),
+        ("harness/evaluate.py", EditStatus.REFUSED)]
     text = feedback(outcomes)
     assert "# The other 2 edits were applied successfully." in text
     assert "experiment.py: replaced by the whole file" in text and "notes.txt: replaced by the whole file" in text
@@ -517,28 +519,28 @@ def test_a_block_for_a_protected_file_is_refused_not_applied_to_the_file_where_i
     changed, outcomes = apply_reply(harness + good, {"experiment.py": TRAINER, "plot.py": PLOT},
                                     protected=("harness/",))
     assert "plot.py" not in changed and "self.lr = lr * 2" in changed["experiment.py"]
-    assert [(o.path, o.status) for o in outcomes] == [("harness/evaluate.py", "refused"),
-                                                      ("experiment.py", "applied")]
+    assert [(o.path, o.status) for o in outcomes] == [("harness/evaluate.py", EditStatus.REFUSED),
+                                                      ("experiment.py", EditStatus.APPLIED)]
     text = feedback(outcomes)
     assert "# 1 SEARCH/REPLACE block refused!" in text and "harness/evaluate.py is protected" in text
     assert "- line 11: exact match in experiment.py\nDon't re-send them." in text
     # A nameless block after it means the same protected file: refused too, never redirected.
     follow = "```python\n<<<<<<< SEARCH\nimport matplotlib\n=======\nimport os\n>>>>>>> REPLACE\n```\n"
     changed, outcomes = apply_reply(harness + follow, {"plot.py": PLOT}, protected=("harness/",))
-    assert changed == {} and [o.status for o in outcomes] == ["refused", "refused"]
+    assert changed == {} and [o.status for o in outcomes] == [EditStatus.REFUSED, EditStatus.REFUSED]
 
 
 def test_a_block_outside_the_workspace_is_refused_not_redirected():
     reply = block("../experiment.py", "        self.lr = lr\n", "        self.lr = 0\n")
     changed, (o,) = apply_reply(reply, {"experiment.py": TRAINER})
-    assert changed == {} and o.status == "refused" and "outside the workspace" in o.message
+    assert changed == {} and o.status == EditStatus.REFUSED and "outside the workspace" in o.message
 
 
 def test_the_feedback_names_the_file_a_redirected_block_really_went_to():
     moved = block("train.py", "        self.l1_penalty = 0.04\n", "        self.l1_penalty = 0.1\n")
     broken = block("experiment.py", "        self.nope = 1\n", "        self.nope = 2\n")
     changed, outcomes = apply_reply(moved + broken, {"experiment.py": TRAINER, "notes.txt": "# Notes\n"})
-    assert [o.status for o in outcomes] == ["applied", "failed"]
+    assert [o.status for o in outcomes] == [EditStatus.APPLIED, EditStatus.FAILED]
     text = feedback(outcomes)
     assert "- line 3: exact match in experiment.py, not in train.py as the block says" in text
 
@@ -547,4 +549,13 @@ def test_a_whole_markdown_file_with_fenced_code_inside_is_kept_whole():
     notes = "# Notes\n\nRun 1 used:\n\n```python\nl1_penalty = 0.08\n```\n\nIt helped.\n"
     changed, (o,) = apply_reply(whole("notes.txt", notes, "markdown"), {"notes.txt": "# Notes\n"},
                                 edit_format="auto")
-    assert o.status == "applied" and changed == {"notes.txt": notes}  # not cut at the inner fence
+    assert o.status == EditStatus.APPLIED and changed == {"notes.txt": notes}  # not cut at the inner fence
+
+
+def test_an_edits_status_is_one_enum_whose_values_are_the_words_written_before():
+    assert [s.value for s in EditStatus] == ["applied", "failed", "refused", "malformed"]
+    _, (o,) = apply_reply(block("experiment.py", "x = 1\n", "x = 2\n"), {"experiment.py": "x = 1\n"})
+    assert o.status is EditStatus.APPLIED and f"- {o.status}: {o.path}" == "- applied: experiment.py"
+    assert EditOutcome("a.py", "refused", "no", None).status is EditStatus.REFUSED   # a bare string
+    with pytest.raises(ValueError):
+        EditOutcome("a.py", "skipped", "no", None)

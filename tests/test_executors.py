@@ -10,8 +10,9 @@ import pytest
 
 from agent import runner
 from agent.cli import main
-from agent.executors import (ExecutorError, JobRecord, LocalExecutor, RunSpec, SlurmExecutor, SlurmSettings,
-                             make_executor, parse_time, time_limit_min)
+from agent.executors import (ExecutorError, JobRecord, LocalExecutor, Outcome, RunSpec, SlurmExecutor,
+                             SlurmSettings, make_executor, parse_time, time_limit_min)
+from agent.process import RunStatus
 from agent.template import load_template
 
 REPO = Path(__file__).resolve().parent.parent
@@ -76,16 +77,16 @@ def _ended(state: str, requeues: int = 0, max_requeues: int = 2, **settings):
 
 def test_how_a_job_ends_becomes_the_attempts_status():
     timeout = _ended("TIMEOUT")
-    assert (timeout.status, timeout.signature) == ("timeout", "Timeout")
+    assert (timeout.status, timeout.signature) == (RunStatus.TIMEOUT, "Timeout")
     assert "Slurm's time limit (12 min) ended job 42" in timeout.error
     oom = _ended("OUT_OF_MEMORY", mem_gb=16)
-    assert oom.status == "failed" and oom.error.startswith("Out of memory: Slurm killed job 42 (limit 16G)")
-    assert _ended("CANCELLED").status == "interrupted"
-    assert _ended("NODE_FAIL").status == "requeue", "a node failure is submitted again"
+    assert oom.status == RunStatus.FAILED and oom.error.startswith("Out of memory: Slurm killed job 42 (limit 16G)")
+    assert _ended("CANCELLED").status == RunStatus.INTERRUPTED
+    assert _ended("NODE_FAIL").status == RunStatus.REQUEUE, "a node failure is submitted again"
     lost = _ended("PREEMPTED", requeues=2)
-    assert lost.status == "lost" and "not charged to the code" in lost.error
+    assert lost.status == RunStatus.LOST and "not charged to the code" in lost.error
     failed = _ended("FAILED")
-    assert failed.status == "lost" and "filesystem the nodes share" in failed.error
+    assert failed.status == RunStatus.LOST and "filesystem the nodes share" in failed.error
 
 
 def _ended_with_log(tmp_path: Path, state: str, err: str):
@@ -112,7 +113,7 @@ srun: error: vm: task 0: Killed
 
 def test_a_job_slurm_killed_for_its_memory_is_out_of_memory_whatever_its_state(tmp_path):
     oom = _ended_with_log(tmp_path, "FAILED", OVER_MEMORY_KILL)
-    assert (oom.status, oom.returncode, oom.signature) == ("failed", -9, "Slurm:OUT_OF_MEMORY")
+    assert (oom.status, oom.returncode, oom.signature) == (RunStatus.FAILED, -9, "Slurm:OUT_OF_MEMORY")
     assert oom.error.startswith("Out of memory: Slurm killed job 42 (limit 256 MiB, the job had 404 MiB in use)")
     cgroup = _ended_with_log(tmp_path, "FAILED", "slurmstepd: error: Detected 1 oom-kill event(s) in "
                              "StepId=42.0. Some of your processes may have been killed by the cgroup "
@@ -123,15 +124,15 @@ def test_a_job_slurm_killed_for_its_memory_is_out_of_memory_whatever_its_state(t
 def test_a_memory_warning_alone_does_not_make_a_job_out_of_memory(tmp_path):
     # cgroup's "at some point" is a warning about a job that may have been fine: the state decides.
     warned = "slurmstepd: error: Exceeded job memory limit at some point.\n"
-    assert _ended_with_log(tmp_path, "CANCELLED", warned).status == "interrupted"
-    assert _ended_with_log(tmp_path, "FAILED", warned).status == "lost"
-    assert _ended_with_log(tmp_path, "FAILED", "Traceback: MemoryError: out of memory\n").status == "lost"
+    assert _ended_with_log(tmp_path, "CANCELLED", warned).status == RunStatus.INTERRUPTED
+    assert _ended_with_log(tmp_path, "FAILED", warned).status == RunStatus.LOST
+    assert _ended_with_log(tmp_path, "FAILED", "Traceback: MemoryError: out of memory\n").status == RunStatus.LOST
 
 
 def test_local_executor_is_the_runner_default(tmp_path):
     (tmp_path / "experiment.py").write_text("print('hi')\n")
     result = runner.run_experiment(tmp_path, "run_1", timeout=60)
-    assert (result.status, result.executor, result.job_id) == ("ok", "local", None)
+    assert (result.status, result.executor, result.job_id) == (RunStatus.OK, "local", None)
     assert LocalExecutor().live_job(tmp_path / "run_1") is None
 
 
@@ -148,3 +149,29 @@ def test_resume_reattaches_only_to_a_job_whose_end_nobody_saw(tmp_path):
     record.ended = 1.0
     record.save(tmp_path)
     assert executor.live_job(tmp_path) is None, "seen ending, so already committed: never again"
+
+
+def _pickled_result(folder: Path, status: str) -> JobRecord:
+    """A finished job's result as an older agent's job pickled it: the status a bare string."""
+    import pickle
+    outcome = Outcome(RunStatus.OK, 0)
+    outcome.status = status   # what a job run before RunStatus left in its result file
+    folder.mkdir(exist_ok=True)
+    (folder / "42_0_result.pkl").write_bytes(pickle.dumps(("success", outcome)))
+    return JobRecord(job_id="42", folder=str(folder), argv=["x"], cwd="/w", smoke=False, submitted=0.0,
+                     state="COMPLETED")
+
+
+def test_a_job_result_an_older_agent_pickled_reads_into_the_enum(tmp_path):
+    executor = SlurmExecutor.__new__(SlurmExecutor)
+    executor.settings = SlurmSettings()
+    spec = RunSpec(argv=["x"], cwd=Path("/w"), env={}, run_dir=tmp_path / "run_1", timeout=600)
+    for word, status in [("ok", RunStatus.OK), ("timeout", RunStatus.TIMEOUT), ("failed", RunStatus.FAILED)]:
+        outcome = executor._outcome(spec, _pickled_result(tmp_path / word, word))
+        assert outcome.status is status and outcome.job_id == "42"
+    # A word this agent does not know is a failure (as any other string was before): the runner
+    # then reads the error from the run's output, and the loop charges it to the code.
+    unknown = executor._outcome(spec, _pickled_result(tmp_path / "unknown", "finished"))
+    assert unknown.status is RunStatus.FAILED and unknown.error is None
+    with pytest.raises(ValueError):
+        Outcome("finished")   # built here, an unknown word is a bug

@@ -22,6 +22,7 @@ from rich.console import Console
 from agent import cli, history, review, runner
 from agent.attempt import Status
 from agent.conversation import Conversation
+from agent.process import RunStatus
 
 SAE = "tiny-model/blocks.3.hook_resid_post"
 
@@ -106,7 +107,7 @@ class Builder:
         if status is None:
             result = runner.run_experiment(self.path, out_dir, timeout=60,
                                            extra_env={"SAE_PROFILE": "tiny"})
-            status = ("baseline" if run == 0 else "success") if result.status == "ok" else "failed"
+            status = ("baseline" if run == 0 else "success") if result.status == RunStatus.OK else "failed"
             error, seconds = result.error, result.duration
         self.conv.save(self.path)
         trailers = {"Run": str(run), "Attempt": str(attempt), "Status": status,
@@ -369,6 +370,7 @@ def test_replay_of_a_failed_attempt_reproduces_its_error(workspace):
     verdict = json.loads((replays[0] / "replay.json").read_text())
     assert verdict["reproduced"] is True
     assert verdict["recorded_signature"] == verdict["replay_signature"]
+    assert (verdict["recorded_status"], verdict["replay_status"]) == ("failed", "failed")  # the enums' words
     assert (replays[0] / "run_1" / "log.txt").exists()          # the replay's own log
     assert (replays[0] / "run_1.recorded" / "log.txt").exists()  # beside the recorded one
 
@@ -408,8 +410,8 @@ def test_replay_of_a_failure_that_now_succeeds_says_so(workspace):
     repo = git.Repo(workspace)
     a = history.find_attempt(workspace, "1.1")
     from agent.review import ReplayVerdict, _judge_failure
-    result = runner.RunResult("ok", 0, 1.0, "", None, None, None, Path("x"))
-    v = ReplayVerdict(a.label, a.sha, False, "", "", "tiny", "failed", "ok")
+    result = runner.RunResult(RunStatus.OK, 0, 1.0, "", None, None, None, Path("x"))
+    v = ReplayVerdict(a.label, a.sha, False, "", "", "tiny", Status.FAILED, RunStatus.OK)
     _judge_failure(v, a, history.file_at(repo, a.sha, "run_1/log.txt"), result)
     assert not v.reproduced
     assert v.summary == "not reproduced: the recorded run failed, the replay succeeded"

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from agent.failures import content_hash, feedback_text, files_in_traceback, parse_failure
+from agent.process import RunResult, RunStatus
 from agent.runner import run_experiment, scrubbed_env
 
 REPO = Path(__file__).resolve().parent.parent
@@ -92,7 +93,7 @@ def test_failing_run_gives_error_signature_and_traceback(workspace):
     """)
     result = run_experiment(ws, "run_1")
 
-    assert result.status == "failed" and result.returncode == 1
+    assert result.status == RunStatus.FAILED and result.returncode == 1
     assert result.error == "AttributeError: 'CustomTrainer' object has no attribute 'ae'"
     assert result.signature.startswith("AttributeError @ experiment.py:run_sae_training")
     assert result.traceback.startswith("Traceback (most recent call last):")
@@ -183,12 +184,12 @@ def test_syntax_error_in_the_script_itself_is_parsed(workspace):
 
 def test_failures_without_traceback_still_say_what_happened(workspace):
     exited = run_experiment(workspace('import sys; sys.exit("no activations cached")'), "run_1")
-    assert exited.status == "failed"
+    assert exited.status == RunStatus.FAILED
     assert exited.error == "Exit code 1: no activations cached"
 
     killed = run_experiment(workspace("import os, signal; os.kill(os.getpid(), signal.SIGKILL)"),
                             "run_2")
-    assert killed.status == "failed" and killed.returncode == -signal.SIGKILL
+    assert killed.status == RunStatus.FAILED and killed.returncode == -signal.SIGKILL
     assert killed.error.startswith("Killed by SIGKILL")
 
 
@@ -219,7 +220,7 @@ def test_successful_run_streams_lines_in_order_with_agents_interpreter(workspace
     lines: list[str] = []
     result = run_experiment(ws, "run_1", on_line=lines.append)
 
-    assert result.status == "ok" and result.returncode == 0
+    assert result.status == RunStatus.OK and result.returncode == 0
     assert result.error is None and result.signature is None
     assert lines == ["out 1", "err 2", "out 3", sys.executable]
     assert (ws / "run_1" / "log.txt").read_text().splitlines() == lines
@@ -258,7 +259,7 @@ def test_a_flood_of_output_keeps_memory_bounded_and_log_complete(workspace):
 
     log = ws / "run_1" / "log.txt"
     try:
-        assert result.status == "ok"
+        assert result.status == RunStatus.OK
         assert result.total_bytes == log.stat().st_size == SIZE + len("\ndone\n")
         assert seen[0] == SIZE + len("done")  # the live view saw every character
         assert len(result.output) < 20_100 and "bytes dropped ...]" in result.output
@@ -281,7 +282,7 @@ while True:
     start = time.monotonic()
     result = run_experiment(ws, "run_1", timeout=2, kill_grace=0.5)
 
-    assert result.status == "timeout" and result.signature == "Timeout"
+    assert result.status == RunStatus.TIMEOUT and result.signature == "Timeout"
     assert "ready" in result.output
     assert time.monotonic() - start < 6
     assert wait_gone(grandchild_pid(ws)), "grandchild survived the timeout"
@@ -292,7 +293,7 @@ def test_background_grandchild_does_not_outlive_or_stall_a_finished_run(workspac
     start = time.monotonic()
     result = run_experiment(ws, "run_1", timeout=60, kill_grace=0.5)
 
-    assert result.status == "ok"
+    assert result.status == RunStatus.OK
     assert time.monotonic() - start < 8  # not held until the grandchild's sleep or the timeout
     assert wait_gone(grandchild_pid(ws))
 
@@ -310,7 +311,7 @@ time.sleep(120)
 
     result = run_experiment(ws, "run_1", on_line=ctrl_c_on_ready, kill_grace=0.5)
 
-    assert result.status == "interrupted"
+    assert result.status == RunStatus.INTERRUPTED
     assert "ready" in (ws / "run_1" / "log.txt").read_text()
     assert wait_gone(grandchild_pid(ws))
     assert feedback_text(result).startswith("Run interrupted by the user")
@@ -363,7 +364,7 @@ def test_environment_is_an_allowlist(workspace, monkeypatch):
     result = run_experiment(ws, "run_1", env_allow=["HF_TOKEN"], extra_env={"SAE_CACHE_DIR": "/cache"})
     env = json.loads((ws / "run_1" / "env.json").read_text())
 
-    assert result.status == "ok"
+    assert result.status == RunStatus.OK
     assert not set(secrets) & set(env)
     assert not any(v in json.dumps(env) for v in ("hunter2", "glpat-1", "sk-1", "sk-3", "/backups"))
     assert env["HF_TOKEN"] == "hf_ok" and "SAE_SMOKE" not in env
@@ -386,7 +387,7 @@ def test_address_space_limit_makes_a_big_allocation_fail(workspace):
     """)
     result = run_experiment(ws, "run_1", max_memory_bytes=512 * 1024**2)
 
-    assert result.status == "failed"
+    assert result.status == RunStatus.FAILED
     assert result.error.startswith("MemoryError")
     assert "allocated" not in result.output
 
@@ -395,7 +396,7 @@ def test_cpu_limit_stops_a_busy_loop(workspace):
     ws = workspace("while True:\n    pass\n")
     result = run_experiment(ws, "run_1", max_cpu_seconds=1, timeout=30)
 
-    assert result.status == "failed"
+    assert result.status == RunStatus.FAILED
     assert result.error.startswith("Killed by SIGXCPU")
     assert result.duration < 10
 
@@ -405,3 +406,22 @@ def test_content_hash_tells_files_apart():
     assert content_hash(code) == content_hash(str(code))
     assert content_hash(code) != content_hash(code + "# edit\n")
     assert len(content_hash(code)) == 64
+
+
+# -- the status vocabulary ------------------------------------------------------------------
+
+def test_a_runs_status_is_one_enum_whose_values_are_the_words_written_before(tmp_path):
+    assert [s.value for s in RunStatus] == ["ok", "failed", "timeout", "interrupted", "lost", "requeue"]
+    # A record built from a bare string of the vocabulary holds the member.
+    result = RunResult("timeout", None, 1.0, "", None, None, None, tmp_path / "log.txt")
+    assert result.status is RunStatus.TIMEOUT
+    # ... and is written as it always was: JSON, f-strings and trailers see the same word.
+    assert json.dumps({"status": result.status}) == '{"status": "timeout"}'
+    assert f"ended {result.status}" == "ended timeout" and str(result.status) == "timeout"
+    assert result.status == "timeout"
+    # A word outside the vocabulary is a bug where a record is built (ValueError) ...
+    with pytest.raises(ValueError):
+        RunResult("finished", 0, 1.0, "", None, None, None, tmp_path / "log.txt")
+    # ... and, read from what a job left, a failure: what any other string meant before.
+    assert RunStatus.read("lost") is RunStatus.LOST and RunStatus.read(RunStatus.OK) is RunStatus.OK
+    assert RunStatus.read("finished") is RunStatus.FAILED and RunStatus.read(None) is RunStatus.FAILED

@@ -21,6 +21,7 @@ import pytest
 from agent import history, runner
 from agent.cli import main
 from agent.executors import JOB_RECORD, JobRecord, SlurmExecutor, SlurmSettings, job_info
+from agent.process import RunStatus
 
 REPO = Path(__file__).resolve().parent.parent
 MINI = REPO / "tests" / "data" / "mini_template"
@@ -259,7 +260,7 @@ def test_a_job_killed_by_its_time_limit_is_a_timeout(slurm_cluster, tmp_path):
     ws = script_workspace(tmp_path, "import time\nprint('started', flush=True)\ntime.sleep(600)\n")
     result = runner.run_experiment(ws, "run_1", timeout=900,
                                    executor=SlurmExecutor(SlurmSettings(time_min=1)))
-    assert result.status == "timeout"
+    assert result.status == RunStatus.TIMEOUT
     assert "Slurm's time limit (1 min)" in result.error and result.signature == "Timeout"
     assert "started" in result.output
     assert jobcomp_state(result.job_id) == "TIMEOUT"
@@ -274,7 +275,7 @@ HOG = ("    import time\n    print('allocating', flush=True)\n    hog = []\n    
 def test_a_job_over_its_memory_is_killed_by_slurm_and_reported_out_of_memory(slurm_cluster, tmp_path):
     ws = script_workspace(tmp_path, f"def train():\n{HOG}\ntrain()\n")
     result = runner.run_experiment(ws, "run_1", timeout=120, executor=SlurmExecutor(SlurmSettings(mem_gb=0.25)))
-    assert result.status == "failed", f"{result.status}: {result.error}"
+    assert result.status == RunStatus.FAILED, f"{result.status}: {result.error}"
     assert result.error.startswith(f"Out of memory: Slurm killed job {result.job_id} (limit 256 MiB, the job had ")
     assert result.signature == "Slurm:OUT_OF_MEMORY" and result.returncode == -signal.SIGKILL
     assert "allocating" in result.output and result.output.rstrip().endswith(result.error), "the log says why it ends"
@@ -318,7 +319,7 @@ def test_a_requeued_job_runs_again_and_is_not_charged(slurm_cluster, tmp_path):
 
     result = runner.run_experiment(ws, "run_1", timeout=120, on_line=on_line,
                                    executor=SlurmExecutor(SlurmSettings(max_requeues=2)))
-    assert result.status == "ok", f"{result.error}\n{result.output}"
+    assert result.status == RunStatus.OK, f"{result.error}\n{result.output}"
     assert result.output.count("attempt") == 2 and "was requeued by Slurm (1/2)" in result.output
     assert JobRecord.load(ws / "run_1").requeues == 1 and result.job_id == requeued[0]
     assert (ws / "run_1" / "done").exists()
@@ -333,7 +334,7 @@ def test_requeues_past_the_bound_lose_the_run_without_blaming_the_code(slurm_clu
 
     result = runner.run_experiment(ws, "run_1", timeout=120, on_line=on_line,
                                    executor=SlurmExecutor(SlurmSettings(max_requeues=0)))
-    assert result.status == "lost"
+    assert result.status == RunStatus.LOST
     assert "the cluster lost Slurm job" in result.error and "not charged to the code" in result.error
     assert wait_for(lambda: job_info(result.job_id).state == "CANCELLED", 30)
 
@@ -348,7 +349,7 @@ def test_a_workspace_the_node_cannot_see_is_reported_clearly(slurm_cluster, tmp_
                    timeout=60)
     executor = SlurmExecutor(SlurmSettings(job_folder=str(tmp_path / "jobs")))
     outcome = executor.execute(spec, runner.OutputSink(open(run_dir / "log.txt", "wb"), 1000, None))
-    assert outcome.status == "lost"
+    assert outcome.status == RunStatus.LOST
     assert f"the workspace {missing} does not exist on node" in outcome.error
     assert "filesystem the compute nodes share" in outcome.error
 

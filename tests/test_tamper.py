@@ -21,6 +21,7 @@ from rich.console import Console
 
 from agent import gitguard, history, review, runner, workspace
 from agent.cli import main
+from agent.process import RunStatus
 from test_loop import MODEL, NOTES, block, idea, last_user, run_agent, workspace_of  # noqa: F401
 
 @pytest.fixture(autouse=True)
@@ -301,7 +302,7 @@ def test_replay_and_report_work_on_a_commit_that_holds_a_link_to_outside(tmp_pat
     (ws / "plot.py").symlink_to(_outside_secret(tmp_path))
     history.commit_attempt(ws, subject="run 0: baseline", trailers={"Run": "0", "Attempt": "1", "Status": "baseline"})
     result = runner.run_experiment(ws, "run_1", timeout=60)
-    assert result.status != "ok"
+    assert result.status != RunStatus.OK
     history.commit_attempt(ws, subject="run 1 attempt 1: failed", trailers={
         "Run": "1", "Attempt": "1", "Status": "failed", "Error": result.error})
     out = io.StringIO()

@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from agent import execution, results
+from agent.process import RunStatus
 from agent.template import load_template
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -215,7 +216,7 @@ def test_a_runtime_error_in_the_sae_fails_the_run_with_its_traceback(env, tmp_pa
     (ws / "experiment.py").write_text(source.replace(
         "        return torch.relu(pre_acts)\n", "        return torch.relu(pre_acts) @ self.W_missing\n", 1))
     step = pipeline(ws).run("run_1", smoke=True)
-    assert step.result.status == "failed" and step.phase == "train"
+    assert step.result.status == RunStatus.FAILED and step.phase == "train"
     assert "W_missing" in (ws / "run_1" / "log.txt").read_text()
     assert not (ws / "run_1" / "final_info.json").exists()
 

@@ -18,6 +18,7 @@ from rich.text import Text
 from agent import history
 from agent.attempt import RAN, WITH_RESULTS, Status
 from agent.history import Attempt, HistoryError
+from agent.process import RunStatus
 from agent.review.rows import EXTRA_METRICS, METRICS, _short_sae, final_info_at, headline_of
 from agent.review.show_cmd import SHOW_BLOCK_CHARS
 from agent.ui import message, print_unclipped
@@ -37,8 +38,8 @@ class ReplayVerdict:
     summary: str
     replay_dir: str
     profile: str | None
-    recorded_status: str
-    replay_status: str
+    recorded_status: Status
+    replay_status: RunStatus
     recorded_signature: str | None = None  # the comparison key (digits masked)
     replay_signature: str | None = None
     recorded_error: str | None = None      # the real error lines, as printed
@@ -139,7 +140,7 @@ def _replay_run(repo, sha: str, dest: Path, out_dir: str, profile, smoke: bool, 
         step = pipeline.run(out_dir)
     result = step.result
     if step.problem:   # e.g. a results file the run wrote itself: a failure, as in the loop
-        result.status, result.error = "failed", step.problem
+        result.status, result.error = RunStatus.FAILED, step.problem
     return result
 
 
@@ -233,7 +234,7 @@ def recorded_signature(log_text: str | None, error: str | None) -> str | None:
 def _judge_failure(v: ReplayVerdict, a: Attempt, recorded_log: str | None, result) -> None:
     v.recorded_signature = recorded_signature(recorded_log, a.error)
     v.recorded_error = _recorded_error_line(recorded_log) or a.error
-    if result.status == "ok":
+    if result.status == RunStatus.OK:
         v.summary = "not reproduced: the recorded run failed, the replay succeeded"
     elif v.recorded_signature is None:
         v.summary = ("cannot tell: the recorded run left no traceback or exit signature to "
@@ -259,7 +260,7 @@ def _judge_success(v: ReplayVerdict, recorded_info: dict | None, run_dir: Path, 
                    tolerance: float) -> None:
     v.tolerance = {"accuracies, explained_variance, frac_dead": f"±{tolerance:g} absolute",
                    "l0": f"±{L0_RELATIVE_TOLERANCE:.0%} relative", "training_steps": "exact"}
-    if result.status != "ok":
+    if result.status != RunStatus.OK:
         v.summary = f"not reproduced: the recorded run succeeded, the replay failed with {result.error}"
         return
     recorded = headline_of(recorded_info)

@@ -87,6 +87,7 @@ def collect_plots(repo, sha: str, *, run_plot: bool = True) -> tuple[list[tuple[
         return [], "no PNG committed (plot.py not run)"
     import tempfile
     from agent import runner, sandbox
+    from agent.process import RunStatus
     with tempfile.TemporaryDirectory(prefix="sae-agent-report-") as tmp:
         root = Path(tmp) / "tree"
         extract_commit(repo, sha, root)
@@ -94,7 +95,7 @@ def collect_plots(repo, sha: str, *, run_plot: bool = True) -> tuple[list[tuple[
         result = runner.run_experiment(root, ".plot", command=["{python}", "plot.py"],
                                        timeout=PLOT_TIMEOUT, wrap=box.wrap)
         made = sorted((p.relative_to(root).as_posix(), p.read_bytes()) for p in root.rglob("*.png"))
-        if result.status != "ok":
+        if result.status != RunStatus.OK:
             return made, f"plot.py failed: {result.error or result.status}"
         return made, "" if made else "plot.py ran but made no PNG"
 
