@@ -66,6 +66,14 @@ def agent_cli(sae_cache):
     return run
 
 
+@pytest.fixture
+def idea(tmp_path, monkeypatch):
+    """An idea on the mini template (tests/mini.py), with a cache of its own."""
+    from mini import mini_idea
+    monkeypatch.setenv("SAE_CACHE_DIR", str(tmp_path / "cache"))
+    return mini_idea(tmp_path)
+
+
 @pytest.fixture(autouse=True)
 def _history_backups(tmp_path_factory, monkeypatch):
     """The agent's history backups (agent/gitguard.py) go to a scratch folder, never ~/.cache."""

@@ -12,6 +12,7 @@ from rich.console import Console
 from agent import cli, edits, history, review
 from agent.aider_import import import_log, parse_chat_log
 from agent.edits import EditStatus
+from mini import MINI
 
 SEEDS = Path(__file__).parent / "data" / "seeds"
 
@@ -300,7 +301,6 @@ def test_cli_import_prints_the_outcomes(tmp_path, capsys):
     assert "imported 1 assistant turn(s)" in out and "2 commits" in out
 
 
-MINI = Path(__file__).parent / "data" / "mini_template"
 
 MINI_LOG = """
 #### Your goal is to implement the following idea: Divide Boldly.  

@@ -14,9 +14,9 @@ from agent.executors import (ExecutorError, JobRecord, LocalExecutor, Outcome, R
                              SlurmSettings, make_executor, parse_time, time_limit_min)
 from agent.process import RunStatus
 from agent.template import load_template
+from mini import MINI
 
 REPO = Path(__file__).resolve().parent.parent
-MINI = REPO / "tests" / "data" / "mini_template"
 
 
 @pytest.mark.parametrize("text, minutes", [("90", 90), ("1:30", 2), ("2:00:00", 120), ("1-00", 1440),

@@ -16,10 +16,10 @@ import pytest
 from agent import baseline, edits, execution, results, workspace
 from agent.idea import load_idea
 from agent.template import load_template
+from mini import MINI
 
 ROOT = Path(__file__).resolve().parents[1]
 TEMPLATE = ROOT / "templates" / "sae_variants"
-MINI = ROOT / "tests" / "data" / "mini_template"
 EDITABLE = ("experiment.py", "plot.py", "notes.txt")
 
 

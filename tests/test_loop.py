@@ -17,50 +17,13 @@ import pytest
 
 from agent import history, sandbox
 from agent.cli import main
+from mini import FIX_ERROR, MINI, MODEL, NOTES, PLANT_ERROR, block, last_user, run_agent, workspace_of
 
 REPO = Path(__file__).resolve().parent.parent
-MINI = REPO / "tests" / "data" / "mini_template"
-MODEL = "openai/deepseek-reasoner"
-
-
-def block(search: str, replace: str, path: str = "experiment.py") -> str:
-    search, replace = search.rstrip("\n"), replace.rstrip("\n")
-    return f"{path}\n```python\n<<<<<<< SEARCH\n{search}\n=======\n{replace}\n>>>>>>> REPLACE\n```\n"
-
-
-PLANT_ERROR = "Run 1: raise the accuracy.\n\n" + block("    accuracy = ACCURACY\n", "    accuracy = ACCURACY / 0\n")
-FIX_ERROR = "Fix the division.\n\n" + block("    accuracy = ACCURACY / 0\n", "    accuracy = ACCURACY + 0.05\n")
-NOTES = "Notes.\n\n" + block("# Notes\n", "# Notes\nRun 1 raised top-1 accuracy by 0.05.\n", "notes.txt") + "\nALL_COMPLETED\n"
-
-
-@pytest.fixture
-def idea(tmp_path, monkeypatch):
-    monkeypatch.setenv("SAE_CACHE_DIR", str(tmp_path / "cache"))
-    path = tmp_path / "ideas" / "mini_idea.md"
-    path.parent.mkdir()
-    path.write_text(f"---\ntemplate: {MINI}\nmax_runs: 2\n---\n# Raise the accuracy\n\n"
-                    "## Experiment\n1. Raise it.\n2. Measure it.\n")
-    return path
-
-
-def run_agent(idea, results, *extra, fake=None):
-    args = ["run", str(idea), "--results", str(results)]
-    if fake is not None:
-        args += ["--model", MODEL, "--api-base", fake.url]
-    return main(args + list(extra))
-
-
-def workspace_of(results: Path) -> Path:
-    (ws,) = [p for p in results.iterdir() if p.is_dir()]
-    return ws
 
 
 def subjects(ws: Path) -> list[str]:
     return [a.subject for a in history.read_history(ws)]
-
-
-def last_user(request) -> str:
-    return [m for m in request.messages if m["role"] == "user"][-1]["content"]
 
 
 def test_planted_error_reaches_the_next_prompt_and_the_fix_runs(fake_llm, idea, tmp_path):

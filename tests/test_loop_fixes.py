@@ -14,7 +14,7 @@ from agent.cli import main
 from agent.conversation import Conversation, ConversationError
 from agent.loop import says_done
 from fake_llm import delay, error, reply
-from test_loop import MODEL, NOTES, PLANT_ERROR, block, idea, last_user, run_agent, workspace_of  # noqa: F401
+from mini import NOTES, block, last_user, run_agent, workspace_of
 
 GOOD = "Run 1.\n\n" + block("    accuracy = ACCURACY\n", "    accuracy = ACCURACY + 0.05\n")
 

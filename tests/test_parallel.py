@@ -22,21 +22,16 @@ import pytest
 from agent import baseline, history, parallel, workspace
 from agent.cli import build_parser, main, run_options
 from agent.options import RunOptions, SlurmOptions
+from mini import block, MINI, MODEL, notes
 
 REPO = Path(__file__).resolve().parent.parent
-MINI = REPO / "tests" / "data" / "mini_template"
-MODEL = "openai/deepseek-reasoner"
-
-
-def block(search: str, replace: str, path: str = "experiment.py") -> str:
-    return f"{path}\n```python\n<<<<<<< SEARCH\n{search.rstrip()}\n=======\n{replace.rstrip()}\n>>>>>>> REPLACE\n```\n"
 
 
 def raise_by(bonus: str) -> str:
     return f"Raise it by {bonus}.\n\n" + block("    accuracy = ACCURACY\n", f"    accuracy = ACCURACY + {bonus}\n")
 
 
-NOTES = "Notes.\n\n" + block("# Notes\n", "# Notes\nThe run raised the accuracy.\n", "notes.txt") + "\nALL_COMPLETED\n"
+NOTES = notes("The run raised the accuracy.")
 
 
 def make_ideas(tmp_path, n: int, body: str = "") -> list[Path]:
@@ -187,7 +182,7 @@ def test_jobs_below_one_is_refused_before_any_workspace(fake_llm, tmp_path, cold
 # A value other than the default for every run option; a new option needs one here, or this fails.
 NOT_DEFAULT = {"results": "elsewhere", "profile": "tiny", "model": "openai/m", "api_base": "http://127.0.0.1:9",
                "max_runs": 3, "max_attempts": 2, "timeout": 12.5, "llm_timeout": 7.0, "max_cost": 0.5,
-               "max_tokens": 1000, "smoke": False, "sandbox": "staged", "executor": "slurm", "edit_format": "whole",
+               "max_tokens": 1000, "context_window": 4096, "smoke": False, "sandbox": "staged", "executor": "slurm", "edit_format": "whole",
                "partition": "gpu", "gpus": 2, "cpus": 8, "mem_gb": 31.5, "time": "1-02:00:00", "account": "lab"}
 
 

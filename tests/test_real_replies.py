@@ -6,32 +6,15 @@ import json
 from pathlib import Path
 
 import git
-import pytest
 
 from agent import history
 from agent.cli import main
+from mini import block, MINI, MODEL, notes
 from fake_llm import reply, truncated
 
-MINI = Path(__file__).resolve().parent / "data" / "mini_template"
-MODEL = "openai/deepseek-reasoner"
 
 
-def block(search: str, replace: str, path: str = "experiment.py") -> str:
-    search, replace = search.rstrip("\n"), replace.rstrip("\n")
-    return f"{path}\n```python\n<<<<<<< SEARCH\n{search}\n=======\n{replace}\n>>>>>>> REPLACE\n```\n"
-
-
-NOTES = "Notes.\n\n" + block("# Notes\n", "# Notes\nRun 1 raised top-1 accuracy by 0.05.\n", "notes.txt") + "\nALL_COMPLETED\n"
-
-
-@pytest.fixture
-def idea(tmp_path, monkeypatch):
-    monkeypatch.setenv("SAE_CACHE_DIR", str(tmp_path / "cache"))
-    path = tmp_path / "ideas" / "mini_idea.md"
-    path.parent.mkdir()
-    path.write_text(f"---\ntemplate: {MINI}\nmax_runs: 2\n---\n# Raise the accuracy\n\n"
-                    "## Experiment\n1. Raise it.\n2. Measure it.\n")
-    return path
+NOTES = notes("Run 1 raised top-1 accuracy by 0.05.")
 
 
 def run_agent(idea, results, *extra, fake):

@@ -23,6 +23,7 @@ from agent import cli, history, review, runner
 from agent.attempt import Status
 from agent.conversation import Conversation
 from agent.process import RunStatus
+from mini import MINI
 
 SAE = "tiny-model/blocks.3.hook_resid_post"
 
@@ -502,7 +503,6 @@ def test_cli_entry_point_runs_as_a_module(workspace):
 
 # -- a workspace made by the loop itself (strict loopback provider, real runs) -----------
 
-MINI = Path(__file__).parent / "data" / "mini_template"
 
 
 def edit_block(search: str, replace: str, path: str = "experiment.py") -> str:

@@ -22,10 +22,9 @@ from agent import history, runner
 from agent.cli import main
 from agent.executors import JOB_RECORD, JobRecord, SlurmExecutor, SlurmSettings, job_info
 from agent.process import RunStatus
+from mini import block, MINI, MODEL, notes
 
 REPO = Path(__file__).resolve().parent.parent
-MINI = REPO / "tests" / "data" / "mini_template"
-MODEL = "openai/deepseek-reasoner"
 JOBCOMP = Path("/var/log/slurm/jobcomp.log")
 
 
@@ -40,27 +39,13 @@ def slurm_cluster():
     return REPO / "scripts" / "local_slurm.sh"
 
 
-def block(search: str, replace: str, path: str = "experiment.py") -> str:
-    return f"{path}\n```python\n<<<<<<< SEARCH\n{search.rstrip()}\n=======\n{replace.rstrip()}\n>>>>>>> REPLACE\n```\n"
-
-
 RAISE = "Raise it.\n\n" + block("    accuracy = ACCURACY\n", "    accuracy = ACCURACY + 0.05\n")
-NOTES = "Notes.\n\n" + block("# Notes\n", "# Notes\nRun 1 raised the accuracy.\n", "notes.txt") + "\nALL_COMPLETED\n"
+NOTES = notes("Run 1 raised the accuracy.")
 
 
 def sleeping(seconds: int) -> str:
     return "Run 1.\n\n" + block("def train():\n", f"def train():\n    import time\n    print('training', flush=True)\n"
                                  f"    time.sleep({seconds})\n")
-
-
-@pytest.fixture
-def idea(tmp_path, monkeypatch):
-    monkeypatch.setenv("SAE_CACHE_DIR", str(tmp_path / "cache"))
-    path = tmp_path / "ideas" / "mini_idea.md"
-    path.parent.mkdir()
-    path.write_text(f"---\ntemplate: {MINI}\nmax_runs: 2\n---\n# Raise the accuracy\n\n"
-                    "## Experiment\n1. Raise it.\n2. Measure it.\n")
-    return path
 
 
 def jobcomp_state(job_id: str, seconds: float = 15.0) -> str | None:

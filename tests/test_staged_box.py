@@ -21,7 +21,7 @@ import pytest
 from agent import execution, history, launch, sandbox
 from agent.cli import main
 from agent.template import load_template
-from test_loop import MODEL, NOTES, block, idea, last_user, run_agent, workspace_of  # noqa: F401
+from mini import NOTES, last_user, run_agent, workspace_of
 from test_tamper import GOOD, assert_history_sound, hostile, log_json
 
 BAD = b"bad_\xff_name.txt"

@@ -22,7 +22,7 @@ from rich.console import Console
 from agent import gitguard, history, review, runner, workspace
 from agent.cli import main
 from agent.process import RunStatus
-from test_loop import MODEL, NOTES, block, idea, last_user, run_agent, workspace_of  # noqa: F401
+from mini import NOTES, block, last_user, run_agent, workspace_of
 
 @pytest.fixture(autouse=True)
 def _fallback_box(monkeypatch):

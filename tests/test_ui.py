@@ -15,7 +15,7 @@ from rich.console import Console
 
 from agent import history, logs, ui
 from agent.cli import main
-from test_loop import MINI, MODEL, NOTES, block, workspace_of  # noqa: F401  (fixture helpers)
+from mini import MINI, MODEL, NOTES, block, workspace_of
 
 REPO = MINI.parent.parent.parent
 GOOD = "Raise it.\n\n" + block("    accuracy = ACCURACY\n", "    accuracy = ACCURACY + 0.05\n")
