@@ -604,8 +604,10 @@ def serve(gguf: Path, port: int, threads: int, ctx: int) -> int:
     print(f"listening on {server.listening_address}", flush=True)
     while not stop and os.getppid() == parent:
         time.sleep(0.5)
-    del server
-    return 0
+    # Not `del server`: its destructor waits for the request in flight, and a prompt being read
+    # may take minutes of CPU after the agent has gone. The server keeps nothing worth saving.
+    sys.stdout.flush()
+    os._exit(0)
 
 
 def ping(model: str, prompt: str, max_tokens: int = 64, api_base: str | None = None) -> int:
