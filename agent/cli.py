@@ -30,7 +30,8 @@ def run_options(args: argparse.Namespace) -> RunOptions:
     return RunOptions(results=getattr(args, "results", DEFAULT_RESULTS), profile=getattr(args, "profile", None),
                       model=args.model, api_base=args.api_base, max_runs=args.max_runs,
                       max_attempts=args.max_attempts, timeout=args.timeout, llm_timeout=args.llm_timeout,
-                      max_cost=args.max_cost, max_tokens=args.max_tokens, smoke=not args.no_smoke,
+                      max_cost=args.max_cost, max_tokens=args.max_tokens, context_window=args.context_window,
+                      smoke=not args.no_smoke,
                       sandbox=args.sandbox, executor=args.executor, edit_format=args.edit_format, slurm=slurm)
 
 
@@ -120,6 +121,8 @@ def cmd_resume(args) -> int:
         coder.played = len(conv.assistant_replies())
     console.print(Text(f"resuming {ws.path} at run {state.run} "
                        f"({len(state.completed_runs)} run(s) already done) with {coder.name}"))
+    for note in getattr(coder, "notes", None) or []:  # the context window's source among them
+        console.print(ui.message(f"note: {note}", style="dim"))
     quiet = verbosity(args) < 0
     # The log opens after prepare_resume: lines set aside last time must not look half-written.
     with LiveView(console, ws.idea.name, loop_opts.max_runs, coder, quiet=quiet) as view, \
@@ -294,6 +297,9 @@ def _model_args(p: argparse.ArgumentParser) -> None:
                    help="stop the idea cleanly past this many dollars (default: no limit)")
     p.add_argument("--max-tokens", type=_positive(int), metavar="N",
                    help="stop the idea cleanly past this many tokens (default: no limit)")
+    p.add_argument("--context-window", type=_positive(int), metavar="TOKENS",
+                   help="the model's context window, prompt and reply together: every prompt is cut to fit "
+                        "it (default: litellm's model list, else what the --api-base server reports, else 8192)")
     p.add_argument("--no-smoke", action="store_true", help="skip the few-steps smoke run before each run")
     p.add_argument("--sandbox", choices=("bwrap", "staged"),
                    help="the box generated code runs in (default $AGENT_SANDBOX, else bwrap where it works)")

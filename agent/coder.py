@@ -10,6 +10,9 @@ by default (three requests per call, measured), which hides rate limits and doub
 A reply's text is made storable first (`settle`): lone surrogates replaced, reasoning
 (`reasoning_content`, a leading `<think>…</think>`) set apart from the answer the loop reads
 edits from, and a reply the provider cut at its output limit marked `truncated`.
+
+Each request is made to fit the model's context window before it is sent (agent/budget.py); the
+condensing after a provider's context error stays, for a count that came out short.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+from agent import budget
 from agent.conversation import Conversation, split_reasoning, valid_text
 
 # litellm fetches its price list from GitHub at import unless told to use its bundled copy.
@@ -48,8 +52,8 @@ FATAL_HINTS = {
     422: "the provider refused the request's parameters",
 }
 _CONTEXT_WORDS = re.compile(
-    r"context[ _-]?(length|window)|maximum context|too many tokens|prompt is too long|"
-    r"reduce the length", re.I)
+    r"context[ _-]?(length|window|size)|maximum context|too many tokens|prompt is too long|"
+    r"reduce the length", re.I)  # llama.cpp: "request (N tokens) exceeds the available context size"
 # Sent to an OpenAI-compatible --api-base when no key is set: the OpenAI client refuses to send
 # a request without one, and local servers (vLLM, llama.cpp, ollama) ignore it.
 PLACEHOLDER_KEY = "sk-no-key-set"
@@ -198,11 +202,15 @@ class LiteLLMCoder(_Coder):
     def __init__(self, model: str, api_base: str | None = None, timeout: float = 600.0,
                  max_cost: float | None = None, max_tokens: int | None = None,
                  max_attempts: int = 6, base_delay: float | None = None, max_delay: float = 60.0,
-                 max_condense: int = 4, on_retry: Callable[[str], None] | None = None):
+                 max_condense: int = 4, on_retry: Callable[[str], None] | None = None,
+                 context_window: int | None = None):
         super().__init__(max_cost, max_tokens)
         self.model = model
         self.name = model
         self.api_base = api_base
+        # Once, before any call: the window (it may ask the server) and how prompts are counted.
+        self.budget = budget.Budget(budget.find_window(model, api_base, context_window), budget.Counter(model))
+        self.notes = [n for n in (self.budget.window.describe(), self.budget.count.note) if n]
         self.timeout = timeout
         self.max_attempts = max_attempts
         # SAE_AGENT_RETRY_DELAY: the first backoff in seconds (default 2), so tests need not sleep for real
@@ -217,7 +225,7 @@ class LiteLLMCoder(_Coder):
         _litellm()  # import before the clock starts: a call's seconds are the provider's
         attempt = condensed = 0
         while True:
-            messages = conv.messages()
+            messages = self._fit(conv)
             started = time.monotonic()
             try:
                 response = self._call(messages)
@@ -225,6 +233,7 @@ class LiteLLMCoder(_Coder):
                 kind = _classify(e)
                 if kind == "context" and condensed < self.max_condense and conv.condense():
                     condensed += 1
+                    self.budget.skip = 0  # the history itself is shorter now: its pairs count anew
                     self.on_retry(f"context window exceeded: condensed the history ({condensed}), retrying")
                     continue
                 if kind == "retry" and attempt + 1 < self.max_attempts:
@@ -246,6 +255,17 @@ class LiteLLMCoder(_Coder):
                 raise LLMError(f"{self.model}: the provider sent an empty reply {attempt + 1} times "
                                "in a row (nothing was stored; try again later or another model)")
             return self._accept(conv, reply)
+
+    def _fit(self, conv: Conversation) -> list[dict]:
+        """The request for the pending turn, within the context window; an error, never a call,
+        when even its smallest form is too large (the conversation is left as it was)."""
+        try:
+            messages = self.budget.fit(conv.messages())
+        except budget.PromptTooLarge as exc:
+            raise LLMError(f"{self.model}: {exc}") from None
+        log.info("prompt: %d messages, %d tokens%s of %d", len(messages), self.budget.count(messages),
+                 " (estimated)" if self.budget.count.estimated else "", self.budget.window.limit)
+        return messages
 
     def _call(self, messages: list[dict]):
         litellm = _litellm()
@@ -315,11 +335,11 @@ class ReplayCoder(_Coder):
 
 def make_coder(model: str | None, api_base: str | None = None, timeout: float = 600.0,
                max_cost: float | None = None, max_tokens: int | None = None,
-               replay_default: Path | None = None):
+               replay_default: Path | None = None, context_window: int | None = None):
     """A LiteLLMCoder for a litellm model string, a ReplayCoder for `replay:PATH` or no model.
 
     Runs `preflight` for a model string (raising LLMError on a missing key or unknown provider);
-    its notes are kept in `coder.notes` for the banner.
+    its notes, and where the context window came from, are kept in `coder.notes` for the banner.
     """
     if model is None:
         if replay_default is None:
@@ -329,8 +349,8 @@ def make_coder(model: str | None, api_base: str | None = None, timeout: float = 
     if model.startswith(REPLAY_PREFIX):
         return ReplayCoder(Path(model[len(REPLAY_PREFIX):]), max_cost, max_tokens)
     notes = preflight(model, api_base)  # before any workspace exists: fail while it is cheap
-    coder = LiteLLMCoder(model, api_base, timeout, max_cost, max_tokens)
-    coder.notes = notes
+    coder = LiteLLMCoder(model, api_base, timeout, max_cost, max_tokens, context_window=context_window)
+    coder.notes = notes + coder.notes
     return coder
 
 

@@ -27,7 +27,7 @@ def coder_for(idea, opts: RunOptions):
     replay = idea.replay_file() if idea is not None else None
     try:
         return coder_mod.make_coder(model, api_base, timeout=opts.llm_timeout, max_cost=opts.max_cost,
-                                    max_tokens=opts.max_tokens,
+                                    max_tokens=opts.max_tokens, context_window=opts.context_window,
                                     replay_default=replay if replay and replay.exists() else None)
     except coder_mod.LLMError as exc:
         raise UsageError(str(exc)) from None

@@ -55,6 +55,7 @@ class RunOptions:
     llm_timeout: float = _flag("--llm-timeout", 600.0)
     max_cost: float | None = _flag("--max-cost")
     max_tokens: int | None = _flag("--max-tokens")
+    context_window: int | None = _flag("--context-window")  # None: litellm's, the server's, else 8192
     smoke: bool = _flag("--no-smoke", True)              # a bool's flag is given when it is not the default
     sandbox: str | None = _flag("--sandbox")
     executor: str | None = _flag("--executor")          # None: $AGENT_EXECUTOR, else local

@@ -269,6 +269,12 @@ The error, for reference:
 
 {error}"""
 
+# The context budget (agent/budget.py) left older turns out of this request; appended to the latest
+# user turn, never to the task, so the prefix a server caches stays the same.
+TURNS_LEFT_OUT = """\
+({count} earlier messages of this conversation, between the task and the latest turns, are left \
+out to fit the model's context window.)"""
+
 # --- how to edit, by --edit-format (edit_words) -----------------------------------------------
 
 _DIFF_HINT = ("the SEARCH/REPLACE format (file name on its own line, then a fenced block with "

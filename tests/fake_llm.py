@@ -10,6 +10,10 @@ successive messages from the same role; a first or last non-system message not f
 into an assistant message's text (`<think>…</think>`, as local models send it) sent back.
 A request that breaks a rule consumes no script item.
 
+GET answers what a model server says of itself, when a test sets it: `models` is the body of
+`GET /v1/models` (vLLM's `max_model_len`, llama.cpp's `meta.n_ctx_train`), `props` of llama.cpp's
+`GET /props` (`default_generation_settings.n_ctx`); unset, 404. The paths asked are in `gets`.
+
 The script is a list played in order, one item per accepted request:
     "text"                     a reply (with usage and a `reasoning_content`, as deepseek sends)
     reply(text, ...)           the same with chosen token counts, reasoning (None: no
@@ -105,6 +109,9 @@ class FakeLLM:
     host: str = "127.0.0.1"
     requests: list[Request] = field(default_factory=list)
     violations: list[str] = field(default_factory=list)
+    models: dict | None = None
+    props: dict | None = None
+    gets: list[str] = field(default_factory=list)
     _script: list = field(default_factory=list)
     _keyed: dict = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -240,5 +247,13 @@ def _handler_for(fake: FakeLLM):
 
         def log_message(self, *args):
             pass  # keep pytest output clean
+
+        def do_GET(self):
+            fake.gets.append(self.path)
+            path = self.path.rstrip("/")
+            body = fake.models if path.endswith("/models") else fake.props if path.endswith("/props") else None
+            if body is None:
+                return self._send(404, _error_body(f"no route {self.path}", "not_found", None))
+            self._send(200, body)
 
     return Handler
