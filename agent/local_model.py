@@ -14,8 +14,9 @@ re-checks the file.
 through litellm exactly as any provider, as `openai/<file stem>` with the server's URL as api_base.
 The server is a child process: by default `python -m agent.local_model serve`, llama.cpp's own
 server through the `xllamacpp` wheel (`pip install xllamacpp`), with one thread (two threads were
-20x slower on a busy 2-core machine), one slot and an 8192-token context (llama.cpp's server
-keeps logits for the sampled token only). `SAE_AGENT_LOCAL_THREADS` and `SAE_AGENT_LOCAL_CTX`
+20x slower on a busy 2-core machine), one slot and a 16384-token context (the first prompt of an
+idea, system and task with experiment.py in full, is ~7.3k tokens; llama.cpp's server keeps logits
+for the sampled token only). `SAE_AGENT_LOCAL_THREADS` and `SAE_AGENT_LOCAL_CTX`
 change those; `SAE_AGENT_LOCAL_SERVER` replaces the whole command (e.g. llama.cpp's own
 `llama-server -m {gguf} --port {port} -t {threads} -c {ctx}`), which must answer
 `GET /health` (or `/v1/models`) once ready.
@@ -52,7 +53,7 @@ CTX_ENV = "SAE_AGENT_LOCAL_CTX"
 SERVER_ENV = "SAE_AGENT_LOCAL_SERVER"
 READY_TIMEOUT_ENV = "SAE_AGENT_LOCAL_READY_TIMEOUT"
 DEFAULT_THREADS = 1
-DEFAULT_CTX = 8192
+DEFAULT_CTX = 16384  # 8192 left 6144 for prompts, less than the first one needs (~7.3k)
 DEFAULT_READY_TIMEOUT = 300.0  # seconds for the server to load the model and answer
 GGUF_MAGIC = b"GGUF"
 GGUF_VERSIONS = (2, 3)

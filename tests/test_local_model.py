@@ -282,7 +282,7 @@ def test_local_serves_through_litellm_and_stops(fake_server, tmp_path):
         conv = Conversation("system")
         conv.add_user("hi")
         reply = c.complete(conv)
-        assert reply.text == f"hello from {gguf} with 1 thread(s), ctx 8192"
+        assert reply.text == f"hello from {gguf} with 1 thread(s), ctx {local_model.DEFAULT_CTX}"
     assert not _alive(pid)
     logs = list((tmp_path / "cache" / "local-models" / "logs").glob("server-*.log"))
     assert len(logs) == 1 and "fake_llm_server.py --port" in logs[0].read_text()
