@@ -22,7 +22,7 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass
 
-from agent import prompts
+from agent import llm, prompts
 from agent.conversation import (KEEP_LATEST, MAX_OLD_CHARS, check_messages, collapse_code_blocks,
                                 collapse_tracebacks, cut_middle)
 
@@ -95,9 +95,8 @@ def _bare(model: str) -> str:
 def _litellm_info(name: str) -> dict | None:
     """litellm's entry for the model, None when it has none (or one without a window: it answers
     `ollama_chat/<anything>` with every field None)."""
-    from agent.coder import _litellm
     try:
-        info = _litellm().get_model_info(name)
+        info = llm.litellm().get_model_info(name)
     except Exception:  # litellm raises for a model it has not mapped
         return None
     return info if info.get("max_input_tokens") or info.get("max_tokens") else None
@@ -175,9 +174,8 @@ class Counter:
 
     def _count(self, text: str) -> int:
         if not self.estimated:
-            from agent.coder import _litellm
             try:
-                return int(_litellm().token_counter(model=self.model, text=text))
+                return int(llm.litellm().token_counter(model=self.model, text=text))
             except Exception as exc:  # a tokenizer it cannot load offline, say
                 self._estimate(f"litellm could not count {self.model}'s tokens ({exc})")
                 log.warning(self.note)

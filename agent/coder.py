@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from agent import budget
+from agent import budget, llm
 from agent.conversation import Conversation, split_reasoning, valid_text
 
 # litellm fetches its price list from GitHub at import unless told to use its bundled copy.
@@ -57,13 +57,6 @@ _CONTEXT_WORDS = re.compile(
 # Sent to an OpenAI-compatible --api-base when no key is set: the OpenAI client refuses to send
 # a request without one, and local servers (vLLM, llama.cpp, ollama) ignore it.
 PLACEHOLDER_KEY = "sk-no-key-set"
-
-
-def _litellm():
-    """Import litellm on first use: it takes about 3 s, which `agent log` should not pay."""
-    import litellm
-    litellm.suppress_debug_info = True  # it otherwise prints provider lists and help links
-    return litellm
 
 
 # The answer stored for a reply cut off before its reasoning ended: strict providers refuse an
@@ -129,7 +122,7 @@ def preflight(model: str, api_base: str | None = None) -> list[str]:
         if not path.is_file():
             raise LLMError(f"replay file not found: {path}")
         return []
-    litellm = _litellm()
+    litellm = llm.litellm()
     try:
         _, provider, _, _ = litellm.get_llm_provider(model, api_base=api_base)
     except Exception as e:
@@ -222,7 +215,7 @@ class LiteLLMCoder(_Coder):
     def complete(self, conv: Conversation) -> Reply:
         """One reply for the pending user turn, retried and condensed as needed."""
         self.check_budget()
-        _litellm()  # import before the clock starts: a call's seconds are the provider's
+        llm.litellm()  # import before the clock starts: a call's seconds are the provider's
         attempt = condensed = 0
         while True:
             messages = self._fit(conv)
@@ -268,7 +261,7 @@ class LiteLLMCoder(_Coder):
         return messages
 
     def _call(self, messages: list[dict]):
-        litellm = _litellm()
+        litellm = llm.litellm()
         kwargs = dict(model=self.model, messages=messages, timeout=self.timeout,
                       num_retries=0, max_retries=0)
         if self.api_base:
@@ -284,7 +277,7 @@ class LiteLLMCoder(_Coder):
         return settle(Reply(text=choice.message.content or "",
                             prompt_tokens=getattr(usage, "prompt_tokens", 0) or 0,
                             completion_tokens=getattr(usage, "completion_tokens", 0) or 0,
-                            cost=_cost(_litellm(), response, self.model, usage),
+                            cost=_cost(llm.litellm(), response, self.model, usage),
                             model=self.model, seconds=seconds,
                             reasoning=getattr(choice.message, "reasoning_content", None) or "",
                             truncated=getattr(choice, "finish_reason", None) == "length"))
@@ -358,7 +351,7 @@ def make_coder(model: str | None, api_base: str | None = None, timeout: float = 
 
 def _classify(error: Exception) -> str:
     """'context' (condense and retry), 'retry' (back off and retry) or 'fatal'."""
-    litellm = _litellm()
+    litellm = llm.litellm()
     status = getattr(error, "status_code", None)
     if isinstance(error, litellm.ContextWindowExceededError) or (
             status == 400 and _CONTEXT_WORDS.search(str(error))):
