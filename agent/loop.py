@@ -132,7 +132,8 @@ class ExperimentLoop:
         self.ws, self.coder, self.view, self.opt = ws, coder, view, options
         self.conv = conv or start_conversation(ws, options.max_runs, options.edit_format)
         self.words = prompts.edit_words(options.edit_format)  # how the prompts say to edit
-        self._format_restated = False  # --edit-format auto restates both formats once
+        self._format_restated = False
+        self._done_refused = False  # an ALL_COMPLETED before the idea was tried, refused once  # --edit-format auto restates both formats once
         self.state = state or LoopState()
         self.baseline = ws.baseline()
         self.baseline_seeds = ws.baseline_seeds()
@@ -202,6 +203,11 @@ class ExperimentLoop:
         problems = [o for o in outcomes if o.status != EditStatus.APPLIED]
         if problems:
             return self.edits_failed(outcomes, problems, new_files, before)
+        if done and "experiment.py" not in new_files and not self._done_refused and not self.tried():
+            self._done_refused = True   # once: said again, it ends the idea as the coder wishes
+            self.conv.add_user("\n\n".join([self.prompt(prompts.DONE_BEFORE_ANY_RUN, run=st.run),
+                                             *self.format_reminder()]))
+            return self.no_run(Status.NO_EDITS, "ALL_COMPLETED before any code ran: refused, the idea was not tried")
         if done and "experiment.py" not in new_files:
             # AI-Scientist's contract: ALL_COMPLETED ends the experiments; notes may come with it.
             if NOTES_FILE in new_files and st.completed_runs:
@@ -247,10 +253,16 @@ class ExperimentLoop:
         self.conv.add_user(self.prompt(prompts.REPLY_CUT_OFF, shorter=prompts.SHORTER[self.opt.edit_format]))
         self.no_run(Status.EDIT_FAILED, TRUNCATED)
 
+    def tried(self) -> bool:
+        """Whether the coder has tried the idea: an edit to run, refused or not (giving up after
+        trying is the coder's call). Small models answer the first task with ALL_COMPLETED alone."""
+        return any(a.run >= 1 and a.status != Status.NO_EDITS for a in history.read_history(self.ws.path))
+
     def no_edits_text(self, reply: str) -> str:
         """NO_EDITS, with what else the reply held: files whole that diff mode does not apply; under
         auto, the first time, both formats restated in full."""
-        parts = [self.prompt(prompts.NO_EDITS, run=self.state.run)]
+        wording = prompts.NO_EDITS if self.tried() else prompts.NO_EDITS_BEFORE_ANY_RUN
+        parts = [self.prompt(wording, run=self.state.run)]
         if self.opt.edit_format == "diff":
             whole, _ = edits.find_whole_files(reply, self.ws.template.editable)
             if whole:

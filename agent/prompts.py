@@ -186,6 +186,16 @@ Your reply changed nothing in experiment.py and did not say ALL_COMPLETED, so th
 to run. Either make the edits for run {run} in {format_hint}, or reply ALL_COMPLETED if the \
 experiments are done."""
 
+# Before any run has worked, "done" is not an option the coder is offered: small models take it
+# at once (Qwen2.5-Coder 0.5B and 1.5B both answered the first task with ALL_COMPLETED alone).
+NO_EDITS_BEFORE_ANY_RUN = """\
+Your reply changed nothing in experiment.py, so there is nothing to run. Make the edits for \
+run {run} in {format_hint}: experiment.py changed to implement the idea."""
+
+DONE_BEFORE_ANY_RUN = """\
+No code of yours has run in this idea yet, so ALL_COMPLETED is not accepted: the idea has not \
+been tried. Make the edits for run {run} in {format_hint}: experiment.py changed to implement the idea."""
+
 # After NO_EDITS under --edit-format diff, when the reply held files whole.
 WHOLE_NOT_APPLIED = """\
 Your reply gave {files} whole; this session applies only SEARCH/REPLACE blocks (--edit-format \

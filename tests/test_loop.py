@@ -166,7 +166,7 @@ def test_offline_replay_when_no_model_is_configured(idea, tmp_path, monkeypatch,
 
 
 def test_baseline_is_cached_per_template_and_profile(fake_llm, idea, tmp_path):
-    fake_llm.script(["ALL_COMPLETED", "ALL_COMPLETED"])
+    fake_llm.script(["ALL_COMPLETED"] * 4)   # an idea not tried: refused once, then taken
     results = tmp_path / "results"
     assert run_agent(idea, results, "--max-runs", "1", fake=fake_llm) == 0
     time.sleep(1.1)  # workspaces are named by the second
@@ -175,6 +175,22 @@ def test_baseline_is_cached_per_template_and_profile(fake_llm, idea, tmp_path):
     bodies = [git.Repo(ws).commit(history.read_history(ws)[0].sha).message for ws in (first, second)]
     assert "baseline run of the unmodified template" in bodies[0]
     assert "cached baseline" in bodies[1]
+
+
+def test_all_completed_before_the_idea_was_tried_is_refused_once(fake_llm, idea, tmp_path):
+    """Qwen2.5-Coder 0.5B and 1.5B, run for real, both answered the first task with ALL_COMPLETED
+    alone (the 0.5B after a reply with no edit). The coder is told the idea has not been tried."""
+    fake_llm.script(["Here are the metrics I expect: f1 0.5.", "ALL_COMPLETED", PLANT_ERROR.replace(
+        "ACCURACY / 0", "ACCURACY + 0.01"), NOTES])
+    results = tmp_path / "results"
+    assert run_agent(idea, results, "--max-runs", "1", fake=fake_llm) == 0
+    ws = workspace_of(results)
+    attempts = history.read_history(ws)
+    assert [(a.run, a.status) for a in attempts] == [
+        (0, "baseline"), (1, "no-edits"), (1, "no-edits"), (1, "success"), (1, "notes")], subjects(ws)
+    assert "ALL_COMPLETED" not in last_user(fake_llm.requests[1])   # not offered before a try
+    assert "not accepted" in last_user(fake_llm.requests[2]) and "before any code ran" in attempts[2].error
+    assert fake_llm.violations == []
 
 
 def test_untrained_baseline_is_refused(tmp_path, monkeypatch, capsys):
@@ -276,7 +292,7 @@ def test_several_ideas_run_one_after_another_with_a_summary(fake_llm, idea, tmp_
     second = idea.with_name("second_idea.md")
     second.write_text(idea.read_text().replace("# Raise the accuracy", "# Lower the accuracy"))
     fake_llm.script([FIX_ERROR.replace("ACCURACY / 0", "ACCURACY"), "ALL_COMPLETED", NOTES,
-                     "ALL_COMPLETED"])
+                     "ALL_COMPLETED", "ALL_COMPLETED"])
     results = tmp_path / "results"
     code = main(["run", str(idea), str(second), "--results", str(results), "--model", MODEL,
                  "--api-base", fake_llm.url])
