@@ -54,6 +54,9 @@ SERVER_ENV = "SAE_AGENT_LOCAL_SERVER"
 READY_TIMEOUT_ENV = "SAE_AGENT_LOCAL_READY_TIMEOUT"
 DEFAULT_THREADS = 1
 DEFAULT_CTX = 16384  # 8192 left 6144 for prompts, less than the first one needs (~7.3k)
+# Each call to a local model may take this long at least (--llm-timeout is raised to it): the
+# 1.5B model's first request, 7.4k prompt tokens, timed out at the default 600 s.
+LOCAL_LLM_TIMEOUT = 3600.0
 DEFAULT_READY_TIMEOUT = 300.0  # seconds for the server to load the model and answer
 GGUF_MAGIC = b"GGUF"
 GGUF_VERSIONS = (2, 3)
@@ -569,6 +572,8 @@ def serving_args(args) -> Iterator[None]:
     with serving(given, getattr(args, "api_base", None) or os.environ.get("AGENT_API_BASE") or None,
                  say=lambda s: err_console.print(Text(s, style="dim"), soft_wrap=True)) as (model, api_base):
         args.model, args.api_base = model, api_base
+        if hasattr(args, "llm_timeout"):   # a CPU reads ~10 prompt tokens/s: an idea's first prompt takes minutes
+            args.llm_timeout = max(args.llm_timeout or 0, LOCAL_LLM_TIMEOUT)
         yield
 
 

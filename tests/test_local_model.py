@@ -309,10 +309,12 @@ def test_the_cli_runs_the_command_with_the_server_and_stops_it(fake_server, tmp_
 def test_serving_args_puts_the_served_model_in_the_arguments(fake_server, tmp_path, monkeypatch):
     import argparse
 
-    args = argparse.Namespace(model=None, api_base=None)
+    args = argparse.Namespace(model=None, api_base=None, llm_timeout=600.0)
     monkeypatch.setenv("AGENT_MODEL", f"local:{tmp_path}/tiny-model.gguf")  # as --model would
     with local_model.serving_args(args):
         assert args.model == "openai/tiny-model" and args.api_base.startswith("http://127.0.0.1:")
+        # a CPU reads the first prompt for minutes: the default 600 s per call timed out for real
+        assert args.llm_timeout == local_model.LOCAL_LLM_TIMEOUT
         pid = int(fake_server.read_text())
     assert not _alive(pid)
 
