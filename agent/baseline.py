@@ -3,21 +3,20 @@
 Its seeds are the noise floor every change is judged against; its frontier (other sparsity
 settings) and reference SAEs are context. All of it is run once per (template content, profile)
 and cached, so a second idea on the same template starts at once; the seeds' final-split scores,
-needed once at the end of every idea, are cached beside them. A baseline that looks untrained is
+needed once at the end of every idea, are cached too. A baseline that looks untrained is
 refused.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
-import re
 import shutil
 import time
 from pathlib import Path
 from typing import Callable
 
-import git
 from filelock import FileLock, Timeout
 
 from agent import execution, history, results
@@ -27,22 +26,8 @@ from agent.workspace import BASELINE_RUN, Workspace, WorkspaceError, frontier_di
 
 
 def cache_path(ws: Workspace) -> Path:
-    """Where this workspace's baseline is cached: keyed by the template's content and the profile."""
-    name, fingerprint = _template_key(ws)
-    return execution.cache_dir() / "baselines" / f"{name}-{fingerprint}-{ws.profile}"
-
-
-def _template_key(ws: Workspace) -> tuple[str, str]:
-    """The template's name and content hash, as the baseline commit recorded them: a reopened
-    workspace's template is read from the workspace itself, whose name and files are not the
-    template's. Before that commit (the baseline being made), the template's own."""
-    try:
-        repo = history.open_workspace(ws.path)
-        body = repo.commit(history.root_commit(repo)).message
-    except (history.HistoryError, git.GitError, ValueError):   # no commit yet
-        body = ""
-    found = re.search(r"^Template: (.+) \(([0-9a-f]+)\)$", body, re.M)
-    return (found[1], found[2]) if found else (ws.template.name, ws.template.fingerprint())
+    """Where a new workspace's baseline is cached: keyed by the template's content and the profile."""
+    return execution.cache_dir() / "baselines" / f"{ws.template.name}-{ws.template.fingerprint()}-{ws.profile}"
 
 
 def check_overrides(ws: Workspace, seeds: list[int]) -> None:
@@ -82,8 +67,7 @@ def _baseline_locked(ws: Workspace, cached: Path, *, timeout: float, on_line, sa
                      executor) -> None:
     started = time.monotonic()
     if (cached / "final_info.json").exists():
-        # the seeds' final-split scores stay out of the baseline commit: read only at the end
-        shutil.copytree(cached, ws.path / BASELINE_RUN, ignore=shutil.ignore_patterns(FINAL_SPLIT))
+        shutil.copytree(cached, ws.path / BASELINE_RUN)
         source = f"cached baseline from {cached}"
     else:
         runs = execution.Pipeline(ws.path, ws.template, ws.profile,
@@ -92,8 +76,7 @@ def _baseline_locked(ws: Workspace, cached: Path, *, timeout: float, on_line, sa
                                       executor=executor)
         seeds = ws.template.seeds_for(ws.profile)
         check_overrides(ws, seeds)
-        for seed in seeds:
-            out_dir = BASELINE_RUN if seed == seeds[0] else f"{BASELINE_RUN}/seed_{seed}"
+        for seed, out_dir in zip(seeds, ws.seed_dirs()):
             try:
                 step = runs.run(out_dir, overrides={"seed": seed} if len(seeds) > 1 else None)
             except execution.PrepareError as exc:
@@ -171,36 +154,33 @@ def _commit_baseline(ws: Workspace, status: Status, seconds: float, *, error: st
     history.commit_attempt(ws.path, subject=subject[:200], body=body, trailers=record)
 
 
-def seed_dirs(ws: Workspace) -> list[str]:
-    """run_0 and its other seeds' folders, in the template's seed order."""
-    return [BASELINE_RUN] + [f"{BASELINE_RUN}/seed_{s}" for s in ws.template.seeds_for(ws.profile)[1:]]
-
-
 def final_split_scores(ws: Workspace, evaluate_final: Callable[[str], Path | None]) -> list[dict]:
     """Each baseline seed scored on the final split, with `evaluate_final(out_dir)` only where
-    neither the workspace nor the cache (for this very baseline) holds the score already."""
-    cached = cache_path(ws)   # a copy of run_0
-    same = _same_file(cached / "final_info.json", ws.path / BASELINE_RUN / "final_info.json")
+    neither the workspace nor the cache holds its score. A score is cached under what it depends
+    on, the seed's results, its exported SAE and the pristine harness, so any later idea on the same baseline (a
+    resumed one too) reuses it, and a retrained baseline or a changed evaluator never does."""
+    harness = hashlib.sha256(b"".join(k.encode() + v for k, v in sorted(ws.protected_files().items())))
     scores = []
-    for rel in seed_dirs(ws):
-        here, there = ws.path / rel / FINAL_SPLIT, cached / Path(rel).relative_to(BASELINE_RUN) / FINAL_SPLIT
-        if not here.is_file() and same and there.is_file():
-            shutil.copyfile(there, here)
+    for rel in ws.seed_dirs():
+        here = ws.path / rel / FINAL_SPLIT
+        run = ws.path / rel
+        if not (run / "final_info.json").is_file():
+            continue   # a seed that left no results has nothing to score
+        key = harness.copy()
+        for file in [run / "final_info.json", *sorted(run.glob("sae_*"))]:   # the results and the exported SAE
+            key.update(rel.encode() + file.name.encode() + file.read_bytes())
+        cached = execution.cache_dir() / "final_split" / f"{key.hexdigest()[:32]}.json"
+        if not here.is_file() and cached.is_file():
+            shutil.copyfile(cached, here)
         if not here.is_file() and evaluate_final(rel) is None:
             continue
-        if same and not there.is_file() and there.parent.is_dir():
-            staging = there.with_name(f"{FINAL_SPLIT}.tmp-{os.getpid()}")   # renamed into place
+        if not cached.is_file():
+            cached.parent.mkdir(parents=True, exist_ok=True)
+            staging = cached.with_name(f"{cached.name}.tmp-{os.getpid()}")   # renamed into place
             shutil.copyfile(here, staging)
-            staging.rename(there)
+            staging.rename(cached)
         scores.append(json.loads(here.read_text()))
     return scores
 
 
 FINAL_SPLIT = "final_split.json"
-
-
-def _same_file(a: Path, b: Path) -> bool:
-    try:
-        return a.read_bytes() == b.read_bytes()
-    except OSError:
-        return False

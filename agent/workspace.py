@@ -208,12 +208,16 @@ class Workspace:
     def baseline(self) -> dict:
         return results.load_results(self.path / BASELINE_RUN)
 
+    def seed_dirs(self) -> list[str]:
+        """run_0 and its other seeds' folders, in the template's seed order."""
+        return [BASELINE_RUN] + [f"{BASELINE_RUN}/seed_{s}" for s in self.template.seeds_for(self.profile)[1:]]
+
     def baseline_seeds(self) -> list[dict]:
         """Every seed of the baseline (run_0 itself first): their spread is the noise floor."""
         out = [self.baseline()]
-        for seed in self.template.seeds_for(self.profile)[1:]:
+        for rel in self.seed_dirs()[1:]:
             try:
-                out.append(results.load_results(self.path / BASELINE_RUN / f"seed_{seed}"))
+                out.append(results.load_results(self.path / rel))
             except results.ResultsError:
                 pass   # a workspace made before seeds were recorded: one seed only
         return out
