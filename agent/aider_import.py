@@ -437,9 +437,7 @@ def _idea_markdown(prompt: str, log: Path) -> str:
 
 def _edit_summary(t: Turn) -> str:
     c = t.counts()
-    order = (edits.EditStatus.APPLIED, edits.EditStatus.FAILED, edits.EditStatus.REFUSED,
-             edits.EditStatus.MALFORMED)
-    return ", ".join(f"{c[s]} {s}" for s in order if c[s]) or "no edit blocks"
+    return ", ".join(f"{c[s]} {s}" for s in edits.EditStatus if c[s]) or "no edit blocks"
 
 
 def _subject(t: Turn) -> str:
