@@ -202,9 +202,6 @@ class Workspace:
             found.append(f"{rel} ({how}; put back as last committed)")
         return found
 
-    def run_env(self) -> dict[str, str]:
-        return {"SAE_PROFILE": self.profile} if self.profile else {}
-
     def baseline(self) -> dict:
         return results.load_results(self.path / BASELINE_RUN)
 
