@@ -18,7 +18,7 @@ from pathlib import Path
 import git
 import pytest
 
-from agent import execution, history, launch, sandbox
+from agent import execution, history, sandbox
 from agent.cli import main
 from agent.template import load_template
 from mini import NOTES, last_user, run_agent, workspace_of
