@@ -101,17 +101,15 @@ def choose(requested: str | None = None) -> str:
     return requested
 
 
-STAGED_WARNING = ("sandbox: bubblewrap is not available, so generated code runs in a staged copy with your "
-                  "user's rights (it can read your files and use the network). Install bubblewrap "
-                  "(apt-get install bubblewrap) for a real box.")
-STAGED_CHOSEN = ("sandbox: --sandbox staged: generated code runs in a staged copy with your user's rights "
-                 "(it can read your files and use the network); bubblewrap works here and is the real box "
-                 "(--sandbox bwrap, the default).")
-
-
 def staged_warning() -> str:
-    """What to say when runs go in the staged box, truthfully: bwrap is missing, or staged was asked for."""
-    return STAGED_CHOSEN if bwrap_works() else STAGED_WARNING
+    """What to say when runs go in the staged box, truthfully: bwrap is missing, or staged was asked
+    for (by --sandbox or $AGENT_SANDBOX; --sandbox bwrap overrides either)."""
+    risk = "generated code runs in a staged copy with your user's rights (it can read your files and use the network)"
+    if not bwrap_works():
+        return (f"sandbox: bubblewrap is not available, so {risk}. Install bubblewrap "
+                "(apt-get install bubblewrap) for a real box.")
+    return (f"sandbox: staged was asked for (--sandbox staged or AGENT_SANDBOX=staged): {risk}; "
+            "bubblewrap works here and is the real box (--sandbox bwrap).")
 
 
 # --------------------------------------------------------------------------- bwrap command line

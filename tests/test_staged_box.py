@@ -127,8 +127,8 @@ def test_the_planted_bytecode_is_what_python_would_run(tmp_path):
 
 # -- the warning ----------------------------------------------------------------------------
 
-def _warning(path: str) -> str:
-    code = "from agent import launch; launch.box_for('staged')"
+def _warning(path: str, requested: str | None = "staged") -> str:
+    code = f"from agent import launch; launch.box_for({requested!r})"
     out = subprocess.run([sys.executable, "-c", code], env={**os.environ, "PATH": path},
                          capture_output=True, text=True, check=True)
     return " ".join(out.stderr.split())
@@ -139,6 +139,10 @@ def test_choosing_staged_where_bwrap_works_says_so_and_nothing_false(tmp_path):
     said = _warning(os.environ["PATH"])
     assert "bubblewrap is not available" not in said
     assert "--sandbox staged" in said and "bubblewrap works here" in said
+    # Asked for through the environment (this file's fixture): said so, and the way back is the
+    # flag, which wins over it, not "the default" the variable has replaced.
+    said = _warning(os.environ["PATH"], None)
+    assert "AGENT_SANDBOX=staged" in said and "(--sandbox bwrap)" in said and "default" not in said
     no_bwrap = tmp_path / "bin"   # a PATH without bwrap: then it is true, and said
     no_bwrap.mkdir()
     assert "bubblewrap is not available" in _warning(str(no_bwrap))
