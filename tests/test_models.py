@@ -29,6 +29,22 @@ def test_no_progress_bar_while_a_model_loads_and_bars_again_after(harness_path, 
     assert transformers_logging.is_progress_bar_enabled()
 
 
+
+def test_bars_the_caller_switched_off_stay_off(harness_path):
+    """Putting transformers' bars back turns the hub's on as well; the hub's are put back on their own."""
+    import huggingface_hub.utils as hub_utils
+    from transformers.utils import logging as transformers_logging
+    from harness import models
+
+    hub_utils.disable_progress_bars()
+    try:
+        assert transformers_logging.is_progress_bar_enabled()
+        with models.quiet_progress_bars():
+            pass
+        assert transformers_logging.is_progress_bar_enabled() and hub_utils.are_progress_bars_disabled()
+    finally:
+        hub_utils.enable_progress_bars()
+
 @pytest.mark.slow   # loads Gemma-3-270M twice
 def test_saved_conversion_is_the_model_transformer_lens_builds(harness_path, sae_cache, capfd):
     from harness import models

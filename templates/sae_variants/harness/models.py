@@ -61,9 +61,8 @@ def quiet_progress_bars():
     finally:
         tqdm.std.tqdm.__init__ = init
         if transformers_on:
-            transformers_logging.enable_progress_bar()
-        if hub_on:
-            hub_utils.enable_progress_bars()
+            transformers_logging.enable_progress_bar()   # which turns the hub's on too: restored after
+        (hub_utils.enable_progress_bars if hub_on else hub_utils.disable_progress_bars)()
 
 
 def gemma3_270m_dir(log=print) -> Path:
