@@ -563,13 +563,15 @@ def serving(model: str | None, api_base: str | None = None, *,
 def serving_args(args) -> Iterator[None]:
     """For the command line: an argparse namespace whose --model (or $AGENT_MODEL) is `local:…` gets
     the served model and URL in its place for the length of the block."""
-    given = getattr(args, "model", None) or os.environ.get("AGENT_MODEL") or None
+    from agent.coder import resolve_model
+
+    given, api_base = resolve_model(getattr(args, "model", None), getattr(args, "api_base", None))
     if not (given and given.startswith(LOCAL_PREFIX)):
         yield
         return
     from agent.ui import err_console
     from rich.text import Text
-    with serving(given, getattr(args, "api_base", None) or os.environ.get("AGENT_API_BASE") or None,
+    with serving(given, api_base,
                  say=lambda s: err_console.print(Text(s, style="dim"), soft_wrap=True)) as (model, api_base):
         args.model, args.api_base = model, api_base
         if hasattr(args, "llm_timeout"):   # a CPU reads ~10 prompt tokens/s: an idea's first prompt takes minutes

@@ -234,6 +234,18 @@ def test_local_with_api_base_is_refused(tmp_path):
             pass
 
 
+def test_local_from_the_environment_with_agent_api_base_is_refused(tmp_path, monkeypatch):
+    """$AGENT_MODEL and $AGENT_API_BASE are read as coder.resolve_model reads them for any model."""
+    import argparse
+
+    write_gguf(tmp_path / "m.gguf")
+    monkeypatch.setenv("AGENT_MODEL", f"local:{tmp_path}/m.gguf")
+    monkeypatch.setenv("AGENT_API_BASE", "http://127.0.0.1:1/v1")
+    with pytest.raises(LocalModelError, match=r"leave out --api-base \(and \$AGENT_API_BASE\)"):
+        with local_model.serving_args(argparse.Namespace(model=None, api_base=None)):
+            pass
+
+
 def test_other_models_pass_through_untouched():
     with local_model.serving("openai/x", "http://h/v1") as got:
         assert got == ("openai/x", "http://h/v1")
