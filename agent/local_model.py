@@ -412,15 +412,16 @@ def server_command(gguf: Path, port: int, threads: int, ctx: int) -> list[str]:
             "--threads", str(threads), "--ctx", str(ctx)]
 
 
-def _env_int(name: str, default: int) -> int:
+def _env_number(name: str, default, kind=int):
+    """$name as a positive `kind` (int or float), else `default`; LocalModelError naming it."""
     text = os.environ.get(name)
     if not text:
         return default
     try:
-        value = int(text)
+        value = kind(text)
     except ValueError:
-        raise LocalModelError(f"${name} must be a whole number, got {text!r}") from None
-    if value < 1:
+        raise LocalModelError(f"${name} must be a {'whole ' if kind is int else ''}number, got {text!r}") from None
+    if not value > 0:
         raise LocalModelError(f"${name} must be above 0, got {text}")
     return value
 
@@ -442,9 +443,9 @@ class LocalServer:
                  say: Callable[[str], None] = _say):
         self.gguf = Path(gguf)
         self.name = self.gguf.stem
-        self.threads = threads or _env_int(THREADS_ENV, DEFAULT_THREADS)
-        self.ctx = ctx or _env_int(CTX_ENV, DEFAULT_CTX)
-        self.ready_timeout = ready_timeout or float(os.environ.get(READY_TIMEOUT_ENV) or DEFAULT_READY_TIMEOUT)
+        self.threads = threads or _env_number(THREADS_ENV, DEFAULT_THREADS)
+        self.ctx = ctx or _env_number(CTX_ENV, DEFAULT_CTX)
+        self.ready_timeout = ready_timeout or _env_number(READY_TIMEOUT_ENV, DEFAULT_READY_TIMEOUT, float)
         self.log_dir = Path(log_dir) if log_dir else models_dir() / "logs"
         self.say = say
         self.port = 0

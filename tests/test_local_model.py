@@ -363,6 +363,13 @@ def test_server_settings_come_from_the_environment(tmp_path, monkeypatch):
     monkeypatch.setenv(local_model.CTX_ENV, "lots")
     with pytest.raises(LocalModelError, match="SAE_AGENT_LOCAL_CTX must be a whole number"):
         local_model.LocalServer(tmp_path / "m.gguf")
+    monkeypatch.delenv(local_model.CTX_ENV)
+    monkeypatch.setenv(local_model.READY_TIMEOUT_ENV, "2.5")
+    assert local_model.LocalServer(tmp_path / "m.gguf").ready_timeout == 2.5
+    for bad, words in (("5m", "must be a number, got '5m'"), ("nan", "must be above 0"), ("0", "must be above 0")):
+        monkeypatch.setenv(local_model.READY_TIMEOUT_ENV, bad)  # a message, not a traceback
+        with pytest.raises(LocalModelError, match=f"SAE_AGENT_LOCAL_READY_TIMEOUT {words}"):
+            local_model.LocalServer(tmp_path / "m.gguf")
     monkeypatch.delenv(local_model.SERVER_ENV, raising=False)
     if __import__("importlib.util").util.find_spec("xllamacpp") is not None:
         cmd = local_model.server_command(tmp_path / "m.gguf", 1234, 1, 8192)
