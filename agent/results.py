@@ -86,7 +86,8 @@ def schema_problem(info: dict, source: str) -> str | None:
         first = errors[0]
         key, loc = first["loc"][0], first["loc"][1:]
         if not loc:
-            text = f"{source}: {key!r} is not an SAE entry (got {reprlib.repr(first['input'])})"
+            text = (f"{source}: {key!r} is not an SAE entry (got {reprlib.repr(first['input'])}): every key "
+                    "holds one SAE's results, an object with eval_result_metrics and core_metrics")
         elif first["type"] == "missing":
             text = f"{source}: {_field(loc)}: field required (SAE {key!r} has no {loc[-1]})"
         else:

@@ -95,7 +95,8 @@ def test_a_missing_or_mistyped_field_is_refused_naming_it(tmp_path, synthetic):
 
 
 def test_an_entry_that_is_not_an_sae_is_refused(tmp_path):
-    with pytest.raises(results.ResultsError, match="'notes' is not an SAE entry"):
+    with pytest.raises(results.ResultsError, match=r"final_info.json: 'notes' is not an SAE entry \(got 'hello'\): every "
+                                                   r"key holds one SAE's results, an object with eval_result_metrics"):
         results.load_results(write(tmp_path / "a", {KEY: entry(), "notes": "hello"}))
 
 
