@@ -87,14 +87,21 @@ def safe_git(g: git.Git) -> git.Git:
     return g
 
 
+def status(repo: git.Repo, *args, **kwargs) -> list[tuple[str, str]]:
+    """(XY code, path) per entry of `git status --porcelain=v1 -z --no-renames`: NUL-separated, so
+    no name is quoted, and gitpython decodes with surrogateescape, so a name that is not UTF-8 (a
+    run can make one) reads as os.fsdecode gives it. No renames: one path per entry, never two."""
+    out = repo.git.status(*args, porcelain="v1", z=True, no_renames=True, **kwargs)
+    return [(entry[:2], entry[3:]) for entry in out.split("\0") if len(entry) > 3]
+
+
 class _Repo(git.Repo):
-    """gitpython's Repo, its untracked files read NUL-separated: gitpython's own parser decodes
-    git's quoted names strictly and crashes on a name that is not UTF-8 (a run can make one)."""
+    """gitpython's Repo, its untracked files read through `status`: gitpython's own parser decodes
+    git's quoted names strictly and crashes on a name that is not UTF-8."""
 
     def _get_untracked_files(self, *args, **kwargs) -> list[str]:
-        out = self.git.status(*[a for a in args if a is not None], porcelain=True, untracked_files=True,
-                              z=True, **kwargs)
-        return [entry[3:] for entry in out.split("\0") if entry.startswith("?? ")]
+        paths = [a for a in args if a is not None]
+        return [rel for code, rel in status(self, *paths, untracked_files=True, **kwargs) if code == "??"]
 
 
 def repo_at(path) -> git.Repo:

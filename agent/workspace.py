@@ -171,9 +171,7 @@ class Workspace:
 
     def _status(self) -> list[tuple[str, str]]:
         """(code, path) per changed or untracked file, from `git status` (ignored files aside)."""
-        out = history.repo_at(self.path).git.status("--porcelain=v1", "-z", "--untracked-files=all",
-                                                    "--no-renames")
-        return [(entry[:2], entry[3:]) for entry in out.split("\0") if len(entry) > 3]
+        return gitguard.status(history.repo_at(self.path), untracked_files="all")
 
     def repair_leftovers(self) -> list[str]:
         """On reopening: editable files that a run left as links, special files or bytes that

@@ -249,3 +249,18 @@ def test_undecodable_names_in_git_itself_are_named_safely_in_the_commit(tmp_path
     assert "hooks/post-commit-\\xff" in tampered and "HEAD switched to evil-\\xfd" in tampered
     assert "lock-\\xfe.lock" in caplog.text, "a lock before a commit is the agent's own: logged"
     assert_history_sound(ws)
+
+
+def test_untracked_files_are_read_one_path_per_entry(tmp_path):
+    """gitpython's untracked list, read NUL-separated: a name that is not UTF-8 reads as os.fsdecode
+    gives it, and the old name of a staged rename is never taken for an untracked file."""
+    ws = tmp_path / "ws"
+    history.init_repo(ws)
+    (ws / "?? looks untracked").write_text("a\n")
+    history.commit_attempt(ws, subject="run 0: baseline", trailers={"Run": "0", "Status": "baseline"})
+    repo = history.repo_at(ws)
+    repo.git.mv("?? looks untracked", "renamed.txt")
+    assert repo.untracked_files == []
+    with open(os.fsencode(ws) + b"/" + BAD, "wb") as f:
+        f.write(b"x")
+    assert repo.untracked_files == [os.fsdecode(BAD)]
