@@ -1,9 +1,10 @@
 """The context budget: how many tokens the model takes, and every prompt made to fit before it is sent.
 
-A hosted provider answers an overlong prompt with HTTP 400 and the coder condenses after the fact
-(`Conversation.condense`). A local server may not: Ollama cuts the prompt silently, and llama.cpp on
-a 2-core CPU reads a prompt for minutes before it refuses it. So the coder learns the window once
-(`find_window`) and cuts each request to fit it (`Budget.fit`) before the call.
+A hosted provider answers an overlong prompt with HTTP 400; a local server may not: Ollama cuts the
+prompt silently, and llama.cpp on a 2-core CPU reads a prompt for minutes before it refuses it. So
+the coder learns the window once (`find_window`) and cuts each request to fit it (`Budget.fit`)
+before the call. Should the provider still refuse one (its count came out longer than ours), the
+same cut is made again to a lower limit (`Budget.tighten`): there is one way a prompt is shortened.
 
 `fit` never edits the conversation: it builds the list to send from it. The system message and the
 task (the first user turn) go out byte-identical on every call, so a local server's prefix cache
@@ -45,6 +46,8 @@ REPLY_PRIMING_TOKENS = 3
 # Once turns must go, go down to this share of the limit: the next turns then fit without moving the
 # cut, so the server's prefix cache keeps everything before the newest turns, not only the task.
 REFILL_SHARE = 0.75
+# After a provider refused a prompt as too long: the next aims at this share of what was refused.
+TIGHTEN_SHARE = 0.8
 SERVER_TIMEOUT = 3.0  # seconds for each of the server's own endpoints asked about its window
 COUNT_CACHE = 2048  # texts whose counts are kept: every message of a long conversation, and its cut forms
 
@@ -194,8 +197,11 @@ class Budget:
 
     def __init__(self, window: Window, counter: Counter):
         self.window, self.count = window, counter
-        # Pairs of older turns left out so far. It only grows (until the history itself is
-        # condensed): what is sent after the task stays the same from one call to the next.
+        # The most tokens a prompt may have: the window's limit, lowered by `tighten` when a
+        # provider refuses a prompt that fit it by our count.
+        self.limit = window.limit
+        # Pairs of older turns left out so far. It only grows: what is sent after the task stays
+        # the same from one call to the next.
         self.skip = 0
 
     def fit(self, messages: list[dict]) -> list[dict]:
@@ -203,7 +209,7 @@ class Budget:
         whole if they fit; else older turns summarised, then dropped a pair at a time, oldest first;
         at the least the task and the latest exchange. PromptTooLarge when even that does not fit."""
         head, body = messages[:2], messages[2:]
-        limit = self.window.limit
+        limit = self.limit
         chosen = None
         for skip, sent in self._candidates(head, body):
             size = self.count(sent)
@@ -219,6 +225,17 @@ class Budget:
         self.skip, sent = chosen
         check_messages(sent)  # alternation holds whatever was cut
         return sent
+
+    def tighten(self, messages: list[dict], refused: list[dict]) -> bool:
+        """The provider refused `refused` (fitted from `messages`) as longer than its window: lower
+        the limit below it, so the next `fit` cuts further. False, the limit unchanged, when even
+        the smallest prompt of `messages` would not fit under the lower limit."""
+        limit = int(self.count(refused) * TIGHTEN_SHARE)
+        *_, (_, smallest) = self._candidates(messages[:2], messages[2:])
+        if self.count(smallest) > limit:
+            return False
+        self.limit = min(self.limit, limit)
+        return True
 
     def _candidates(self, head: list[dict], body: list[dict]):
         """(pairs skipped, messages) from the fullest to the smallest. Older messages are all but
@@ -249,10 +266,16 @@ class Budget:
         w = self.window
         what = "the system message, the task and the latest exchange" if body else "the system message and the task"
         return (f"the smallest prompt this conversation can send ({what}) is {self.count(smallest)} tokens"
-                f"{' (estimated)' if self.count.estimated else ''}, more than the {w.limit} a prompt may "
-                f"have in a context window of {w.tokens} tokens ({w.source}; {w.reserve} kept for the reply). "
+                f"{' (estimated)' if self.count.estimated else ''}, more than the {self.limit} a prompt may "
+                f"have{self._lowered()} in a context window of {w.tokens} tokens ({w.source}; {w.reserve} kept for the reply). "
                 f"Nothing was sent. Give a larger --context-window (and start the server with that "
                 f"context), or use a model with a larger window; `resume` goes on from here.")
+
+
+    def _lowered(self) -> str:
+        if self.limit >= self.window.limit:
+            return ""
+        return f" (lowered from {self.window.limit}: the provider refused a longer prompt)"
 
 
 def _summarised(text: str) -> str:

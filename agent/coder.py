@@ -11,8 +11,8 @@ A reply's text is made storable first (`settle`): lone surrogates replaced, reas
 (`reasoning_content`, a leading `<think>…</think>`) set apart from the answer the loop reads
 edits from, and a reply the provider cut at its output limit marked `truncated`.
 
-Each request is made to fit the model's context window before it is sent (agent/budget.py); the
-condensing after a provider's context error stays, for a count that came out short.
+Each request is made to fit the model's context window before it is sent (agent/budget.py); after
+a provider's context error (its count came out longer than ours) the same budget cuts it further.
 """
 
 from __future__ import annotations
@@ -195,7 +195,7 @@ class LiteLLMCoder(_Coder):
     def __init__(self, model: str, api_base: str | None = None, timeout: float = 600.0,
                  max_cost: float | None = None, max_tokens: int | None = None,
                  max_attempts: int = 6, base_delay: float | None = None, max_delay: float = 60.0,
-                 max_condense: int = 4, on_retry: Callable[[str], None] | None = None,
+                 max_tighten: int = 4, on_retry: Callable[[str], None] | None = None,
                  context_window: int | None = None):
         super().__init__(max_cost, max_tokens)
         self.model = model
@@ -209,14 +209,14 @@ class LiteLLMCoder(_Coder):
         # SAE_AGENT_RETRY_DELAY: the first backoff in seconds (default 2), so tests need not sleep for real
         self.base_delay = base_delay if base_delay is not None else float(os.environ.get("SAE_AGENT_RETRY_DELAY", 2.0))
         self.max_delay = max_delay
-        self.max_condense = max_condense
+        self.max_tighten = max_tighten
         self.on_retry = on_retry or log.warning  # the live view passes its own
 
     def complete(self, conv: Conversation) -> Reply:
-        """One reply for the pending user turn, retried and condensed as needed."""
+        """One reply for the pending user turn, retried and cut further as needed."""
         self.check_budget()
         llm.litellm()  # import before the clock starts: a call's seconds are the provider's
-        attempt = condensed = 0
+        attempt = tightened = 0
         while True:
             messages = self._fit(conv)
             started = time.monotonic()
@@ -224,10 +224,11 @@ class LiteLLMCoder(_Coder):
                 response = self._call(messages)
             except Exception as e:  # litellm maps every provider failure to an exception
                 kind = _classify(e)
-                if kind == "context" and condensed < self.max_condense and conv.condense():
-                    condensed += 1
-                    self.budget.skip = 0  # the history itself is shorter now: its pairs count anew
-                    self.on_retry(f"context window exceeded: condensed the history ({condensed}), retrying")
+                if (kind == "context" and tightened < self.max_tighten
+                        and self.budget.tighten(conv.messages(), messages)):
+                    tightened += 1
+                    self.on_retry(f"context window exceeded: the provider counts more tokens than estimated "
+                                  f"here; prompts now cut to {self.budget.limit} tokens ({tightened}), retrying")
                     continue
                 if kind == "retry" and attempt + 1 < self.max_attempts:
                     wait = self._backoff(attempt, e)
@@ -257,7 +258,7 @@ class LiteLLMCoder(_Coder):
         except budget.PromptTooLarge as exc:
             raise LLMError(f"{self.model}: {exc}") from None
         log.info("prompt: %d messages, %d tokens%s of %d", len(messages), self.budget.count(messages),
-                 " (estimated)" if self.budget.count.estimated else "", self.budget.window.limit)
+                 " (estimated)" if self.budget.count.estimated else "", self.budget.limit)
         return messages
 
     def _call(self, messages: list[dict]):
@@ -350,7 +351,7 @@ def make_coder(model: str | None, api_base: str | None = None, timeout: float = 
 # -- helpers -------------------------------------------------------------------------------
 
 def _classify(error: Exception) -> str:
-    """'context' (condense and retry), 'retry' (back off and retry) or 'fatal'."""
+    """'context' (cut further and retry), 'retry' (back off and retry) or 'fatal'."""
     litellm = llm.litellm()
     status = getattr(error, "status_code", None)
     if isinstance(error, litellm.ContextWindowExceededError) or (
@@ -369,7 +370,9 @@ def _as_llm_error(error: Exception, model: str, kind: str, attempts: int) -> LLM
     status = getattr(error, "status_code", None)
     words = _provider_words(error)
     if kind == "context":
-        advice = "the conversation no longer fits the model's context window, even condensed"
+        advice = ("the provider's context window is smaller than this prompt, even cut to the task and the "
+                  "latest exchange: use a model with a larger window (or start the server with a larger "
+                  "context); `resume` goes on from here")
     elif kind == "retry":
         advice = f"still failing after {attempts} attempts; try again later"
     else:

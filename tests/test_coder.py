@@ -151,7 +151,7 @@ def test_after_a_failed_call_feedback_merges_and_the_next_call_succeeds(fake_llm
     context_exceeded(),  # OpenAI's code: litellm raises ContextWindowExceededError
     error(400, "prompt is too long: 210000 tokens > 200000 maximum"),  # only the words say so
 ])
-def test_context_window_exceeded_condenses_and_retries(fake_llm, coder, overflow):
+def test_context_window_exceeded_cuts_the_prompt_further_and_retries(fake_llm, coder, overflow):
     c, conv = coder(), idea_conv()
     for i in range(6):
         fake_llm.script([f"edit {i}"])
@@ -162,7 +162,10 @@ def test_context_window_exceeded_condenses_and_retries(fake_llm, coder, overflow
     too_long, accepted = fake_llm.requests[-2].messages, fake_llm.requests[-1].messages
     assert len(json.dumps(accepted)) < len(json.dumps(too_long)) / 2
     assert accepted[1]["content"].startswith("IDEA") and fake_llm.violations == []
-    assert conv.condensed >= 1 and "in f" in conv.transcript()[3]["content"]  # the log keeps all
+    assert accepted[:2] == too_long[:2]  # the system message and the task go out byte-identical
+    assert c.budget.limit < c.budget.window.limit and "in f" in conv.transcript()[3]["content"]  # the log keeps all
+    conv.add_user("next")
+    assert conv.messages()[3]["content"] == conv.transcript()[3]["content"]  # the conversation itself is not edited
 
 
 def test_context_window_exceeded_with_nothing_to_condense_stops(fake_llm, coder):
@@ -171,6 +174,7 @@ def test_context_window_exceeded_with_nothing_to_condense_stops(fake_llm, coder)
     with pytest.raises(LLMError, match="context window") as caught:
         c.complete(conv)
     assert "maximum context length" in caught.value.provider_message
+    assert "larger window" in str(caught.value)  # what to do
     assert len(fake_llm.requests) == 1 and conv.pending_user
 
 
