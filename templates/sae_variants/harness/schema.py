@@ -14,6 +14,13 @@ optional, so results written by an earlier harness still read, and typed where p
 strict: "0.7" is not a number. A metric is null where its value was not finite (a diverged SAE) or
 not measured. Keys the models do not name are kept (earlier harnesses wrote a few more); in a group
 of metrics they must still be numbers.
+
+Why not subclass SAEBench's own models (sae_bench/evals/base_eval_output.py, sparse_probing's
+eval_output.py): sae-bench is installed beside the package by scripts/setup.sh, not as its
+dependency, so the agent could not count on it; and its models describe another file: a required
+`sae_bench_commit_hash` the harness has no value for, a required `llm_test_accuracy` the final split
+leaves out, unknown keys (core_metrics, per_example, other top-k) dropped rather than kept and typed.
+What SAEBench returns still fits these models (tests/test_saebench.py).
 """
 
 from __future__ import annotations
