@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import os
 import shlex
 import sys
 import time
@@ -24,6 +23,7 @@ import pytest
 
 from agent import cli, local_model
 from agent.local_model import LocalModelError, ModelSpec
+from procs import alive
 
 FAKE_SERVER = Path(__file__).resolve().parent / "fake_llm_server.py"
 
@@ -255,18 +255,6 @@ def test_other_models_pass_through_untouched():
 
 # -- the server: a real HTTP process ------------------------------------------------------------
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    # a zombie counts as gone: stopped, waiting to be reaped
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
-    except OSError:
-        return False
-
-
 @pytest.fixture
 def fake_server(tmp_path, monkeypatch):
     """$SAE_AGENT_LOCAL_SERVER set to tests/fake_llm_server.py; returns its pid file."""
@@ -289,13 +277,13 @@ def test_local_serves_through_litellm_and_stops(fake_server, tmp_path):
         assert model == "openai/tiny-model"
         assert api_base.startswith("http://127.0.0.1:") and api_base.endswith("/v1")
         pid = int(fake_server.read_text())
-        assert _alive(pid)
+        assert alive(pid)
         c = coder.make_coder(model, api_base, timeout=30)  # exactly as the CLI builds it
         conv = Conversation("system")
         conv.add_user("hi")
         reply = c.complete(conv)
         assert reply.text == f"hello from {gguf} with 1 thread(s), ctx {local_model.DEFAULT_CTX}"
-    assert not _alive(pid)
+    assert not alive(pid)
     logs = list((tmp_path / "cache" / "local-models" / "logs").glob("server-*.log"))
     assert len(logs) == 1 and "fake_llm_server.py --port" in logs[0].read_text()
 
@@ -305,7 +293,7 @@ def test_the_server_is_stopped_on_ctrl_c(fake_server, tmp_path):
         with local_model.serving(f"local:{tmp_path}/tiny-model.gguf", say=lambda s: None):
             pid = int(fake_server.read_text())
             raise KeyboardInterrupt
-    assert not _alive(pid)
+    assert not alive(pid)
 
 
 def test_the_cli_runs_the_command_with_the_server_and_stops_it(fake_server, tmp_path, capsys):
@@ -315,7 +303,7 @@ def test_the_cli_runs_the_command_with_the_server_and_stops_it(fake_server, tmp_
                      f"local:{tmp_path}/tiny-model.gguf"]) == 2
     err = capsys.readouterr().err
     assert "local model server ready" in err and "not-a-workspace" in err
-    assert not _alive(int(fake_server.read_text()))
+    assert not alive(int(fake_server.read_text()))
 
 
 def test_serving_args_puts_the_served_model_in_the_arguments(fake_server, tmp_path, monkeypatch):
@@ -328,7 +316,7 @@ def test_serving_args_puts_the_served_model_in_the_arguments(fake_server, tmp_pa
         # a CPU reads the first prompt for minutes: the default 600 s per call timed out for real
         assert args.llm_timeout == local_model.LOCAL_LLM_TIMEOUT
         pid = int(fake_server.read_text())
-    assert not _alive(pid)
+    assert not alive(pid)
 
 
 def test_a_server_that_dies_at_start_is_reported(tmp_path, monkeypatch):
@@ -352,7 +340,7 @@ def test_a_server_that_never_answers_times_out_and_is_stopped(tmp_path, monkeypa
         with local_model.serving(f"local:{tmp_path}/m.gguf", say=lambda s: None):
             pass
     assert time.monotonic() - started < 15
-    assert not _alive(int(pid_file.read_text()))
+    assert not alive(int(pid_file.read_text()))
 
 
 def test_server_settings_come_from_the_environment(tmp_path, monkeypatch):

@@ -18,6 +18,7 @@ import pytest
 from agent.failures import content_hash, feedback_text, files_in_traceback, parse_failure
 from agent.process import RunResult, RunStatus
 from agent.runner import run_experiment, scrubbed_env
+from procs import alive
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -53,19 +54,6 @@ def workspace(tmp_path: Path):
     pid_file = tmp_path / "grandchild.pid"
     if pid_file.exists() and alive(int(pid_file.read_text())):
         os.kill(int(pid_file.read_text()), signal.SIGKILL)
-
-
-def alive(pid: int) -> bool:
-    """True if `pid` runs; a zombie (dead, not yet reaped by a non-reaping pid 1) counts as gone."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (FileNotFoundError, IndexError):
-        return False
-    return state != "Z"
 
 
 def grandchild_pid(ws: Path) -> int:
