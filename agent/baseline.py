@@ -30,14 +30,23 @@ def cache_path(ws: Workspace) -> Path:
     return execution.cache_dir() / "baselines" / f"{ws.template.name}-{ws.template.fingerprint()}-{ws.profile}"
 
 
-def check_overrides(ws: Workspace, seeds: list[int]) -> None:
+def knobs(ws: Workspace) -> dict[str, object]:
+    """The `Config` fields the agent sets in experiment.py to run the baseline, each with a value
+    it takes: the seed (when there are several seeds, or a frontier) and the frontier's knobs. An
+    edit must keep them (the gate's contract rule)."""
+    seeds, frontier = ws.template.seeds_for(ws.profile), ws.template.frontier_for(ws.profile)
+    out = {"seed": seeds[0]} if len(seeds) > 1 or frontier else {}
+    out.update({knob: values[0] for knob, values in frontier.items() if values})
+    return out
+
+
+def check_overrides(ws: Workspace) -> None:
     """Refuse a seed or frontier knob that experiment.py has no hyperparameter for, before any run."""
-    knobs = {"seed": seeds[0]} if len(seeds) > 1 or ws.template.frontier_for(ws.profile) else {}   # as the runs below set them
-    knobs.update({knob: values[0] for knob, values in ws.template.frontier_for(ws.profile).items() if values})
-    if not knobs or not (ws.path / "experiment.py").is_file():
+    knobs_set = knobs(ws)
+    if not knobs_set or not (ws.path / "experiment.py").is_file():
         return
     try:
-        execution.override_assignments((ws.path / "experiment.py").read_bytes(), knobs)
+        execution.override_assignments((ws.path / "experiment.py").read_bytes(), knobs_set)
     except execution.OverrideError as exc:
         raise WorkspaceError(f"the baseline cannot be run: {exc} (template.json's baseline_seeds and frontier "
                              f"name hyperparameters of {ws.template.root / 'experiment.py'})") from None
@@ -75,7 +84,7 @@ def _baseline_locked(ws: Workspace, cached: Path, *, timeout: float, on_line, sa
                                       box=sandbox, timeout=timeout, on_line=on_line,
                                       executor=executor)
         seeds = ws.template.seeds_for(ws.profile)
-        check_overrides(ws, seeds)
+        check_overrides(ws)
         for seed, out_dir in zip(seeds, ws.seed_dirs()):
             try:
                 step = runs.run(out_dir, overrides={"seed": seed} if len(seeds) > 1 else None)

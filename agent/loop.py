@@ -132,8 +132,8 @@ class ExperimentLoop:
         self.ws, self.coder, self.view, self.opt = ws, coder, view, options
         self.conv = conv or start_conversation(ws, options.max_runs, options.edit_format)
         self.words = prompts.edit_words(options.edit_format)  # how the prompts say to edit
-        self._format_restated = False
-        self._done_refused = False  # an ALL_COMPLETED before the idea was tried, refused once  # --edit-format auto restates both formats once
+        self._format_restated = False  # --edit-format auto restates both formats once
+        self._done_refused = False  # an ALL_COMPLETED before the idea was tried is refused once
         self.state = state or LoopState()
         self.baseline = ws.baseline()
         self.baseline_seeds = ws.baseline_seeds()
@@ -322,7 +322,7 @@ class ExperimentLoop:
         for rel, text in new_files.items():
             if rel.endswith(".py"):
                 findings += checks.check_source(text, before.get(rel), path=rel, search_path=self.ws.path,
-                                                keep_fields=rewritten_fields(self.ws))
+                                                keep_fields=tuple(baseline.knobs(self.ws)))
         return findings
 
     def edits_failed(self, outcomes, problems, new_files: dict[str, str], before: dict[str, str]) -> None:
@@ -627,14 +627,6 @@ class ExperimentLoop:
         sha = history.commit_attempt(self.ws.path, subject=subject[:200], trailers=record, body=body or "")
         self._reply_tokens, self._reply_cost = 0, 0.0  # charged once, to the first commit after the reply
         return sha
-
-
-def rewritten_fields(ws: Workspace) -> tuple[str, ...]:
-    """The `Config` fields the agent sets in experiment.py for the baseline: the seed (when the
-    baseline has several, or a frontier) and the frontier's knobs. An edit must keep them."""
-    frontier = ws.template.frontier_for(ws.profile)
-    seeded = len(ws.template.seeds_for(ws.profile)) > 1 or bool(frontier)
-    return (("seed",) if seeded else ()) + tuple(frontier)
 
 
 def rebuild_state(ws: Workspace) -> LoopState:
