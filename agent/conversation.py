@@ -9,10 +9,10 @@ every message goes through this class, and the shape is checked before every cal
 
 Feedback that arrives while a user turn is pending is merged into that turn.
 
-Two lists are kept: `_context` (what is sent; `condense()` shortens it) and `_log` (everything
-ever said, never shortened; this is what `transcript.md` and a replay read). Both end with the
-same turn: only the pending user turn is ever merged into (in both), and `condense()` leaves
-the latest turns alone until its last step. A reply's reasoning (deepseek's `reasoning_content`,
+Two lists are kept: `_context` (what is sent) and `_log` (everything ever said, never shortened;
+this is what `transcript.md` and a replay read). Both end with the same turn: only the pending
+user turn is ever merged into (in both). What does not fit the model's window is left out of a
+request by agent/budget.py, which builds it from `messages()`, never editing these. A reply's reasoning (deepseek's `reasoning_content`,
 a local model's `<think>…</think>`) is kept in `_log` beside it and never sent; a reply longer
 than MAX_REPLY_CHARS is sent back cut (`cap_reply`), kept whole in `_log`.
 """
@@ -30,7 +30,7 @@ TRANSCRIPT_VERSION = 1
 # Joins feedback merged into a pending user turn; readable in transcript.md and to the model.
 MERGE_SEPARATOR = "\n\n---\n\n"
 
-# condense() keeps this many of the latest messages whole (besides the idea, the first user turn).
+# The budget (agent/budget.py) keeps this many of the latest messages whole (besides the task).
 KEEP_LATEST = 3
 # Fenced blocks (file dumps) longer than this many lines are collapsed in older turns.
 MAX_BLOCK_LINES = 12
@@ -38,8 +38,6 @@ MAX_BLOCK_LINES = 12
 TRACEBACK_TAIL_LINES = 4
 # Older messages are cut to this many characters once blocks and tracebacks are gone.
 MAX_OLD_CHARS = 2000
-# The last resort cuts the latest turns to this many characters (tail kept: errors are at the end).
-MAX_LATEST_CHARS = 12000
 # What one reply may keep in what is sent back: a reply of whole files fits (the template's
 # experiment.py is ~8k characters); a 2 MB essay would otherwise ride along in every later call.
 MAX_REPLY_CHARS = 40000
@@ -56,8 +54,6 @@ class Conversation:
         self._log: list[dict] = []
         # One record per LLM call: model, prompt_tokens, completion_tokens, cost, seconds.
         self.usage: list[dict] = []
-        self.condensed = 0  # how many times condense() shrank the context
-        self._dropped = 0  # messages condense() removed from the context
 
     # -- building -------------------------------------------------------------------------
 
@@ -103,67 +99,11 @@ class Conversation:
         return out
 
     def transcript(self) -> list[dict]:
-        """Everything said, uncondensed, system message first."""
+        """Everything said, uncut, system message first."""
         return [{"role": "system", "content": self.system}] + [dict(m) for m in self._log]
 
     def assistant_replies(self) -> list[str]:
         return [m["content"] for m in self._log if m["role"] == "assistant"]
-
-    # -- shrinking ------------------------------------------------------------------------
-
-    def condense(self) -> bool:
-        """Shorten what is sent after a context-window error; True if anything shrank.
-
-        One step per call, mildest first, so a bounded retry loop condenses only as much as the
-        provider needs: collapse file dumps and tracebacks in older turns; cut older turns; drop
-        the oldest assistant/user pairs; finally cut the latest turns themselves. The system
-        message and the idea (first user turn) are never touched; alternation holds throughout.
-        """
-        for step in (self._collapse_old_blocks, self._cut_old_turns,
-                     self._drop_oldest_pairs, self._cut_latest_turns):
-            if step():
-                self.condensed += 1
-                return True
-        return False
-
-    def _old_range(self) -> range:
-        """Indices in _context that are neither the idea nor among the latest turns."""
-        return range(1, max(1, len(self._context) - KEEP_LATEST))
-
-    def _shrink_each(self, indices, shrink) -> bool:
-        changed = False
-        for i in indices:
-            before = self._context[i]["content"]
-            after = shrink(before)
-            if len(after) < len(before):
-                self._context[i] = {**self._context[i], "content": after}
-                changed = True
-        return changed
-
-    def _collapse_old_blocks(self) -> bool:
-        return self._shrink_each(self._old_range(),
-                                 lambda t: collapse_tracebacks(collapse_code_blocks(t)))
-
-    def _cut_old_turns(self) -> bool:
-        return self._shrink_each(self._old_range(), lambda t: cut_middle(t, MAX_OLD_CHARS))
-
-    def _drop_oldest_pairs(self) -> bool:
-        # Removing an (assistant, user) pair right after the idea keeps user/assistant alternating.
-        dropped = 0
-        while len(self._context) > 1 + KEEP_LATEST + 1:
-            del self._context[1:3]
-            dropped += 1
-        if not dropped:
-            return False
-        # Say so after the idea, so the model knows the story has a gap.
-        self._dropped += 2 * dropped
-        note = f"[{self._dropped} later messages omitted here to fit the context window]"
-        self._context[0] = {"role": "user", "content": self._log[0]["content"] + "\n\n" + note}
-        return True
-
-    def _cut_latest_turns(self) -> bool:
-        latest = range(max(1, len(self._context) - KEEP_LATEST), len(self._context))
-        return self._shrink_each(latest, lambda t: cut_middle(t, MAX_LATEST_CHARS, head_share=0.25))
 
     # -- saving ---------------------------------------------------------------------------
 
@@ -176,8 +116,6 @@ class Conversation:
             "messages": self.transcript(),
             "context": self._context,
             "usage": self.usage,
-            "condensed": self.condensed,
-            "dropped": self._dropped,
         }
         _write_atomic(directory / TRANSCRIPT_JSON, _json_text(data))
         _write_atomic(directory / TRANSCRIPT_MD, self.to_markdown(), errors="backslashreplace")
@@ -207,8 +145,6 @@ class Conversation:
         except (OSError, ValueError, KeyError, TypeError, IndexError) as e:
             raise ConversationError(f"cannot load transcript {path}: {e}") from e
         conv.usage = list(data.get("usage", []))
-        conv.condensed = int(data.get("condensed", 0))
-        conv._dropped = int(data.get("dropped", 0))
         # Refuse a transcript that breaks alternation now, not at the next call. One saved just
         # after a reply legitimately ends with the assistant: check it as if a turn followed.
         probe = [] if conv.pending_user else [{"role": "user", "content": ""}]

@@ -118,59 +118,6 @@ def test_load_refuses_a_transcript_that_breaks_alternation(tmp_path):
         Conversation.load(tmp_path / "transcript.json")
 
 
-def test_condense_shortens_old_file_dumps_and_tracebacks_first():
-    conv = long_conversation(6)
-    before = conv.messages()
-    assert conv.condense()
-    after = conv.messages()
-    check_messages(after)
-    assert len(after) == len(before)  # nothing dropped yet: only older bodies shrank
-    assert after[:2] == before[:2]  # system message and the idea, untouched
-    assert after[-3:] == before[-3:]  # the latest turns, untouched
-    assert sum(map(len, (m["content"] for m in after))) < sum(
-        map(len, (m["content"] for m in before))) / 2
-    old_reply, old_feedback = after[2]["content"], after[3]["content"]
-    assert "line_150" not in old_reply  # the dump is gone
-    assert "in f5" not in old_feedback  # so are the traceback's early frames
-    assert old_feedback.rstrip().endswith("no attribute 'ae'")  # the error itself stays
-
-
-def test_condense_until_nothing_left_keeps_idea_latest_turns_and_alternation():
-    conv = long_conversation(8)
-    full = conv.transcript()
-    steps = 0
-    while conv.condense():
-        check_messages(conv.messages())
-        steps += 1
-        assert steps < 10, "condense must run out of things to shrink"
-    sent = conv.messages()
-    assert sent[1]["content"].startswith("IDEA: lateral inhibition SAE")
-    assert "omitted" in sent[1]["content"]  # the model is told the story has a gap
-    assert len(sent) <= 6
-    assert "Run 7 failed" in sent[-1]["content"]
-    assert conv.transcript() == full  # transcript.md keeps everything that was said
-
-
-def test_condense_cuts_a_huge_latest_traceback_but_keeps_its_end():
-    conv = Conversation("system")
-    conv.add_user("idea")
-    conv.add_assistant("edit")
-    conv.add_user("x" * 100_000 + "\nValueError: the real cause")
-    while conv.condense():
-        pass
-    last = conv.messages()[-1]["content"]
-    assert len(last) < 20_000
-    assert last.endswith("ValueError: the real cause")
-
-
-def test_condense_on_a_short_conversation_reports_nothing_shrank():
-    conv = Conversation("system")
-    conv.add_user("idea")
-    conv.add_assistant("reply")
-    conv.add_user("short feedback")
-    assert conv.condense() is False
-
-
 # ---------------------------------------------------------------- issue 25: what providers really send
 
 
