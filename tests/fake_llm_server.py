@@ -29,33 +29,24 @@ def main() -> int:
     p.add_argument("--reply", default="ALL_COMPLETED")
     p.add_argument("--delay", type=float, default=0.0)
     p.add_argument("--pid-file")
-    p.add_argument("--model-id", default="fake-model")
     args = p.parse_args()
     if args.pid_file:
         Path(args.pid_file).write_text(str(os.getpid()))
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     time.sleep(args.delay)
 
-    class Endless(list):
-        """A script that never runs out: every request gets the reply."""
-        def pop(self, *_):
+    class Endless(fake_llm.FakeLLM):
+        """Every request gets the reply: a script that never runs out."""
+        def _next_item(self, messages=None):
             return args.reply
 
-        def __bool__(self):
-            return True
+    fake = Endless(models={"object": "list", "data": [{"id": "fake-model", "object": "model"}]})
 
-    fake = fake_llm.FakeLLM()
-    fake._script = Endless()
-    base = fake_llm._handler_for(fake)
-
-    class Handler(base):
-        def do_GET(self):
-            path = self.path.rstrip("/")
-            if path == "/health":
+    class Handler(fake_llm._handler_for(fake)):
+        def do_GET(self):  # /v1/models as FakeLLM answers it; /health as llama.cpp's server does
+            if self.path.rstrip("/") == "/health":
                 return self._send(200, {"status": "ok"})
-            if path in ("/v1/models", "/models"):
-                return self._send(200, {"object": "list", "data": [{"id": args.model_id, "object": "model"}]})
-            return self._send(404, {"error": {"message": f"no route {self.path}"}})
+            return super().do_GET()
 
     server = ThreadingHTTPServer(("127.0.0.1", args.port), Handler)
     print(f"listening on http://127.0.0.1:{args.port}", flush=True)
