@@ -32,7 +32,7 @@ def run_options(args: argparse.Namespace) -> RunOptions:
                       max_attempts=args.max_attempts, timeout=args.timeout, llm_timeout=args.llm_timeout,
                       max_cost=args.max_cost, max_tokens=args.max_tokens, context_window=args.context_window,
                       smoke=not args.no_smoke,
-                      sandbox=args.sandbox, executor=args.executor, edit_format=args.edit_format, slurm=slurm)
+                      sandbox=args.sandbox, executor=args.executor, edit_format=args.edit_format or "auto", slurm=slurm)
 
 
 def _check_results_dir(results: str) -> None:
@@ -303,9 +303,9 @@ def _model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-smoke", action="store_true", help="skip the few-steps smoke run before each run")
     p.add_argument("--sandbox", choices=("bwrap", "staged"),
                    help="the box generated code runs in (default $AGENT_SANDBOX, else bwrap where it works)")
-    p.add_argument("--edit-format", choices=EDIT_FORMATS, default="auto",
-                   help="how the coder edits: diff (SEARCH/REPLACE blocks), whole (whole files: for small "
-                        "local models), auto (asks for diffs, also applies whole files; default)")
+    p.add_argument("--edit-format", choices=EDIT_FORMATS,
+                   help="how the coder edits: diff (SEARCH/REPLACE blocks), whole (whole files; the default "
+                        "for --model local:…), auto (asks for diffs, also applies whole files; the default)")
     p.add_argument("--executor", choices=("local", "slurm"),
                    help="where runs execute: here, or each run a Slurm job (default $AGENT_EXECUTOR, else local)")
     p.add_argument("--slurm-partition", help="Slurm partition (default: the profile's, else the cluster's)")

@@ -577,6 +577,10 @@ def serving_args(args) -> Iterator[None]:
         args.model, args.api_base = model, api_base
         if hasattr(args, "llm_timeout"):   # a CPU reads ~10 prompt tokens/s: an idea's first prompt takes minutes
             args.llm_timeout = max(args.llm_timeout or 0, LOCAL_LLM_TIMEOUT)
+        if hasattr(args, "edit_format") and not args.edit_format:
+            # Small local models answer with whole files, and copy SEARCH/REPLACE blocks wrongly
+            # (the 1.5B model left out `=======` three times running): ask them for what they can write.
+            args.edit_format = "whole"
         yield
 
 

@@ -133,6 +133,7 @@ class ExperimentLoop:
         self.conv = conv or start_conversation(ws, options.max_runs, options.edit_format)
         self.words = prompts.edit_words(options.edit_format)  # how the prompts say to edit
         self._format_restated = False  # --edit-format auto restates both formats once
+        self._unparsed_replies = 0     # replies whose SEARCH/REPLACE blocks could not be parsed
         self._done_refused = False  # an ALL_COMPLETED before the idea was tried is refused once
         self.state = state or LoopState()
         self.baseline = ws.baseline()
@@ -277,6 +278,15 @@ class ExperimentLoop:
         self._format_restated = True
         return [prompts.FORMAT_REMINDER]
 
+    def whole_instead(self, outcomes) -> list[str]:
+        """Under --edit-format auto, from the second reply whose blocks could not be parsed: ask for
+        the whole file. Small models copy the format's markers wrongly again and again (the 1.5B
+        model left out `=======` three replies running), yet write whole files well."""
+        if self.opt.edit_format != "auto" or not any(o.status == EditStatus.MALFORMED for o in outcomes):
+            return []
+        self._unparsed_replies += 1
+        return [prompts.WHOLE_INSTEAD.format(count=self._unparsed_replies)] if self._unparsed_replies >= 2 else []
+
     def ask(self) -> Reply:
         # Tokens and cost belong to the reply that is coming, as its provider reported them
         # (litellm's usage and price; cost None when the model is unpriced): a Ctrl-C while
@@ -341,7 +351,7 @@ class ExperimentLoop:
         if findings:
             feedback += "\n" + prompts.GATE_NOTES.format(findings=checks.format_findings(findings))
         if not new_files:  # nothing of the reply was usable
-            feedback = "\n\n".join([feedback.rstrip("\n"), *self.format_reminder()])
+            feedback = "\n\n".join([feedback.rstrip("\n"), *self.format_reminder(), *self.whole_instead(outcomes)])
         self.conv.add_user(prompts.EDITS_FAILED.format(feedback=feedback))
         return self.no_run(Status.EDIT_FAILED, error)
 

@@ -226,6 +226,11 @@ experiment.py
 Either way the file's name stands alone on the line just before the opening fence; code shown \
 any other way is not applied."""
 
+# --edit-format auto: from the second reply whose SEARCH/REPLACE blocks could not be parsed.
+WHOLE_INSTEAD = """\
+Your SEARCH/REPLACE blocks could not be parsed in {count} replies. Send the file whole instead: \
+its name alone on a line, then the complete new file, every line of it, in a fenced block."""
+
 # The provider stopped the reply at its output limit (finish_reason "length").
 REPLY_CUT_OFF = """\
 Your reply was cut off: it reached the model's output limit before it ended, so none of it was \

@@ -309,14 +309,19 @@ def test_the_cli_runs_the_command_with_the_server_and_stops_it(fake_server, tmp_
 def test_serving_args_puts_the_served_model_in_the_arguments(fake_server, tmp_path, monkeypatch):
     import argparse
 
-    args = argparse.Namespace(model=None, api_base=None, llm_timeout=600.0)
+    args = argparse.Namespace(model=None, api_base=None, llm_timeout=600.0, edit_format=None)
     monkeypatch.setenv("AGENT_MODEL", f"local:{tmp_path}/tiny-model.gguf")  # as --model would
     with local_model.serving_args(args):
         assert args.model == "openai/tiny-model" and args.api_base.startswith("http://127.0.0.1:")
         # a CPU reads the first prompt for minutes: the default 600 s per call timed out for real
         assert args.llm_timeout == local_model.LOCAL_LLM_TIMEOUT
+        # small local models write whole files, not SEARCH/REPLACE blocks: asked for what they can write
+        assert args.edit_format == "whole"
         pid = int(fake_server.read_text())
     assert not alive(pid)
+    given = argparse.Namespace(model=f"local:{tmp_path}/tiny-model.gguf", api_base=None, edit_format="diff")
+    with local_model.serving_args(given):
+        assert given.edit_format == "diff"   # the user's choice stands
 
 
 def test_a_server_that_dies_at_start_is_reported(tmp_path, monkeypatch):

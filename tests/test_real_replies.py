@@ -120,6 +120,21 @@ def test_auto_restates_both_formats_once_after_a_reply_with_no_usable_edit(fake_
     assert [s for _, _, s in attempts(workspace_of(results))] == ["baseline", "no-edits", "no-edits", "success", "notes"]
 
 
+def test_auto_asks_for_the_whole_file_after_blocks_that_cannot_be_parsed_twice(fake_llm, idea, tmp_path):
+    # What Qwen2.5-Coder-1.5B sent three replies running: a SEARCH/REPLACE block without its `=======`.
+    no_divider = ("experiment.py\n```python\n<<<<<<< SEARCH\n    accuracy = ACCURACY\n"
+                  "    accuracy = ACCURACY + 0.05\n>>>>>>> REPLACE\n```\n")
+    fake_llm.script([no_divider, no_divider, whole("experiment.py", RAISED), "ALL_COMPLETED", NOTES])
+    results = tmp_path / "results"
+    assert run_agent(idea, results, fake=fake_llm) == 0
+    first, second = last_user(fake_llm.requests[1]), last_user(fake_llm.requests[2])
+    assert "missing its `=======` line" in first and "Send the file whole instead" not in first
+    assert "could not be parsed in 2 replies. Send the file whole instead" in second
+    ws = workspace_of(results)
+    assert [s for _, _, s in attempts(ws)] == ["baseline", "edit-failed", "edit-failed", "success", "notes"]
+    assert (ws / "experiment.py").read_text() == RAISED and clean(ws)
+
+
 def test_a_cut_off_reply_is_never_applied_half_way_and_the_record_says_so(fake_llm, idea, tmp_path):
     # Cut inside the file: applying it would leave experiment.py without its main().
     cut = whole("experiment.py", RAISED)[:120]
