@@ -484,7 +484,11 @@ def subject_summary(baseline: dict | None, current: dict, seeds: list[dict] | No
     cur_h, base_h = headline(current), headline(baseline) if baseline else {}
     if not cur_h:
         return "no results"
-    key, metric = next(iter(cur_h)), headline_metrics(current)[0]
+    # The first headline metric the result holds: a synthetic world's final split is sparse probing
+    # alone (its ground truth is scored on the held-out samples), so it is summed up by top-1 probing.
+    key = next(iter(cur_h))
+    metric = next((m for m in (*headline_metrics(current), *DEFAULT_HEADLINE_METRICS) if cur_h[key].get(m) is not None),
+                  headline_metrics(current)[0])
     name, cur = SHORT.get(metric, metric), cur_h[key].get(metric)
     if cur is None:
         return f"{name} —"

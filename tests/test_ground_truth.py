@@ -261,7 +261,8 @@ def test_known_null_is_no_detectable_change_on_every_headline_metric(tmp_path, a
     final = json.loads((ws / "final_split.json").read_text())
     seeds = load_template(REPO / "templates" / "sae_variants").seeds_for("synth-tiny")
     assert final["baseline_seeds"] == len(seeds) and "1" in final["runs"]
-    assert "Final split" in git.Repo(ws).head.commit.message
+    final_lines = git.Repo(ws).head.commit.message.split("Final split", 1)[1]
+    assert "run 1 (best on the test split): sae_top_1 0." in final_lines   # probing: the final split holds no ground truth
     messages = json.loads((ws / "transcript.json").read_text())["messages"]
     assert not any("Final split" in m.get("content", "") for m in messages)
     log = agent_cli("log", ws)

@@ -180,6 +180,19 @@ def test_subject_summary():
     assert results.subject_summary({KEY: entry()}, {KEY: entry(top1=0.70)}) == "sae_top_1 0.700 (-0.040 vs run 0, no interval)"
 
 
+def test_a_result_without_its_profiles_headline_metric_is_summed_up_by_one_it_has(synthetic):
+    # A synthetic world's final split: sparse probing only, no ground truth, no core metrics.
+    def probing_only(result):
+        (entry,) = result.values()
+        entry["eval_result_metrics"].pop("ground_truth")
+        entry.pop("core_metrics")
+        return result
+    seeds = [probing_only(synthetic(0.7, seed=s, top1=0.70 + 0.002 * s)) for s in range(3)]
+    summary = results.subject_summary(seeds[0], probing_only(synthetic(0.7, top1=0.75)), seeds)
+    assert summary.startswith("sae_top_1 0.750 (+0.048 ± ") and "—" not in summary
+    assert results.subject_summary(seeds[0], synthetic(0.7), seeds).startswith("f1 ")   # the headline where it is
+
+
 def test_a_trained_result_has_no_untrained_problems():
     assert results.untrained_problems({KEY: entry()}) == []
 
