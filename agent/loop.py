@@ -700,7 +700,7 @@ def prepare_resume(ws: Workspace, max_runs: int, executor=None,
     # What a run left behind when the agent was stopped: a restored history, changed settings or
     # harness, links or bad bytes in the editable files. All put back and named in the commit.
     found = ws.tampering + ws.restore_after_run(None, f"run_{state.run}") + ws.repair_leftovers()
-    dirty = bool(found) or repo.is_dirty(untracked_files=True)
+    dirty = bool(found) or ws.is_dirty()
     conv = load_transcript(ws, repo) or start_conversation(ws, max_runs, edit_format)
     attempts = history.read_history(ws.path)
     model = (conv.usage[-1].get("model") if conv.usage else None) or next(

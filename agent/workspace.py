@@ -173,6 +173,10 @@ class Workspace:
         """(code, path) per changed or untracked file, from `git status` (ignored files aside)."""
         return gitguard.status(history.repo_at(self.path), untracked_files="all")
 
+    def is_dirty(self) -> bool:
+        """Whether anything is changed or untracked (ignored files aside): `git status`, read safely."""
+        return bool(self._status())
+
     def repair_leftovers(self) -> list[str]:
         """On reopening: editable files that a run left as links, special files or bytes that
         are not UTF-8 are put back as last committed; one line per file."""
