@@ -58,7 +58,7 @@ def run_idea(idea: str, gguf: Path, args) -> tuple[Path | None, list[str], float
     results.mkdir(parents=True, exist_ok=True)
     cmd = [sys.executable, "-m", "agent", "run", f"ideas/{idea}.md", "--profile", args.profile,
            "--model", f"local:{gguf}", "--results", str(results), "--max-runs", str(args.max_runs),
-           "--edit-format", args.edit_format]
+           *(["--edit-format", args.edit_format] if args.edit_format else [])]
     if args.max_attempts:
         cmd += ["--max-attempts", str(args.max_attempts)]
     print(f"\n$ {' '.join(cmd)}", flush=True)
@@ -194,7 +194,8 @@ def main() -> int:
     p.add_argument("--profile", default="synth-tiny")
     p.add_argument("--max-runs", type=int, default=2)
     p.add_argument("--max-attempts", type=int)
-    p.add_argument("--edit-format", default="auto", choices=("auto", "diff", "whole"))
+    p.add_argument("--edit-format", choices=("auto", "diff", "whole"),
+                   help="default: the agent's for a local model (whole)")
     p.add_argument("--results", default=str(REPO / "results" / "bench_real_model"))
     p.add_argument("--report", nargs="+", metavar="WORKSPACE", help="only read back these workspaces")
     args = p.parse_args()

@@ -472,11 +472,14 @@ def test_function_that_lost_most_statements_is_a_warning():
 # ---------------------------------------------------------------- imports
 
 
-def test_missing_module_is_blocked_and_workspace_modules_resolve(workspace):
+def test_missing_module_is_blocked_and_workspace_modules_resolve(workspace, monkeypatch):
     new = EXPERIMENT.replace("import json\n", "import json\nimport wandb_not_installed_xyz\n")
     (f,) = gate(new, EXPERIMENT, workspace=workspace)
     assert f.code == "unresolved-import" and f.blocking and "wandb_not_installed_xyz" in f.message
-    # Without the workspace on the search path, `harness` does not resolve either.
+    # Without the workspace on the search path, `harness` does not resolve either (in this test
+    # process, unless an earlier test imported the template's own harness or put it on sys.path).
+    monkeypatch.delitem(sys.modules, "harness", raising=False)
+    monkeypatch.setattr(sys, "path", [p for p in sys.path if not (Path(p or ".") / "harness").is_dir()])
     assert {f.message.split("'")[1] for f in gate(new, EXPERIMENT, workspace=None)} == {
         "wandb_not_installed_xyz", "harness"}
 

@@ -238,15 +238,16 @@ def test_every_option_of_run_and_resume_is_in_the_typed_record(command, own):
 
 def one_seed_template(tmp_path) -> tuple[Path, list[Path]]:
     """The SAE template with its baseline cut to one seed, no frontier and no reference SAEs, and
-    three shipped ideas (with their recorded replies) pointed at it. The test below is about a cold
-    cache shared by three ideas at once, not about the noise floor: one SAE trains for the baseline."""
+    two shipped ideas (with their recorded replies) pointed at it. The test below is about a cold
+    cache shared by ideas at once, not about the noise floor: one SAE trains for the baseline. (Every
+    step of every shipped replay is applied and trained in tests/test_experiment_config.py.)"""
     template = tmp_path / "one_seed"
     shutil.copytree(REPO / "templates" / "sae_variants", template, ignore=shutil.ignore_patterns("__pycache__"))
     spec = json.loads((template / "template.json").read_text())
     spec.update(baseline_seeds=[0], profile_baseline_seeds={}, frontier={}, profile_frontier={}, references={})
     (template / "template.json").write_text(json.dumps(spec, indent=2))
     ideas = []
-    for name in ("lateral_inhibition", "topk_orthogonality", "exponential_orthogonal"):
+    for name in ("lateral_inhibition", "topk_orthogonality"):
         (tmp_path / "ideas").mkdir(exist_ok=True)
         text = (REPO / "ideas" / f"{name}.md").read_text().replace("template: sae_variants", "template: ../one_seed")
         (tmp_path / "ideas" / f"{name}.md").write_text(text)
@@ -256,8 +257,8 @@ def one_seed_template(tmp_path) -> tuple[Path, list[Path]]:
 
 
 @pytest.mark.slow
-def test_three_tiny_profile_ideas_in_parallel_from_a_cold_cache(tmp_path):
-    """The real template and language model: three shipped ideas (offline replays) at once, nothing cached."""
+def test_tiny_profile_ideas_in_parallel_from_a_cold_cache(tmp_path):
+    """The real template and language model: two shipped ideas (offline replays) at once, nothing cached."""
     _, ideas = one_seed_template(tmp_path)
     cache = tmp_path / "cache"
     env = {"SAE_CACHE_DIR": str(cache), "PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(tmp_path),
@@ -270,13 +271,13 @@ def test_three_tiny_profile_ideas_in_parallel_from_a_cold_cache(tmp_path):
         env["SAE_MODEL_DIR"] = str(models)
     results = tmp_path / "results"
     proc = subprocess.run([sys.executable, "-m", "agent", "run", *map(str, ideas), "--profile", "tiny",
-                           "--jobs", "3", "--max-runs", "1",
+                           "--jobs", "2", "--max-runs", "1",
                            "--results", str(results)], cwd=REPO, env=env, capture_output=True, text=True,
                           timeout=3600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     workspaces = [p for p in results.iterdir() if p.is_dir()]
-    assert len(workspaces) == 3
-    assert sorted(baseline_sources(results)) == ["cached", "cached", "computed"]
+    assert len(workspaces) == 2
+    assert sorted(baseline_sources(results)) == ["cached", "computed"]
     # A cached baseline's run_0 is a copy (its log included): count the computed one and the runs.
     computed = [ws for ws, how in zip(sorted(workspaces), baseline_sources(results)) if how == "computed"]
     logs = "\n".join(p.read_text() for p in [computed[0] / "run_0" / "prepare_log.txt", computed[0] / "run_0" / "log.txt",
@@ -303,6 +304,27 @@ def test_each_idea_is_pinned_to_its_own_gpu(fake_llm, tmp_path, cold_cache):
         json.loads((ws / "run_1" / "final_info.json").read_text())["mini-model/blocks.0.hook_resid_post"]
         ["eval_result_metrics"]["sae"]["sae_top_1_test_accuracy"] for ws in results.iterdir() if ws.is_dir())
     assert accuracies == pytest.approx([0.76, 0.77]), "GPU 0 for one idea, GPU 1 for the other"
+
+
+def test_ideas_at_once_share_the_cores_out(fake_llm, tmp_path, cold_cache, monkeypatch, capsys):
+    """--jobs 2: each idea's runs get half the cores as OMP_NUM_THREADS (here it sets the accuracy),
+    not one torch thread per core each; a value the user set is left alone."""
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    ideas = make_ideas(tmp_path, 2)
+    threads = "Threads.\n\n" + block("import argparse\n", "import argparse\nimport os\n") + "\n" + block(
+        "    accuracy = ACCURACY\n", "    accuracy = ACCURACY + 0.01 * int(os.environ['OMP_NUM_THREADS'])\n")
+    for i in range(2):
+        fake_llm.script([threads, NOTES], key=f"variant {i}")
+    results = tmp_path / "results"
+    assert main(["run", *map(str, ideas), "--jobs", "2", "--max-runs", "1", "--results", str(results),
+                 "--model", MODEL, "--api-base", fake_llm.url]) == 0
+    share = max(1, (os.cpu_count() or 1) // 2)
+    assert f"{share} CPU thread" in capsys.readouterr().out
+    accuracies = [json.loads((ws / "run_1" / "final_info.json").read_text())["mini-model/blocks.0.hook_resid_post"]
+                  ["eval_result_metrics"]["sae"]["sae_top_1_test_accuracy"] for ws in results.iterdir() if ws.is_dir()]
+    assert accuracies == pytest.approx([0.75 + 0.01 * share] * 2)
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")
+    assert parallel.threads_per_idea(2, slurm=False) is None and parallel.threads_per_idea(8, slurm=True) is None
 
 
 @pytest.mark.parametrize("verbosity, verbose, quiet", [(0, 0, False), (2, 2, False), (-1, 0, True)])
