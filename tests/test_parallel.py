@@ -290,39 +290,37 @@ def test_tiny_profile_ideas_in_parallel_from_a_cold_cache(tmp_path):
         assert "activation cache hit" in (ws / "run_1" / "log.txt").read_text()
 
 
-def test_each_idea_is_pinned_to_its_own_gpu(fake_llm, tmp_path, cold_cache):
-    """--gpus 0,1: each idea's runs see CUDA_VISIBLE_DEVICES of their own (here it sets the accuracy)."""
+def accuracies_from_the_environment(fake_llm, tmp_path, expression: str, *flags: str) -> list[float]:
+    """Two ideas run with `flags`, each run's accuracy set from its environment by `expression` (the
+    replies make experiment.py `import os`): what each idea's runs saw, sorted."""
     ideas = make_ideas(tmp_path, 2)
-    pin = "Use the GPU.\n\n" + block("import argparse\n", "import argparse\nimport os\n") + "\n" + block(
-        "    accuracy = ACCURACY\n", "    accuracy = ACCURACY + 0.01 * (1 + int(os.environ['CUDA_VISIBLE_DEVICES']))\n")
+    edit = "Read the environment.\n\n" + block("import argparse\n", "import argparse\nimport os\n") + "\n" + block(
+        "    accuracy = ACCURACY\n", f"    accuracy = ACCURACY + {expression}\n")
     for i in range(2):
-        fake_llm.script([pin, NOTES], key=f"variant {i}")
+        fake_llm.script([edit, NOTES], key=f"variant {i}")
     results = tmp_path / "results"
-    assert main(["run", *map(str, ideas), "--gpus", "0,1", "--max-runs", "1", "--results", str(results),
+    assert main(["run", *map(str, ideas), *flags, "--max-runs", "1", "--results", str(results),
                  "--model", MODEL, "--api-base", fake_llm.url]) == 0
-    accuracies = sorted(
+    return sorted(
         json.loads((ws / "run_1" / "final_info.json").read_text())["mini-model/blocks.0.hook_resid_post"]
         ["eval_result_metrics"]["sae"]["sae_top_1_test_accuracy"] for ws in results.iterdir() if ws.is_dir())
-    assert accuracies == pytest.approx([0.76, 0.77]), "GPU 0 for one idea, GPU 1 for the other"
+
+
+def test_each_idea_is_pinned_to_its_own_gpu(fake_llm, tmp_path, cold_cache):
+    """--gpus 0,1: each idea's runs see CUDA_VISIBLE_DEVICES of their own."""
+    seen = accuracies_from_the_environment(fake_llm, tmp_path, "0.01 * (1 + int(os.environ['CUDA_VISIBLE_DEVICES']))",
+                                           "--gpus", "0,1")
+    assert seen == pytest.approx([0.76, 0.77]), "GPU 0 for one idea, GPU 1 for the other"
 
 
 def test_ideas_at_once_share_the_cores_out(fake_llm, tmp_path, cold_cache, monkeypatch, capsys):
-    """--jobs 2: each idea's runs get half the cores as OMP_NUM_THREADS (here it sets the accuracy),
-    not one torch thread per core each; a value the user set is left alone."""
+    """--jobs 2: each idea's runs get half the cores as OMP_NUM_THREADS, not one torch thread per
+    core each; a value the user set is left alone."""
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
-    ideas = make_ideas(tmp_path, 2)
-    threads = "Threads.\n\n" + block("import argparse\n", "import argparse\nimport os\n") + "\n" + block(
-        "    accuracy = ACCURACY\n", "    accuracy = ACCURACY + 0.01 * int(os.environ['OMP_NUM_THREADS'])\n")
-    for i in range(2):
-        fake_llm.script([threads, NOTES], key=f"variant {i}")
-    results = tmp_path / "results"
-    assert main(["run", *map(str, ideas), "--jobs", "2", "--max-runs", "1", "--results", str(results),
-                 "--model", MODEL, "--api-base", fake_llm.url]) == 0
+    seen = accuracies_from_the_environment(fake_llm, tmp_path, "0.01 * int(os.environ['OMP_NUM_THREADS'])", "--jobs", "2")
     share = max(1, (os.cpu_count() or 1) // 2)
     assert f"{share} CPU thread" in capsys.readouterr().out
-    accuracies = [json.loads((ws / "run_1" / "final_info.json").read_text())["mini-model/blocks.0.hook_resid_post"]
-                  ["eval_result_metrics"]["sae"]["sae_top_1_test_accuracy"] for ws in results.iterdir() if ws.is_dir()]
-    assert accuracies == pytest.approx([0.75 + 0.01 * share] * 2)
+    assert seen == pytest.approx([0.75 + 0.01 * share] * 2)
     monkeypatch.setenv("OMP_NUM_THREADS", "3")
     assert parallel.threads_per_idea(2, slurm=False) is None and parallel.threads_per_idea(8, slurm=True) is None
 
