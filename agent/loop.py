@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Iterable
 
 
 from agent import baseline, checks, edits, execution, failures, history, prompts, results
-from agent.attempt import NOTES, Attempt, Status, restores_trailers
+from agent.attempt import NOTES, RAN, Attempt, Status, restores_trailers
 from agent.coder import BudgetExceeded, LLMError, Reply
 from agent.conversation import TRANSCRIPT_JSON, Conversation, ConversationError
 from agent.edits import EditStatus
@@ -134,7 +134,7 @@ class ExperimentLoop:
         self.words = prompts.edit_words(options.edit_format)  # how the prompts say to edit
         self._format_restated = False  # --edit-format auto restates both formats once
         self._unparsed_replies = 0     # replies whose SEARCH/REPLACE blocks could not be parsed
-        self._done_refused = False  # an ALL_COMPLETED before the idea was tried is refused once
+        self._done_refused = False  # an ALL_COMPLETED before any code ran is refused, but not twice running
         self.state = state or LoopState()
         self.baseline = ws.baseline()
         self.baseline_seeds = ws.baseline_seeds()
@@ -202,10 +202,12 @@ class ExperimentLoop:
             return self.refuse(unwritable[0], new_files, before, status=Status.EDIT_FAILED)
         done = says_done(reply)
         problems = [o for o in outcomes if o.status != EditStatus.APPLIED]
+        if problems or "experiment.py" in new_files:
+            self._done_refused = False   # an edit came between: the next ALL_COMPLETED is refused again
         if problems:
             return self.edits_failed(outcomes, problems, new_files, before)
-        if done and "experiment.py" not in new_files and not self._done_refused and not self.tried():
-            self._done_refused = True   # once: said again, it ends the idea as the coder wishes
+        if done and "experiment.py" not in new_files and not self._done_refused and not self.code_ran():
+            self._done_refused = True   # said again at once, it ends the idea as the coder wishes
             self.conv.add_user("\n\n".join([self.prompt(prompts.DONE_BEFORE_ANY_RUN, run=st.run),
                                              *self.format_reminder()]))
             return self.no_run(Status.NO_EDITS, "ALL_COMPLETED before any code ran: refused, the idea was not tried")
@@ -213,6 +215,10 @@ class ExperimentLoop:
             # AI-Scientist's contract: ALL_COMPLETED ends the experiments; notes may come with it.
             if NOTES_FILE in new_files and st.completed_runs:
                 self.commit_notes(updated=True)
+            elif new_files:   # a write-up with no run to write about: kept, as the reply's attempt
+                error = "ALL_COMPLETED with no run completed; its files are kept"
+                self.commit(f"run {st.run} attempt {st.attempt}: {Status.NO_EDITS} — {error}", Status.NO_EDITS,
+                            error=error)
             raise Stop("the coder reported ALL_COMPLETED")
         if "experiment.py" not in new_files:
             self.conv.add_user(self.no_edits_text(reply))
@@ -254,15 +260,16 @@ class ExperimentLoop:
         self.conv.add_user(self.prompt(prompts.REPLY_CUT_OFF, shorter=prompts.SHORTER[self.opt.edit_format]))
         self.no_run(Status.EDIT_FAILED, TRUNCATED)
 
-    def tried(self) -> bool:
-        """Whether the coder has tried the idea: an edit to run, refused or not (giving up after
-        trying is the coder's call). Small models answer the first task with ALL_COMPLETED alone."""
-        return any(a.run >= 1 and a.status != Status.NO_EDITS for a in history.read_history(self.ws.path))
+    def code_ran(self) -> bool:
+        """Whether any code of the coder's has run in this idea. Until then ALL_COMPLETED is refused:
+        small models answer the first task with it alone, and the 1.5B one gave up with it after
+        the gate refused its first file (two bugs the gate named)."""
+        return any(a.run >= 1 and a.status in RAN for a in history.read_history(self.ws.path))
 
     def no_edits_text(self, reply: str) -> str:
         """NO_EDITS, with what else the reply held: files whole that diff mode does not apply; under
         auto, the first time, both formats restated in full."""
-        wording = prompts.NO_EDITS if self.tried() else prompts.NO_EDITS_BEFORE_ANY_RUN
+        wording = prompts.NO_EDITS if self.code_ran() else prompts.NO_EDITS_BEFORE_ANY_RUN
         parts = [self.prompt(wording, run=self.state.run)]
         if self.opt.edit_format == "diff":
             whole, _ = edits.find_whole_files(reply, self.ws.template.editable)

@@ -89,7 +89,8 @@ def test_a_reply_that_mentions_all_completed_in_prose_is_run(fake_llm, idea, tmp
 def test_a_refused_edit_leaves_a_clean_tree_and_resume_adds_no_phantom_attempt(fake_llm, idea, tmp_path):
     placeholder = block("def train():\n    accuracy = ACCURACY\n    return accuracy\n",
                         "def train():\n    # Existing train code...\n    pass\n")
-    fake_llm.script([placeholder, "ALL_COMPLETED"])
+    # No code ran: the first ALL_COMPLETED is refused, the second, at once, ends the idea.
+    fake_llm.script([placeholder, "ALL_COMPLETED", "ALL_COMPLETED"])
     results = tmp_path / "results"
     assert run_agent(idea, results, "--no-smoke", fake=fake_llm) == 0
     ws = workspace_of(results)
@@ -97,18 +98,18 @@ def test_a_refused_edit_leaves_a_clean_tree_and_resume_adds_no_phantom_attempt(f
     assert not repo.is_dirty(untracked_files=True), repo.git.status()
     assert "Existing train code" not in (ws / "experiment.py").read_text()
     before = statuses(ws)
-    assert before == [(0, 1, "baseline"), (1, 1, "gate-failed")]
+    assert before == [(0, 1, "baseline"), (1, 1, "gate-failed"), (1, 2, "no-edits")]
 
-    fake_llm.script(["ALL_COMPLETED"])
+    fake_llm.script(["ALL_COMPLETED", "ALL_COMPLETED"])
     assert main(["resume", str(ws), "--api-base", fake_llm.url, "--no-smoke"]) == 0
-    assert statuses(ws) == before, "no phantom interrupted attempt"
+    assert statuses(ws) == before + [(1, 3, "no-edits")], "no phantom interrupted attempt"
 
 
 def test_a_refused_block_and_the_gate_findings_on_the_applied_ones_come_in_one_turn(fake_llm, idea, tmp_path):
     mixed = ("Two changes.\n\n"
              + block('KEY = "mini-model/blocks.0.hook_resid_post"\n', 'KEY = "x"\n', path="harness/__init__.py")
              + "\n" + block("    accuracy = ACCURACY\n", "    accuracy = ACCURACY + bonus_from_nowhere\n"))
-    fake_llm.script([mixed, "ALL_COMPLETED"])
+    fake_llm.script([mixed, "ALL_COMPLETED", "ALL_COMPLETED"])   # no code ran: the first is refused
     results = tmp_path / "results"
     assert run_agent(idea, results, "--no-smoke", fake=fake_llm) == 0
     turn = last_user(fake_llm.requests[1])
@@ -117,7 +118,7 @@ def test_a_refused_block_and_the_gate_findings_on_the_applied_ones_come_in_one_t
     ws = workspace_of(results)
     assert "bonus_from_nowhere" not in (ws / "experiment.py").read_text(), "not kept"
     assert not git.Repo(ws).is_dirty(untracked_files=True)
-    assert [s for _, _, s in statuses(ws)] == ["baseline", "edit-failed"]
+    assert [s for _, _, s in statuses(ws)] == ["baseline", "edit-failed", "no-edits"]
 
 
 BREAK = "Break it.\n\n" + block("    accuracy = ACCURACY + 0.05\n", "    accuracy = ACCURACY / 0\n")

@@ -74,6 +74,30 @@ def test_a_whole_file_that_drops_main_is_refused_by_the_gate_and_put_back(fake_l
     assert (ws / "experiment.py").read_text() == RAISED and clean(ws)
 
 
+def test_all_completed_after_a_refused_file_is_refused_while_no_code_has_run(fake_llm, idea, tmp_path):
+    # What Qwen2.5-Coder-1.5B did: ALL_COMPLETED at once (refused), a whole file the gate refused,
+    # then ALL_COMPLETED again, which ended the idea with no run. No code of its had run.
+    inline = "from harness import write_results\n\nwrite_results('run_1', 0.9, 100)\n"
+    fake_llm.script(["ALL_COMPLETED", whole("experiment.py", inline), "ALL_COMPLETED",
+                     whole("experiment.py", RAISED), "ALL_COMPLETED", NOTES])
+    results = tmp_path / "results"
+    assert run_agent(idea, results, fake=fake_llm) == 0
+    ws = workspace_of(results)
+    assert [s for _, _, s in attempts(ws)] == ["baseline", "no-edits", "gate-failed", "no-edits", "success", "notes"]
+    assert "No code of yours has run in this idea yet" in last_user(fake_llm.requests[3])
+    assert (ws / "experiment.py").read_text() == RAISED and clean(ws)
+
+
+def test_all_completed_twice_running_ends_the_idea_as_the_coder_wishes(fake_llm, idea, tmp_path):
+    fake_llm.script(["ALL_COMPLETED", NOTES])   # the notes say ALL_COMPLETED too, with no run to write about
+    results = tmp_path / "results"
+    run_agent(idea, results, fake=fake_llm)
+    ws = workspace_of(results)
+    assert [s for _, _, s in attempts(ws)] == ["baseline", "no-edits", "no-edits"]
+    assert "Run 1 raised" in (ws / "notes.txt").read_text() and clean(ws)   # kept, committed
+    assert fake_llm.remaining == 0
+
+
 def test_a_whole_protected_file_is_refused_and_the_harness_stays(fake_llm, idea, tmp_path):
     harness = (MINI / "harness" / "__init__.py").read_text()
     fake_llm.script([whole("harness/__init__.py", "def write_results(*a):\n    pass\n"),
@@ -203,7 +227,7 @@ def test_a_block_for_the_harness_is_refused_never_applied_to_plot_py(fake_llm, i
     # Issue 24: its SEARCH text matches plot.py only, and aider's fallback applied it there.
     to_harness = block('print("no plots in the mini template")\n', 'print("hijacked")\n', "harness/__init__.py")
     good = block("    accuracy = ACCURACY\n", "    accuracy = ACCURACY + 0.05\n")
-    fake_llm.script([to_harness + good, good, "ALL_COMPLETED", NOTES])
+    fake_llm.script([to_harness + good, "ALL_COMPLETED", NOTES])   # ALL_COMPLETED refused: no code ran
     results = tmp_path / "results"
     assert run_agent(idea, results, fake=fake_llm) == 0
     ws = workspace_of(results)
