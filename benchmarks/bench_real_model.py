@@ -109,7 +109,8 @@ def read_back(ws: Path, output: list[str] | None = None) -> dict:
     fatal = [m.group(1) for line in log_lines if (m := FATAL.search(line))]
     return {
         "workspace": str(ws),
-        "model": next((a["model"] for a in attempts if a.get("model")), None),
+        # the coder's model: the baseline's attempt says "template"
+        "model": next((a["model"] for a in attempts if a.get("model") and a["model"] != "template"), None),
         "turns": sum(m.get("role") == "assistant" for m in transcript.get("messages", [])),
         "usage_records": len(usage),
         "provider_retries": sum(bool(RETRY.search(line)) for line in log_lines),
