@@ -14,12 +14,14 @@ import signal  # noqa: E402
 # test spawns gets Python's KeyboardInterrupt again.
 signal.signal(signal.SIGINT, signal.default_int_handler)
 
-# Under `pytest -n N` (pyproject.toml) the workers share the cores out, as `run --jobs` does for
-# ideas: torch would otherwise start one thread per core in every worker's runs, and oversubscribed
-# cores trained SAEs 2.5-3x slower than their share. Set before anything imports torch.
-if os.environ.get("PYTEST_XDIST_WORKER_COUNT") and not os.environ.get("OMP_NUM_THREADS"):
-    _threads = str(max(1, (os.cpu_count() or 1) // int(os.environ["PYTEST_XDIST_WORKER_COUNT"])))
-    os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = _threads
+# Under `pytest -n N` (pyproject.toml) the workers share the cores out by the rule `run --jobs`
+# uses for ideas: torch would otherwise start one thread per core in every worker's runs, and
+# oversubscribed cores trained SAEs 2.5-3x slower than their share. Set before anything imports torch.
+if os.environ.get("PYTEST_XDIST_WORKER_COUNT"):
+    from agent.parallel import threads_per_idea  # noqa: E402
+    _threads = threads_per_idea(int(os.environ["PYTEST_XDIST_WORKER_COUNT"]), slurm=False)
+    if _threads:
+        os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = str(_threads)
 
 from fake_llm import FakeLLM  # noqa: E402  (tests/ is on sys.path: pytest's rootdir conftest)
 
